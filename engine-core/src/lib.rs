@@ -5,5 +5,8 @@
 //! continuous batching. Nothing here does network I/O or depends on an async runtime, so the
 //! same crate compiles for servers and for `wasm32-unknown-unknown`.
 
+pub mod backend;
 pub mod gguf;
+pub mod kv_cache;
+pub mod model;
 pub mod quant;

@@ -1,0 +1,138 @@
+//! Matrix-product kernels, one file per instruction set, chosen at run time.
+//!
+//! A tile kernel computes `out[t * out_stride + r] = dot(weight row r, activation row t0 + t)` for
+//! up to [`TILE_ROWS`] weight rows and [`TILE_TOKENS`] activation rows.
+
+pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub mod simd128;
+
+use super::acts::QuantActs;
+use crate::quant::GgmlType;
+
+/// Weight rows per tile.
+pub const TILE_ROWS: usize = 4;
+/// Activation rows per tile.
+pub const TILE_TOKENS: usize = 4;
+
+/// A tile kernel. See the module documentation.
+///
+/// # Safety
+/// `w` must hold `nr` rows of `row_bytes`, `acts` rows `t0..t0 + nt`, and `out` must be valid for
+/// writes at `t * out_stride + r` for `t < nt`, `r < nr`; `nr <= TILE_ROWS`, `nt <= TILE_TOKENS`.
+pub type TileFn = unsafe fn(
+    w: &[u8],
+    row_bytes: usize,
+    nr: usize,
+    acts: &QuantActs,
+    t0: usize,
+    nt: usize,
+    out: *mut f32,
+    out_stride: usize,
+);
+
+/// An instruction set the kernels are written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// Portable Rust.
+    Scalar,
+    /// x86-64 AVX2 + FMA.
+    Avx2,
+    /// x86-64 AVX-512 (F, BW, VL) with VNNI.
+    Avx512Vnni,
+    /// AArch64 NEON.
+    Neon,
+    /// WebAssembly 128-bit SIMD.
+    Simd128,
+}
+
+impl Isa {
+    /// The best instruction set this CPU supports.
+    pub fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if avx512::available() {
+                return Isa::Avx512Vnni;
+            }
+            if avx2::available() {
+                return Isa::Avx2;
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            if neon::available() {
+                return Isa::Neon;
+            }
+        }
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        {
+            return Isa::Simd128;
+        }
+        #[allow(unreachable_code)]
+        Isa::Scalar
+    }
+
+    /// Every instruction set usable on this CPU, best first.
+    pub fn available() -> Vec<Isa> {
+        let mut out = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if avx512::available() {
+                out.push(Isa::Avx512Vnni);
+            }
+            if avx2::available() {
+                out.push(Isa::Avx2);
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        if neon::available() {
+            out.push(Isa::Neon);
+        }
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        out.push(Isa::Simd128);
+        out.push(Isa::Scalar);
+        out
+    }
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512Vnni => "avx512-vnni",
+            Isa::Neon => "neon",
+            Isa::Simd128 => "simd128",
+        }
+    }
+
+    /// The tile kernel for weights of type `ty`, if this instruction set has one.
+    pub fn tile(self, ty: GgmlType) -> Option<TileFn> {
+        match self {
+            Isa::Scalar => scalar::tile(ty),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2::tile(ty),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => avx512::tile(ty),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => neon::tile(ty),
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Isa::Simd128 => simd128::tile(ty),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
+    /// The tile kernel for `ty`: this instruction set's, else the scalar one.
+    pub fn tile_or_scalar(self, ty: GgmlType) -> Option<TileFn> {
+        self.tile(ty).or_else(|| scalar::tile(ty))
+    }
+}

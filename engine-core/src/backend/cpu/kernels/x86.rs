@@ -1,0 +1,478 @@
+//! Tile kernels shared by the x86-64 instruction sets, over 256-bit vectors.
+//!
+//! Each weight format unpacks 32 weights at a time into bytes and says how the integer dot with a
+//! 32-block of 8-bit activations is scaled; an [`IntDot`] (AVX2 `maddubs` or AVX-512 VNNI `dpbusd`)
+//! computes the integer dot. Tiles of `NR` weight rows by `NT` activation rows keep their
+//! accumulators in registers so each unpacked weight block is used `NT` times.
+
+#![allow(clippy::missing_safety_doc)]
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use super::super::acts::{QK, QuantActs};
+
+/// The integer dot product of 32 unsigned bytes with 32 signed bytes, as eight lanes of
+/// four-element sums.
+pub trait IntDot {
+    /// `lane i = sum_{j<4} u[4i+j] * s[4i+j]`.
+    unsafe fn dot(u: __m256i, s: __m256i) -> __m256i;
+}
+
+/// How one 32-weight sub-block's integer dot is scaled.
+#[derive(Clone, Copy)]
+pub struct SubScale {
+    /// Scale of elements 0..16.
+    pub lo: f32,
+    /// Scale of elements 16..32.
+    pub hi: f32,
+    /// Coefficient of the activation block's `d * sum(q)`.
+    pub corr: f32,
+}
+
+/// A quantized weight format as seen by the x86 kernels.
+pub trait Format {
+    /// Bytes per (super-)block.
+    const BYTES: usize;
+    /// 32-weight sub-blocks per (super-)block.
+    const SUBS: usize;
+    /// Whether unpacked weights are signed (then the dot uses the sign trick).
+    const SIGNED: bool;
+    /// Whether the two halves of a sub-block may have different scales.
+    const HALVES: bool;
+    /// Per-block data decoded once (scales).
+    type Pre: Copy;
+    /// Decodes the block-level data.
+    unsafe fn prepare(blk: *const u8) -> Self::Pre;
+    /// Unpacks sub-block `j` to 32 bytes and gives its scales.
+    unsafe fn sub(blk: *const u8, pre: &Self::Pre, j: usize) -> (__m256i, SubScale);
+}
+
+#[inline(always)]
+unsafe fn f16_to_f32(p: *const u8) -> f32 {
+    // SAFETY: p points at two readable bytes.
+    let bits = unsafe { std::ptr::read_unaligned(p as *const u16) };
+    half::f16::from_bits(bits).to_f32()
+}
+
+/// 16 packed bytes -> 32 nibbles: low nibbles first, then high nibbles.
+#[inline(always)]
+unsafe fn nibbles_split(p: *const u8) -> __m256i {
+    unsafe {
+        let v = _mm_loadu_si128(p as *const __m128i);
+        let m = _mm_set1_epi8(0x0f);
+        let lo = _mm_and_si128(v, m);
+        let hi = _mm_and_si128(_mm_srli_epi16(v, 4), m);
+        _mm256_set_m128i(hi, lo)
+    }
+}
+
+/// Bit `i` of the 32-bit word at `p` -> byte `i` equal to 0x10 if set, else 0.
+#[inline(always)]
+unsafe fn bits_to_0x10(p: *const u8) -> __m256i {
+    unsafe {
+        let word = std::ptr::read_unaligned(p as *const i32);
+        let spread = _mm256_shuffle_epi8(
+            _mm256_set1_epi32(word),
+            _mm256_set_epi64x(
+                0x0303030303030303,
+                0x0202020202020202,
+                0x0101010101010101,
+                0x0000000000000000,
+            ),
+        );
+        let bitsel = _mm256_set1_epi64x(0x8040201008040201u64 as i64);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bitsel), bitsel);
+        _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+    }
+}
+
+/// Q4_0: 18-byte blocks `[d, qs[16]]`, `x = d * (q - 8)`.
+pub struct Q4_0;
+impl Format for Q4_0 {
+    const BYTES: usize = 18;
+    const SUBS: usize = 1;
+    const SIGNED: bool = false;
+    const HALVES: bool = false;
+    type Pre = ();
+    #[inline(always)]
+    unsafe fn prepare(_: *const u8) {}
+    #[inline(always)]
+    unsafe fn sub(blk: *const u8, _: &(), _: usize) -> (__m256i, SubScale) {
+        unsafe {
+            let d = f16_to_f32(blk);
+            (
+                nibbles_split(blk.add(2)),
+                SubScale {
+                    lo: d,
+                    hi: d,
+                    corr: -8.0 * d,
+                },
+            )
+        }
+    }
+}
+
+/// Q4_1: 20-byte blocks `[d, m, qs[16]]`, `x = d * q + m`.
+pub struct Q4_1;
+impl Format for Q4_1 {
+    const BYTES: usize = 20;
+    const SUBS: usize = 1;
+    const SIGNED: bool = false;
+    const HALVES: bool = false;
+    type Pre = ();
+    #[inline(always)]
+    unsafe fn prepare(_: *const u8) {}
+    #[inline(always)]
+    unsafe fn sub(blk: *const u8, _: &(), _: usize) -> (__m256i, SubScale) {
+        unsafe {
+            let d = f16_to_f32(blk);
+            let m = f16_to_f32(blk.add(2));
+            (
+                nibbles_split(blk.add(4)),
+                SubScale {
+                    lo: d,
+                    hi: d,
+                    corr: m,
+                },
+            )
+        }
+    }
+}
+
+/// Q5_0: 22-byte blocks `[d, qh: u32, qs[16]]`, `x = d * (q - 16)`.
+pub struct Q5_0;
+impl Format for Q5_0 {
+    const BYTES: usize = 22;
+    const SUBS: usize = 1;
+    const SIGNED: bool = false;
+    const HALVES: bool = false;
+    type Pre = ();
+    #[inline(always)]
+    unsafe fn prepare(_: *const u8) {}
+    #[inline(always)]
+    unsafe fn sub(blk: *const u8, _: &(), _: usize) -> (__m256i, SubScale) {
+        unsafe {
+            let d = f16_to_f32(blk);
+            let w = _mm256_or_si256(nibbles_split(blk.add(6)), bits_to_0x10(blk.add(2)));
+            (
+                w,
+                SubScale {
+                    lo: d,
+                    hi: d,
+                    corr: -16.0 * d,
+                },
+            )
+        }
+    }
+}
+
+/// Q5_1: 24-byte blocks `[d, m, qh: u32, qs[16]]`, `x = d * q + m`.
+pub struct Q5_1;
+impl Format for Q5_1 {
+    const BYTES: usize = 24;
+    const SUBS: usize = 1;
+    const SIGNED: bool = false;
+    const HALVES: bool = false;
+    type Pre = ();
+    #[inline(always)]
+    unsafe fn prepare(_: *const u8) {}
+    #[inline(always)]
+    unsafe fn sub(blk: *const u8, _: &(), _: usize) -> (__m256i, SubScale) {
+        unsafe {
+            let d = f16_to_f32(blk);
+            let m = f16_to_f32(blk.add(2));
+            let w = _mm256_or_si256(nibbles_split(blk.add(8)), bits_to_0x10(blk.add(4)));
+            (
+                w,
+                SubScale {
+                    lo: d,
+                    hi: d,
+                    corr: m,
+                },
+            )
+        }
+    }
+}
+
+/// Q8_0: 34-byte blocks `[d, qs: [i8; 32]]`, `x = d * q`.
+pub struct Q8_0;
+impl Format for Q8_0 {
+    const BYTES: usize = 34;
+    const SUBS: usize = 1;
+    const SIGNED: bool = true;
+    const HALVES: bool = false;
+    type Pre = ();
+    #[inline(always)]
+    unsafe fn prepare(_: *const u8) {}
+    #[inline(always)]
+    unsafe fn sub(blk: *const u8, _: &(), _: usize) -> (__m256i, SubScale) {
+        unsafe {
+            let d = f16_to_f32(blk);
+            let w = _mm256_loadu_si256(blk.add(2) as *const __m256i);
+            (
+                w,
+                SubScale {
+                    lo: d,
+                    hi: d,
+                    corr: 0.0,
+                },
+            )
+        }
+    }
+}
+
+/// Q4_K: 144-byte super-blocks `[d, dmin, scales[12], qs[128]]` of eight 32-weight sub-blocks,
+/// `x = d * sc * q - dmin * m`.
+pub struct Q4K;
+impl Format for Q4K {
+    const BYTES: usize = 144;
+    const SUBS: usize = 8;
+    const SIGNED: bool = false;
+    const HALVES: bool = false;
+    type Pre = ([f32; 8], [f32; 8]);
+    #[inline(always)]
+    unsafe fn prepare(blk: *const u8) -> Self::Pre {
+        unsafe {
+            let d = f16_to_f32(blk);
+            let dmin = f16_to_f32(blk.add(2));
+            let s = std::slice::from_raw_parts(blk.add(4), 12);
+            let mut scale = [0.0; 8];
+            let mut min = [0.0; 8];
+            for j in 0..8 {
+                let (sc, m) = super::scalar::scale_min_k4(j, s);
+                scale[j] = d * f32::from(sc);
+                min[j] = -dmin * f32::from(m);
+            }
+            (scale, min)
+        }
+    }
+    #[inline(always)]
+    unsafe fn sub(blk: *const u8, pre: &Self::Pre, j: usize) -> (__m256i, SubScale) {
+        unsafe {
+            let v = _mm256_loadu_si256(blk.add(16 + (j / 2) * 32) as *const __m256i);
+            let v = if j % 2 == 0 {
+                v
+            } else {
+                _mm256_srli_epi16(v, 4)
+            };
+            let w = _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
+            let d = pre.0[j];
+            (
+                w,
+                SubScale {
+                    lo: d,
+                    hi: d,
+                    corr: pre.1[j],
+                },
+            )
+        }
+    }
+}
+
+/// Q6_K: 210-byte super-blocks `[ql[128], qh[64], scales: [i8; 16], d]` of sixteen 16-weight
+/// sub-blocks, `x = d * sc * (q - 32)`.
+pub struct Q6K;
+impl Format for Q6K {
+    const BYTES: usize = 210;
+    const SUBS: usize = 8;
+    const SIGNED: bool = true;
+    const HALVES: bool = true;
+    type Pre = [f32; 16];
+    #[inline(always)]
+    unsafe fn prepare(blk: *const u8) -> Self::Pre {
+        unsafe {
+            let d = f16_to_f32(blk.add(208));
+            let mut out = [0.0; 16];
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = d * f32::from(*blk.add(192 + i) as i8);
+            }
+            out
+        }
+    }
+    #[inline(always)]
+    unsafe fn sub(blk: *const u8, pre: &Self::Pre, j: usize) -> (__m256i, SubScale) {
+        unsafe {
+            let (half, g) = (j / 4, j % 4);
+            let ql = _mm256_loadu_si256(blk.add(64 * half + 32 * (g & 1)) as *const __m256i);
+            let qh = _mm256_loadu_si256(blk.add(128 + 32 * half) as *const __m256i);
+            let m4 = _mm256_set1_epi8(0x0f);
+            let lo = if g < 2 {
+                _mm256_and_si256(ql, m4)
+            } else {
+                _mm256_and_si256(_mm256_srli_epi16(ql, 4), m4)
+            };
+            let hi = match g {
+                0 => _mm256_slli_epi16(qh, 4),
+                1 => _mm256_slli_epi16(qh, 2),
+                2 => qh,
+                _ => _mm256_srli_epi16(qh, 2),
+            };
+            let hi = _mm256_and_si256(hi, _mm256_set1_epi8(0x30));
+            let w = _mm256_sub_epi8(_mm256_or_si256(lo, hi), _mm256_set1_epi8(32));
+            let s = 8 * half + 2 * g;
+            (
+                w,
+                SubScale {
+                    lo: pre[s],
+                    hi: pre[s + 1],
+                    corr: 0.0,
+                },
+            )
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn hsum(v: __m256) -> f32 {
+    unsafe {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+}
+
+/// One `NR` x `NT` tile. Must be inlined into a function compiled with the ISA's features.
+#[inline(always)]
+pub unsafe fn tile<F: Format, D: IntDot, const NR: usize, const NT: usize>(
+    w: &[u8],
+    row_bytes: usize,
+    acts: &QuantActs,
+    t0: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    unsafe {
+        let n_super = row_bytes / F::BYTES;
+        let nb = acts.cols / QK;
+        let wp = w.as_ptr();
+        let xq = acts.qs.as_ptr().add(t0 * acts.cols);
+        let xd = acts.d.as_ptr().add(t0 * nb);
+        let xds = acts.ds.as_ptr().add(t0 * nb);
+        let mut acc = [[_mm256_setzero_ps(); NT]; NR];
+        let mut corr = [[0.0f32; NT]; NR];
+        for sb in 0..n_super {
+            let mut pre = [std::mem::MaybeUninit::<F::Pre>::uninit(); NR];
+            for r in 0..NR {
+                pre[r].write(F::prepare(wp.add(r * row_bytes + sb * F::BYTES)));
+            }
+            for j in 0..F::SUBS {
+                let b = sb * F::SUBS + j;
+                let mut wv = [_mm256_setzero_si256(); NR];
+                let mut sc = [SubScale {
+                    lo: 0.0,
+                    hi: 0.0,
+                    corr: 0.0,
+                }; NR];
+                for r in 0..NR {
+                    let (v, s) = F::sub(
+                        wp.add(r * row_bytes + sb * F::BYTES),
+                        pre[r].assume_init_ref(),
+                        j,
+                    );
+                    wv[r] = v;
+                    sc[r] = s;
+                }
+                for t in 0..NT {
+                    let x = _mm256_loadu_si256(xq.add(t * acts.cols + b * QK) as *const __m256i);
+                    let dx = *xd.add(t * nb + b);
+                    let dsx = *xds.add(t * nb + b);
+                    for r in 0..NR {
+                        let p = if F::SIGNED {
+                            D::dot(_mm256_sign_epi8(wv[r], wv[r]), _mm256_sign_epi8(x, wv[r]))
+                        } else {
+                            D::dot(wv[r], x)
+                        };
+                        let scale = if F::HALVES {
+                            _mm256_set_m128(_mm_set1_ps(sc[r].hi * dx), _mm_set1_ps(sc[r].lo * dx))
+                        } else {
+                            _mm256_set1_ps(sc[r].lo * dx)
+                        };
+                        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc[r][t]);
+                        corr[r][t] += sc[r].corr * dsx;
+                    }
+                }
+            }
+        }
+        for r in 0..NR {
+            for t in 0..NT {
+                *out.add(t * out_stride + r) = hsum(acc[r][t]) + corr[r][t];
+            }
+        }
+    }
+}
+
+/// Declares a tile kernel for one format: dispatches `(nr, nt)` to constant-size tiles.
+/// Expands inside a module that defines `Dot` and a `#[target_feature]` attribute list.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! x86_tile_kernel {
+    ($name:ident, $fmt:ty, $dot:ty, $features:literal, $max_nt:literal) => {
+        /// Tile kernel (see [`super::TileFn`]).
+        ///
+        /// # Safety
+        /// As [`super::TileFn`]; the CPU must support the instruction set.
+        #[target_feature(enable = $features)]
+        pub unsafe fn $name(
+            w: &[u8],
+            row_bytes: usize,
+            nr: usize,
+            acts: &$crate::backend::cpu::acts::QuantActs,
+            t0: usize,
+            nt: usize,
+            out: *mut f32,
+            out_stride: usize,
+        ) {
+            use super::x86::tile;
+            let mut t = 0;
+            while t < nt {
+                let n = (nt - t).min($max_nt);
+                let o = unsafe { out.add(t * out_stride) };
+                unsafe {
+                    match (nr, n) {
+                        (4, 4) => {
+                            tile::<$fmt, $dot, 4, 4>(w, row_bytes, acts, t0 + t, o, out_stride)
+                        }
+                        (4, 3) => {
+                            tile::<$fmt, $dot, 4, 3>(w, row_bytes, acts, t0 + t, o, out_stride)
+                        }
+                        (4, 2) => {
+                            tile::<$fmt, $dot, 4, 2>(w, row_bytes, acts, t0 + t, o, out_stride)
+                        }
+                        (4, _) => {
+                            tile::<$fmt, $dot, 4, 1>(w, row_bytes, acts, t0 + t, o, out_stride)
+                        }
+                        (3, 4) | (3, 3) => {
+                            tile::<$fmt, $dot, 3, 3>(w, row_bytes, acts, t0 + t, o, out_stride)
+                        }
+                        (3, 2) => {
+                            tile::<$fmt, $dot, 3, 2>(w, row_bytes, acts, t0 + t, o, out_stride)
+                        }
+                        (3, _) => {
+                            tile::<$fmt, $dot, 3, 1>(w, row_bytes, acts, t0 + t, o, out_stride)
+                        }
+                        (2, 4) | (2, 3) | (2, 2) => {
+                            tile::<$fmt, $dot, 2, 2>(w, row_bytes, acts, t0 + t, o, out_stride)
+                        }
+                        (2, _) => {
+                            tile::<$fmt, $dot, 2, 1>(w, row_bytes, acts, t0 + t, o, out_stride)
+                        }
+                        (_, 4) | (_, 3) | (_, 2) => {
+                            tile::<$fmt, $dot, 1, 2>(w, row_bytes, acts, t0 + t, o, out_stride)
+                        }
+                        _ => tile::<$fmt, $dot, 1, 1>(w, row_bytes, acts, t0 + t, o, out_stride),
+                    }
+                }
+                // Shapes with fewer tokens than asked for advance by what they computed.
+                t += match (nr, n) {
+                    (4, k) => k,
+                    (3, 4) | (3, 3) => 3,
+                    (3, k) => k,
+                    (_, 1) => 1,
+                    _ => 2,
+                };
+            }
+        }
+    };
+}

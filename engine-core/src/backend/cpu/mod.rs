@@ -1,0 +1,297 @@
+//! The CPU backend: quantized matrix products with runtime-dispatched SIMD kernels (AVX-512 VNNI,
+//! AVX2, NEON, wasm SIMD, scalar), multithreaded natively, over weights read in place from the
+//! model file.
+
+pub mod acts;
+mod attention;
+pub mod kernels;
+pub mod matmul;
+mod ops;
+pub mod threads;
+
+use std::future::Future;
+use std::sync::Mutex;
+
+pub use attention::CpuKvStore;
+pub use kernels::Isa;
+
+use self::acts::QuantActs;
+use self::threads::Pool;
+use super::{Backend, BackendError, BackendInfo, KvDtype, KvLayout, MatrixSource, StepInput};
+use crate::gguf::ModelBytes;
+use crate::quant::GgmlType;
+
+/// A weight matrix read in place from the model file's bytes.
+pub struct CpuMatrix {
+    /// Element type.
+    pub ty: GgmlType,
+    /// Output features.
+    pub rows: usize,
+    /// Input features.
+    pub cols: usize,
+    /// Bytes per row.
+    pub row_bytes: usize,
+    bytes: ModelBytes,
+    start: usize,
+    kernel: Option<kernels::TileFn>,
+}
+
+impl CpuMatrix {
+    /// The encoded rows.
+    pub fn data(&self) -> &[u8] {
+        &self.bytes[self.start..self.start + self.rows * self.row_bytes]
+    }
+}
+
+/// Options of the CPU backend.
+#[derive(Clone, Debug, Default)]
+pub struct CpuOptions {
+    /// Worker threads (0 = one per core).
+    pub threads: usize,
+    /// Instruction set to use (None = the best available).
+    pub isa: Option<Isa>,
+}
+
+/// The CPU backend.
+pub struct CpuBackend {
+    pool: Pool,
+    isa: Isa,
+    acts: Mutex<QuantActs>,
+}
+
+impl CpuBackend {
+    /// A backend with `options`.
+    pub fn new(options: CpuOptions) -> Result<CpuBackend, BackendError> {
+        let isa = match options.isa {
+            None => Isa::detect(),
+            Some(isa) if Isa::available().contains(&isa) => isa,
+            Some(isa) => {
+                return Err(BackendError::Unavailable(format!(
+                    "this CPU does not support the {} instruction set",
+                    isa.name()
+                )));
+            }
+        };
+        Ok(CpuBackend {
+            pool: Pool::new(options.threads),
+            isa,
+            acts: Mutex::new(QuantActs::default()),
+        })
+    }
+
+    /// The instruction set in use.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Runs `f` inside the worker pool (cheaper forking for the operations it calls).
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
+    fn quantized_matmul(
+        &self,
+        ws: &[&CpuMatrix],
+        x: &[f32],
+        rows: usize,
+        outs: &mut [&mut Vec<f32>],
+    ) {
+        let mut acts = self.acts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut quantized_for = None;
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            match w.kernel {
+                Some(kernel) => {
+                    if quantized_for != Some(w.cols) {
+                        acts.quantize(x, rows, w.cols);
+                        quantized_for = Some(w.cols);
+                    }
+                    matmul::matmul_quantized(&self.pool, kernel, w, &acts, out);
+                }
+                None => matmul::matmul_float(&self.pool, w, x, rows, out),
+            }
+        }
+    }
+}
+
+/// The processor's brand string, from CPUID where the architecture has it.
+fn cpu_name() -> String {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::__cpuid;
+        let max = __cpuid(0x8000_0000).eax;
+        if max >= 0x8000_0004 {
+            let mut bytes = Vec::with_capacity(48);
+            for leaf in 0x8000_0002u32..=0x8000_0004 {
+                let r = __cpuid(leaf);
+                for reg in [r.eax, r.ebx, r.ecx, r.edx] {
+                    bytes.extend_from_slice(&reg.to_le_bytes());
+                }
+            }
+            let name = String::from_utf8_lossy(&bytes);
+            let name = name.trim_matches(char::from(0)).trim();
+            if !name.is_empty() {
+                return name.to_owned();
+            }
+        }
+    }
+    std::env::consts::ARCH.to_owned()
+}
+
+impl Backend for CpuBackend {
+    type Buffer = Vec<f32>;
+    type Matrix = CpuMatrix;
+    type KvStore = CpuKvStore;
+    type Step = StepInput;
+
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            name: "cpu".into(),
+            device: format!("{} ({})", cpu_name(), self.isa.name()),
+            threads: self.pool.threads(),
+        }
+    }
+
+    fn upload_matrix(&self, src: &MatrixSource) -> Result<CpuMatrix, BackendError> {
+        let unsupported = || BackendError::UnsupportedType {
+            backend: "cpu".into(),
+            ty: src.ty,
+        };
+        if !src.ty.is_supported() || matches!(src.ty, GgmlType::Q8_1 | GgmlType::Q8_K) {
+            return Err(unsupported());
+        }
+        let row_bytes = src.ty.row_bytes(src.cols).ok_or_else(unsupported)?;
+        if src.range.len() != row_bytes * src.rows || src.range.end > src.bytes.len() {
+            return Err(BackendError::Device(format!(
+                "matrix {} has {} bytes, expected {} rows of {row_bytes}",
+                src.name,
+                src.range.len(),
+                src.rows
+            )));
+        }
+        let kernel = if src.cols % acts::QK == 0 {
+            self.isa.tile_or_scalar(src.ty)
+        } else {
+            None
+        };
+        Ok(CpuMatrix {
+            ty: src.ty,
+            rows: src.rows,
+            cols: src.cols,
+            row_bytes,
+            bytes: src.bytes.clone(),
+            start: src.range.start,
+            kernel,
+        })
+    }
+
+    fn upload_vector(&self, data: &[f32]) -> Result<Vec<f32>, BackendError> {
+        Ok(data.to_vec())
+    }
+
+    fn alloc(&self, len: usize) -> Result<Vec<f32>, BackendError> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(len)
+            .map_err(|_| BackendError::OutOfMemory(format!("{len} floats")))?;
+        v.resize(len, 0.0);
+        Ok(v)
+    }
+
+    fn alloc_kv(&self, layout: &KvLayout) -> Result<CpuKvStore, BackendError> {
+        if layout.dtype != KvDtype::F32 {
+            return Err(BackendError::Unavailable(
+                "the CPU KV cache stores f32".into(),
+            ));
+        }
+        CpuKvStore::new(*layout).ok_or_else(|| {
+            BackendError::OutOfMemory(format!("KV cache of {} bytes", layout.total_bytes()))
+        })
+    }
+
+    fn begin_step(&self, step: &StepInput) -> Result<StepInput, BackendError> {
+        Ok(step.clone())
+    }
+
+    fn embed(&self, step: &StepInput, table: &CpuMatrix, out: &mut Vec<f32>) {
+        ops::embed(&self.pool, table, &step.tokens, out);
+    }
+
+    fn rms_norm(
+        &self,
+        x: &Vec<f32>,
+        weight: &Vec<f32>,
+        eps: f32,
+        rows: usize,
+        dim: usize,
+        out: &mut Vec<f32>,
+    ) {
+        ops::rms_norm(&self.pool, x, weight, eps, rows, dim, out);
+    }
+
+    fn matmul(&self, w: &CpuMatrix, x: &Vec<f32>, rows: usize, out: &mut Vec<f32>) {
+        self.quantized_matmul(&[w], x, rows, &mut [out]);
+    }
+
+    fn matmul_many(
+        &self,
+        ws: &[&CpuMatrix],
+        x: &Vec<f32>,
+        rows: usize,
+        outs: &mut [&mut Vec<f32>],
+    ) {
+        self.quantized_matmul(ws, x, rows, outs);
+    }
+
+    fn add_bias(&self, x: &mut Vec<f32>, bias: &Vec<f32>, rows: usize, _dim: usize) {
+        ops::add_bias(x, bias, rows);
+    }
+
+    fn rope(&self, step: &StepInput, x: &mut Vec<f32>, n_heads: usize, head_dim: usize) {
+        ops::rope(step, x, n_heads, head_dim);
+    }
+
+    fn kv_write(
+        &self,
+        step: &StepInput,
+        kv: &mut CpuKvStore,
+        layer: usize,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+    ) {
+        kv.write(step, layer, k, v);
+    }
+
+    fn attention(
+        &self,
+        step: &StepInput,
+        kv: &CpuKvStore,
+        layer: usize,
+        q: &Vec<f32>,
+        n_heads: usize,
+        out: &mut Vec<f32>,
+    ) {
+        kv.attend(&self.pool, step, layer, q, n_heads, out);
+    }
+
+    fn swiglu(&self, gate: &mut Vec<f32>, up: &Vec<f32>, len: usize) {
+        ops::swiglu(&mut gate[..len], &up[..len]);
+    }
+
+    fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>, len: usize) {
+        ops::add(&mut x[..len], &y[..len]);
+    }
+
+    fn gather_logit_rows(&self, step: &StepInput, x: &Vec<f32>, dim: usize, out: &mut Vec<f32>) {
+        for (i, &r) in step.logit_rows.iter().enumerate() {
+            let r = r as usize;
+            out[i * dim..(i + 1) * dim].copy_from_slice(&x[r * dim..(r + 1) * dim]);
+        }
+    }
+
+    fn read(
+        &self,
+        buf: &Vec<f32>,
+        len: usize,
+    ) -> impl Future<Output = Result<Vec<f32>, BackendError>> {
+        std::future::ready(Ok(buf[..len].to_vec()))
+    }
+}

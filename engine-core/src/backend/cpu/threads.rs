@@ -1,0 +1,91 @@
+//! The CPU backend's worker pool: a dedicated rayon pool natively, the calling thread in wasm.
+
+/// A raw pointer that may be shared between workers writing disjoint elements.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedMut<T>(pub *mut T);
+// SAFETY: users only write disjoint elements from different workers.
+unsafe impl<T> Send for SharedMut<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for SharedMut<T> {}
+
+/// Runs data-parallel loops on a fixed number of worker threads.
+pub struct Pool {
+    threads: usize,
+    #[cfg(feature = "std-threads")]
+    pool: Option<rayon::ThreadPool>,
+}
+
+impl Pool {
+    /// A pool of `threads` workers (0 = one per available core). Without the `std-threads`
+    /// feature the pool runs everything on the calling thread.
+    pub fn new(threads: usize) -> Pool {
+        #[cfg(feature = "std-threads")]
+        {
+            let threads = if threads == 0 {
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            } else {
+                threads
+            };
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("tandem-cpu-{i}"))
+                .build()
+                .ok();
+            let threads = if pool.is_some() { threads } else { 1 };
+            Pool { threads, pool }
+        }
+        #[cfg(not(feature = "std-threads"))]
+        {
+            let _ = threads;
+            Pool { threads: 1 }
+        }
+    }
+
+    /// Number of workers.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs `f` inside the pool, so that the loops it starts are cheap to fork.
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        #[cfg(feature = "std-threads")]
+        if let Some(pool) = &self.pool {
+            return pool.install(f);
+        }
+        f()
+    }
+
+    /// Calls `f(i)` for every `i` in `0..n`, spread over the workers.
+    pub fn for_each(&self, n: usize, f: impl Fn(usize) + Sync + Send) {
+        #[cfg(feature = "std-threads")]
+        if self.threads > 1 && n > 1 {
+            if let Some(pool) = &self.pool {
+                use rayon::prelude::*;
+                pool.install(|| (0..n).into_par_iter().for_each(f));
+                return;
+            }
+        }
+        (0..n).for_each(f)
+    }
+
+    /// Splits `0..len` into about `parts_per_thread` ranges per worker (each a multiple of
+    /// `align`, at least `min_len` long) and calls `f` on each, in parallel.
+    pub fn for_ranges(
+        &self,
+        len: usize,
+        align: usize,
+        min_len: usize,
+        parts_per_thread: usize,
+        f: impl Fn(std::ops::Range<usize>) + Sync + Send,
+    ) {
+        let align = align.max(1);
+        let parts = (self.threads * parts_per_thread).max(1);
+        let mut chunk = len.div_ceil(parts).max(min_len.max(1));
+        chunk = chunk.div_ceil(align) * align;
+        let n = len.div_ceil(chunk.max(1));
+        self.for_each(n, |i| {
+            let start = i * chunk;
+            f(start..(start + chunk).min(len))
+        });
+    }
+}

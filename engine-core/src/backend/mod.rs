@@ -1,0 +1,235 @@
+//! The compute backend interface the model graph runs on, and the per-step batch description.
+//!
+//! A backend owns device memory (activations, quantized weights, the paged KV cache) and executes
+//! the operations of a Llama-family forward pass. Operations are enqueued synchronously (a CPU
+//! backend runs them at once; a GPU backend records them) and results come back through the
+//! asynchronous [`Backend::read`], so the same graph code runs natively and in a browser.
+
+pub mod cpu;
+mod step;
+
+use std::future::Future;
+use std::ops::Range;
+
+pub use step::{LogitsWanted, SeqChunk, StepInput, StepSeq};
+
+use crate::gguf::ModelBytes;
+use crate::quant::GgmlType;
+
+/// Why a backend operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The backend cannot compute with a tensor of this type.
+    #[error("the {backend} backend does not support {ty} weights")]
+    UnsupportedType {
+        /// Backend name.
+        backend: String,
+        /// The tensor type.
+        ty: GgmlType,
+    },
+    /// A tensor or buffer does not fit the device.
+    #[error("out of device memory: {0}")]
+    OutOfMemory(String),
+    /// The backend is not available on this machine.
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// A device-side failure.
+    #[error("device error: {0}")]
+    Device(String),
+}
+
+/// What a backend reports about itself.
+#[derive(Clone, Debug)]
+pub struct BackendInfo {
+    /// Short name: `cpu`, `webgpu`, `cuda`.
+    pub name: String,
+    /// The device: CPU model and instruction set, or the GPU adapter.
+    pub device: String,
+    /// Worker threads (CPU) or 0.
+    pub threads: usize,
+}
+
+/// Element type of the KV cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvDtype {
+    /// 32-bit floats.
+    F32,
+    /// Half floats.
+    F16,
+}
+
+impl KvDtype {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            KvDtype::F32 => 4,
+            KvDtype::F16 => 2,
+        }
+    }
+}
+
+/// Geometry of the paged KV cache: `n_blocks` blocks of `block_size` token slots, for every layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvLayout {
+    /// Transformer layers.
+    pub n_layers: usize,
+    /// Key/value heads.
+    pub n_kv_heads: usize,
+    /// Head size.
+    pub head_dim: usize,
+    /// Token slots per block.
+    pub block_size: usize,
+    /// Blocks in the pool.
+    pub n_blocks: usize,
+    /// Element type.
+    pub dtype: KvDtype,
+}
+
+impl KvLayout {
+    /// Floats per token per layer for keys (and again for values).
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+
+    /// Bytes the whole pool takes (keys and values, all layers).
+    pub fn total_bytes(&self) -> usize {
+        2 * self.n_layers * self.n_blocks * self.block_size * self.kv_dim() * self.dtype.size()
+    }
+}
+
+/// A weight matrix as stored in a model file: `rows` rows of `cols` elements of type `ty`, row
+/// major, in `bytes[range]`.
+#[derive(Clone)]
+pub struct MatrixSource {
+    /// Tensor name, for messages.
+    pub name: String,
+    /// Element type.
+    pub ty: GgmlType,
+    /// Output features.
+    pub rows: usize,
+    /// Input features.
+    pub cols: usize,
+    /// The file's bytes.
+    pub bytes: ModelBytes,
+    /// Where the matrix's rows lie in `bytes`.
+    pub range: Range<usize>,
+}
+
+impl MatrixSource {
+    /// The encoded rows.
+    pub fn data(&self) -> &[u8] {
+        &self.bytes[self.range.clone()]
+    }
+}
+
+/// A device that runs the Llama-family forward pass.
+///
+/// Shapes are given by the caller: buffers are flat `f32` arrays with `rows` rows of a given
+/// width. Operations on mismatched shapes are bugs in the caller and may panic.
+pub trait Backend: Send + Sync + 'static {
+    /// An activation buffer.
+    type Buffer: Send + Sync;
+    /// A weight matrix resident on the device.
+    type Matrix: Send + Sync;
+    /// The paged KV cache.
+    type KvStore: Send + Sync;
+    /// Per-step metadata resident on the device.
+    type Step: Send + Sync;
+
+    /// Name and device.
+    fn info(&self) -> BackendInfo;
+
+    /// Makes a weight matrix available to the device (without dequantizing it).
+    fn upload_matrix(&self, src: &MatrixSource) -> Result<Self::Matrix, BackendError>;
+
+    /// Copies a vector (norm weights, biases) to the device.
+    fn upload_vector(&self, data: &[f32]) -> Result<Self::Buffer, BackendError>;
+
+    /// Allocates a zeroed activation buffer of `len` floats.
+    fn alloc(&self, len: usize) -> Result<Self::Buffer, BackendError>;
+
+    /// Allocates the paged KV cache.
+    fn alloc_kv(&self, layout: &KvLayout) -> Result<Self::KvStore, BackendError>;
+
+    /// Uploads a step's metadata (tokens, positions, block tables, RoPE angles).
+    fn begin_step(&self, step: &StepInput) -> Result<Self::Step, BackendError>;
+
+    /// `out[r] = table[token[r]]` for every row of the step.
+    fn embed(&self, step: &Self::Step, table: &Self::Matrix, out: &mut Self::Buffer);
+
+    /// Row-wise RMSNorm: `out[r] = x[r] / rms(x[r]) * weight`.
+    fn rms_norm(
+        &self,
+        x: &Self::Buffer,
+        weight: &Self::Buffer,
+        eps: f32,
+        rows: usize,
+        dim: usize,
+        out: &mut Self::Buffer,
+    );
+
+    /// `out[r][n] = sum_k w[n][k] * x[r][k]` for `rows` rows of `x`.
+    fn matmul(&self, w: &Self::Matrix, x: &Self::Buffer, rows: usize, out: &mut Self::Buffer);
+
+    /// Several products with the same input (e.g. q, k and v), which a backend may fuse.
+    fn matmul_many(
+        &self,
+        ws: &[&Self::Matrix],
+        x: &Self::Buffer,
+        rows: usize,
+        outs: &mut [&mut Self::Buffer],
+    ) {
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            self.matmul(w, x, rows, out);
+        }
+    }
+
+    /// `x[r] += bias` for `rows` rows of width `dim`.
+    fn add_bias(&self, x: &mut Self::Buffer, bias: &Self::Buffer, rows: usize, dim: usize);
+
+    /// Rotates the first `n_dims` of each of `n_heads` heads of every row by the step's angles.
+    fn rope(&self, step: &Self::Step, x: &mut Self::Buffer, n_heads: usize, head_dim: usize);
+
+    /// Stores the step's keys and values for `layer` into their cache slots.
+    fn kv_write(
+        &self,
+        step: &Self::Step,
+        kv: &mut Self::KvStore,
+        layer: usize,
+        k: &Self::Buffer,
+        v: &Self::Buffer,
+    );
+
+    /// Causal attention of the step's queries over each sequence's cached keys and values.
+    fn attention(
+        &self,
+        step: &Self::Step,
+        kv: &Self::KvStore,
+        layer: usize,
+        q: &Self::Buffer,
+        n_heads: usize,
+        out: &mut Self::Buffer,
+    );
+
+    /// `gate = silu(gate) * up` over `len` floats.
+    fn swiglu(&self, gate: &mut Self::Buffer, up: &Self::Buffer, len: usize);
+
+    /// `x += y` over `len` floats.
+    fn add(&self, x: &mut Self::Buffer, y: &Self::Buffer, len: usize);
+
+    /// Copies the step's logit rows of `x` (width `dim`) into `out`, in order.
+    fn gather_logit_rows(
+        &self,
+        step: &Self::Step,
+        x: &Self::Buffer,
+        dim: usize,
+        out: &mut Self::Buffer,
+    );
+
+    /// Reads `len` floats of a buffer back to the host.
+    fn read(
+        &self,
+        buf: &Self::Buffer,
+        len: usize,
+    ) -> impl Future<Output = Result<Vec<f32>, BackendError>>;
+}

@@ -1,0 +1,123 @@
+//! The CPU backend against llama.cpp's reference outputs on the default model, judged by the
+//! rules in `shared/reference/README.md`.
+
+mod common;
+
+use engine_core::backend::cpu::{CpuBackend, CpuOptions};
+use engine_core::backend::{Backend, KvDtype, KvLayout, LogitsWanted, SeqChunk, StepInput};
+use engine_core::gguf::{GgufFile, ModelBytes};
+use engine_core::kv_cache::{BlockAllocator, BlockTable};
+use engine_core::model::{LlamaModel, Scratch};
+
+fn teacher_forced_logits(
+    b: &CpuBackend,
+    model: &LlamaModel<CpuBackend>,
+    ids: &[u32],
+    from: usize,
+) -> Vec<Vec<f32>> {
+    let c = model.config();
+    let bs = 16;
+    let layout = KvLayout {
+        n_layers: c.n_layers,
+        n_kv_heads: c.n_kv_heads,
+        head_dim: c.head_dim,
+        block_size: bs,
+        n_blocks: ids.len().div_ceil(bs),
+        dtype: KvDtype::F32,
+    };
+    let mut kv = b.alloc_kv(&layout).unwrap();
+    let mut alloc = BlockAllocator::new(layout.n_blocks, bs);
+    let mut table = BlockTable::new();
+    table.reserve(&mut alloc, ids.len()).unwrap();
+    let step = StepInput::build(
+        &[SeqChunk {
+            start_pos: 0,
+            tokens: ids,
+            block_table: table.blocks(),
+            logits: LogitsWanted::All,
+        }],
+        bs,
+        &c.rope,
+    );
+    let mut scratch = Scratch::default();
+    b.install(|| model.forward(b, &step, &mut kv, &mut scratch))
+        .unwrap();
+    let v = c.vocab_size;
+    let logits = pollster_block_on(b.read(scratch.logits().unwrap(), ids.len() * v)).unwrap();
+    (from..ids.len())
+        .map(|r| logits[r * v..(r + 1) * v].to_vec())
+        .collect()
+}
+
+fn pollster_block_on<F: std::future::Future>(f: F) -> F::Output {
+    use std::task::{Context, Poll, Waker};
+    let mut f = std::pin::pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("the CPU backend's futures are always ready"),
+    }
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+#[test]
+fn teacher_forced_agreement_and_logit_error() {
+    let file = GgufFile::new(ModelBytes::from_vec(common::default_model_bytes())).unwrap();
+    let b = CpuBackend::new(CpuOptions::default()).unwrap();
+    let model = LlamaModel::load(&b, &file).unwrap();
+    let reference = common::reference_json("generate.json");
+    let (mut confident, mut agree) = (0, 0);
+    let (mut err_sum, mut err_n, mut err_max) = (0.0f64, 0usize, 0.0f64);
+    for case in reference["cases"].as_array().unwrap() {
+        let prompt: Vec<u32> = case["prompt_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let generated: Vec<u32> = case["generated_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let ids: Vec<u32> = prompt.iter().chain(&generated).copied().collect();
+        let logits = teacher_forced_logits(&b, &model, &ids[..ids.len() - 1], prompt.len() - 1);
+        for (i, step) in case["steps"].as_array().unwrap().iter().enumerate() {
+            let row = &logits[i];
+            let margin = step["margin"].as_f64().unwrap();
+            let top1 = step["top5"][0][0].as_u64().unwrap() as u32;
+            if margin >= 0.3 {
+                confident += 1;
+                if argmax(row) == top1 {
+                    agree += 1;
+                }
+            }
+            for pair in step["exact_top5"].as_array().unwrap() {
+                let id = pair[0].as_u64().unwrap() as usize;
+                let want = pair[1].as_f64().unwrap();
+                let e = (row[id] as f64 - want).abs();
+                err_sum += e;
+                err_n += 1;
+                err_max = err_max.max(e);
+            }
+        }
+    }
+    let rate = agree as f64 / confident as f64;
+    let mean = err_sum / err_n as f64;
+    eprintln!(
+        "agreement {agree}/{confident} = {rate:.4}; logit error mean {mean:.4} max {err_max:.4}"
+    );
+    assert!(rate >= 0.98, "teacher-forced agreement {rate:.4} < 0.98");
+    assert!(mean <= 0.25, "mean logit error {mean:.4} > 0.25");
+    assert!(err_max <= 1.25, "max logit error {err_max:.4} > 1.25");
+}
