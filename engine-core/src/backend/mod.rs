@@ -139,6 +139,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Name and device.
     fn info(&self) -> BackendInfo;
 
+    /// Runs a whole forward pass (`f`) in the backend's execution context; the CPU backend runs
+    /// it inside its worker pool so that its parallel loops start cheaply.
+    fn scope<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        f()
+    }
+
     /// Makes a weight matrix available to the device (without dequantizing it).
     fn upload_matrix(&self, src: &MatrixSource) -> Result<Self::Matrix, BackendError>;
 

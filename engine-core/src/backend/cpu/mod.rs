@@ -151,6 +151,10 @@ impl Backend for CpuBackend {
         }
     }
 
+    fn scope<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
     fn upload_matrix(&self, src: &MatrixSource) -> Result<CpuMatrix, BackendError> {
         let unsupported = || BackendError::UnsupportedType {
             backend: "cpu".into(),

@@ -1,0 +1,135 @@
+//! `tandem bench`: prefill and decode throughput, time to first token and peak memory, printed as
+//! a table in the style of llama.cpp's `llama-bench`.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use engine_core::backend::Backend;
+use engine_core::backend::cpu::CpuBackend;
+use engine_core::engine::{Engine, EngineConfig, Event, Request};
+use rand::{RngExt, SeedableRng};
+
+use crate::load::{self, LoadOptions};
+use crate::memory;
+
+/// Arguments of `tandem bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Model: a GGUF path, an http(s) URL, or hf:OWNER/REPO/FILE.gguf.
+    #[arg(long, env = "TANDEM_MODEL")]
+    pub model: String,
+    /// Thread counts to measure.
+    #[arg(short, long, value_delimiter = ',', default_value = "1,2")]
+    pub threads: Vec<usize>,
+    /// Prompt lengths for the prefill tests.
+    #[arg(short = 'p', long, value_delimiter = ',', default_value = "128,512")]
+    pub prompt: Vec<usize>,
+    /// Tokens to generate in the decode test.
+    #[arg(short = 'n', long, default_value_t = 128)]
+    pub gen: usize,
+    /// Repetitions of each test (after one warm-up).
+    #[arg(short, long, default_value_t = 3)]
+    pub reps: usize,
+}
+
+/// Runs the command.
+pub async fn bench(args: BenchArgs) -> Result<()> {
+    if args.reps == 0 {
+        bail!("--reps must be at least 1");
+    }
+    println!("| model | size | params | backend | threads | test | t/s | TTFT ms |");
+    println!("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |");
+    let mut file_size = 0;
+    let mut device = String::new();
+    for &threads in &args.threads {
+        let opts = LoadOptions {
+            model: args.model.clone(),
+            threads,
+            engine: EngineConfig {
+                max_seqs: 1,
+                context_size: args.prompt.iter().copied().max().unwrap_or(0).max(args.gen + 1) + 16,
+                ..EngineConfig::default()
+            },
+            progress: false,
+        };
+        let mut loaded = load::load(&opts).await?;
+        file_size = loaded.file_size;
+        let params: u64 = loaded.file.gguf().tensors.iter().map(|t| t.n_elements()).sum();
+        let info = loaded.engine.backend().info();
+        device = info.device.clone();
+        let row = |test: &str, rate: f64, ttft: Option<f64>| {
+            println!(
+                "| {} | {:.2} MiB | {:.2} M | {} | {} | {test} | {rate:.2} | {} |",
+                loaded.name,
+                loaded.file_size as f64 / 1048576.0,
+                params as f64 / 1e6,
+                info.name,
+                info.threads,
+                ttft.map(|t| format!("{t:.1}")).unwrap_or_default()
+            )
+        };
+        let vocab = loaded.engine.model_config().vocab_size as u32;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+        for &n in &args.prompt {
+            let mut times = Vec::new();
+            for rep in 0..=args.reps {
+                let prompt: Vec<u32> = (0..n).map(|_| rng.random_range(32..vocab)).collect();
+                let (ttft, _) = generate(&mut loaded.engine, prompt, 1).await?;
+                if rep > 0 {
+                    times.push(ttft);
+                }
+            }
+            let mean = mean_secs(&times);
+            row(&format!("pp{n}"), n as f64 / mean, Some(mean * 1e3));
+        }
+        if args.gen > 0 {
+            let mut rates = Vec::new();
+            for rep in 0..=args.reps {
+                let prompt = vec![rng.random_range(32..vocab)];
+                let (ttft, total) = generate(&mut loaded.engine, prompt, args.gen + 1).await?;
+                if rep > 0 {
+                    rates.push(args.gen as f64 / (total - ttft).as_secs_f64());
+                }
+            }
+            row(&format!("tg{}", args.gen), rates.iter().sum::<f64>() / rates.len() as f64, None);
+        }
+    }
+    println!();
+    println!("device: {device}");
+    println!(
+        "peak RSS: {} (model file {})",
+        memory::peak_rss().map(memory::mib).unwrap_or_else(|| "unknown".into()),
+        memory::mib(file_size)
+    );
+    Ok(())
+}
+
+fn mean_secs(times: &[Duration]) -> f64 {
+    times.iter().map(Duration::as_secs_f64).sum::<f64>() / times.len() as f64
+}
+
+/// Generates `max_tokens` greedy tokens (ignoring end-of-turn); returns the time to the first
+/// token and to the last.
+async fn generate(engine: &mut Engine<CpuBackend>, prompt: Vec<u32>, max_tokens: usize) -> Result<(Duration, Duration)> {
+    let (tx, rx) = mpsc::channel();
+    let mut req = Request::greedy(prompt, max_tokens);
+    req.ignore_eos = true;
+    let start = Instant::now();
+    engine.add(req, Box::new(move |ev| tx.send(ev).is_ok()))?;
+    let mut first = None;
+    while engine.has_work() {
+        engine.step().await?;
+        for ev in rx.try_iter() {
+            match ev {
+                Event::Token { .. } => {
+                    first.get_or_insert_with(|| start.elapsed());
+                }
+                Event::Failed(e) => bail!("generation failed: {e}"),
+                _ => {}
+            }
+        }
+    }
+    let total = start.elapsed();
+    Ok((first.unwrap_or(total), total))
+}

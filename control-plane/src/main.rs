@@ -1,0 +1,45 @@
+//! `tandem`: run a model from the command line, benchmark it, or (later) serve it over an
+//! OpenAI-compatible API.
+
+mod bench;
+mod load;
+mod memory;
+mod progress;
+mod run;
+mod source;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "tandem", version, about = "Tandem: hybrid browser/server LLM inference")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Answer one prompt, streaming the reply.
+    Run(run::RunArgs),
+    /// Measure prefill and decode speed, time to first token and memory.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Run(args) => rt.block_on(run::run(args)),
+        Command::Bench(args) => rt.block_on(bench::bench(args)),
+    }
+}

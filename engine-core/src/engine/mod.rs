@@ -1,0 +1,473 @@
+//! The engine: a model, its tokenizer and chat template, a paged KV cache, and an
+//! iteration-level scheduler (continuous batching) that advances every active sequence by one
+//! forward pass per [`Engine::step`].
+
+mod request;
+mod sequence;
+
+use std::collections::VecDeque;
+
+pub use request::{Event, EventSink, FinishReason, PromptLogprob, Request, SeqId};
+
+use self::sequence::Sequence;
+use crate::backend::{Backend, BackendError, KvDtype, KvLayout, LogitsWanted, SeqChunk, StepInput};
+use crate::chat::{ChatTemplate, ChatTemplateError};
+use crate::gguf::GgufFile;
+use crate::kv_cache::{BlockAllocator, OutOfBlocks};
+use crate::model::{LlamaModel, ModelConfig, ModelError, Scratch};
+use crate::sampler::{log_softmax_top, Sampler, SamplerError};
+use crate::tokenizer::{Tokenizer, TokenizerError};
+
+/// Most prompt rows per step for a sequence that wants prompt log-probabilities (each such row
+/// needs a whole vocabulary of logits).
+const PROMPT_LOGPROB_ROWS: usize = 64;
+
+/// Engine limits and cache geometry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EngineConfig {
+    /// Most tokens per sequence (prompt + output); 0 = the model's context length, capped at 8192.
+    pub context_size: usize,
+    /// Most sequences computed together.
+    pub max_seqs: usize,
+    /// Most tokens per forward pass (decode tokens plus prefill chunks).
+    pub max_batch_tokens: usize,
+    /// Token slots per KV block.
+    pub block_size: usize,
+    /// Token slots in the whole KV cache; 0 = one full context.
+    pub kv_tokens: usize,
+    /// KV cache element type.
+    pub kv_dtype: KvDtype,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            context_size: 0,
+            max_seqs: 16,
+            max_batch_tokens: 512,
+            block_size: 16,
+            kv_tokens: 0,
+            kv_dtype: KvDtype::F32,
+        }
+    }
+}
+
+/// Why the engine could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The model could not be loaded or run.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The backend failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The tokenizer could not be built.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    /// The chat template could not be compiled or rendered.
+    #[error(transparent)]
+    Template(#[from] ChatTemplateError),
+    /// Invalid sampling parameters.
+    #[error(transparent)]
+    Sampler(#[from] SamplerError),
+    /// The prompt is empty.
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    /// The prompt does not fit the context.
+    #[error("the prompt has {prompt} tokens, but the context holds {context} (including at least one generated token)")]
+    PromptTooLong {
+        /// Prompt tokens.
+        prompt: usize,
+        /// Context size.
+        context: usize,
+    },
+    /// The KV cache cannot hold even one sequence of this length.
+    #[error("the KV cache holds {available} tokens, fewer than the {needed} this sequence needs")]
+    KvTooSmall {
+        /// Tokens needed.
+        needed: usize,
+        /// Tokens the cache holds.
+        available: usize,
+    },
+}
+
+/// What one step did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StepReport {
+    /// Prompt tokens computed.
+    pub prefill_tokens: usize,
+    /// Sequences that generated a token.
+    pub decoded: usize,
+    /// Sequences that finished.
+    pub finished: usize,
+    /// Sequences preempted (to be recomputed later).
+    pub preempted: usize,
+}
+
+/// A model ready to generate, with its scheduler.
+pub struct Engine<B: Backend> {
+    backend: B,
+    model: LlamaModel<B>,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    kv: B::KvStore,
+    alloc: BlockAllocator,
+    scratch: Scratch<B>,
+    config: EngineConfig,
+    waiting: VecDeque<Sequence>,
+    running: Vec<Sequence>,
+    next_id: SeqId,
+}
+
+impl<B: Backend> Engine<B> {
+    /// Loads a model onto `backend` and allocates the KV cache.
+    pub fn new(backend: B, file: &GgufFile, mut config: EngineConfig) -> Result<Engine<B>, EngineError> {
+        let model = LlamaModel::load(&backend, file)?;
+        let tokenizer = Tokenizer::from_metadata(file.metadata())?;
+        let template = ChatTemplate::from_metadata(file.metadata())?;
+        let mc = model.config();
+        if config.context_size == 0 {
+            config.context_size = mc.context_length.min(8192);
+        }
+        config.block_size = config.block_size.max(1);
+        config.max_seqs = config.max_seqs.max(1);
+        config.max_batch_tokens = config.max_batch_tokens.max(1);
+        if config.kv_tokens == 0 {
+            config.kv_tokens = config.context_size;
+        }
+        let n_blocks = config.kv_tokens.div_ceil(config.block_size);
+        let layout = KvLayout {
+            n_layers: mc.n_layers,
+            n_kv_heads: mc.n_kv_heads,
+            head_dim: mc.head_dim,
+            block_size: config.block_size,
+            n_blocks,
+            dtype: config.kv_dtype,
+        };
+        let kv = backend.alloc_kv(&layout)?;
+        Ok(Engine {
+            alloc: BlockAllocator::new(n_blocks, config.block_size),
+            backend,
+            model,
+            tokenizer,
+            template,
+            kv,
+            scratch: Scratch::default(),
+            config,
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            next_id: 1,
+        })
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The chat template.
+    pub fn template(&self) -> &ChatTemplate {
+        &self.template
+    }
+
+    /// The model's hyper-parameters.
+    pub fn model_config(&self) -> &ModelConfig {
+        self.model.config()
+    }
+
+    /// The resolved engine configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Sequences being computed.
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Sequences waiting for room.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Fraction of the KV cache in use.
+    pub fn kv_usage(&self) -> f64 {
+        self.alloc.usage()
+    }
+
+    /// Whether any sequence is waiting or running.
+    pub fn has_work(&self) -> bool {
+        !self.waiting.is_empty() || !self.running.is_empty()
+    }
+
+    /// Queues a request; its events go to `sink`.
+    pub fn add(&mut self, req: Request, sink: EventSink) -> Result<SeqId, EngineError> {
+        if req.prompt.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        let vocab = self.model.config().vocab_size;
+        if let Some(&bad) = req.prompt.iter().find(|&&t| t as usize >= vocab) {
+            return Err(ModelError::Step(format!("token id {bad} is outside the vocabulary of {vocab}")).into());
+        }
+        let context = self.config.context_size;
+        if req.prompt.len() + usize::from(req.max_tokens > 0) > context {
+            return Err(EngineError::PromptTooLong {
+                prompt: req.prompt.len(),
+                context,
+            });
+        }
+        let available = self.alloc.total_blocks() * self.alloc.block_size();
+        if req.prompt.len() + 1 > available {
+            return Err(EngineError::KvTooSmall {
+                needed: req.prompt.len() + 1,
+                available,
+            });
+        }
+        req.params.validate(vocab)?;
+        let mut sampler = Sampler::new(req.params.clone(), vocab, req.fallback_seed)?;
+        sampler.accept_prompt(&req.prompt);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.waiting.push_back(Sequence::new(id, req, sampler, sink));
+        Ok(id)
+    }
+
+    /// Cancels a sequence: it ends with [`FinishReason::Cancelled`] and its blocks are freed at
+    /// once. Unknown ids are ignored.
+    pub fn cancel(&mut self, id: SeqId) {
+        if let Some(i) = self.waiting.iter().position(|s| s.id == id) {
+            if let Some(mut seq) = self.waiting.remove(i) {
+                seq.table.release(&mut self.alloc);
+                seq.finish(FinishReason::Cancelled);
+            }
+        } else if let Some(i) = self.running.iter().position(|s| s.id == id) {
+            let mut seq = self.running.remove(i);
+            seq.table.release(&mut self.alloc);
+            seq.finish(FinishReason::Cancelled);
+        }
+    }
+
+    /// Frees the memory of a sequence that will be recomputed later.
+    fn preempt(&mut self, mut seq: Sequence) {
+        seq.table.release(&mut self.alloc);
+        seq.computed = 0;
+        seq.scheduled = 0;
+        self.waiting.push_front(seq);
+    }
+
+    /// Chooses this step's tokens: one per decoding sequence, prefill chunks for the rest,
+    /// within the token budget; admits waiting sequences while memory allows; preempts the most
+    /// recent sequences when decoding needs blocks that are not free.
+    fn schedule(&mut self, report: &mut StepReport) {
+        let mut budget = self.config.max_batch_tokens;
+        let mut i = 0;
+        while i < self.running.len() {
+            let seq = &self.running[i];
+            let cap = if seq.prompt_logprobs.is_some() && seq.in_prefill() {
+                PROMPT_LOGPROB_ROWS
+            } else {
+                usize::MAX
+            };
+            let take = seq.pending().min(budget).min(cap);
+            if take == 0 {
+                self.running[i].scheduled = 0;
+                i += 1;
+                continue;
+            }
+            loop {
+                let seq = &mut self.running[i];
+                match seq.table.reserve(&mut self.alloc, seq.computed + take - seq.table.len()) {
+                    Ok(()) => {
+                        seq.scheduled = take;
+                        budget -= take;
+                        i += 1;
+                        break;
+                    }
+                    Err(OutOfBlocks { .. }) => {
+                        // Preempt the latest sequence (possibly this one).
+                        let victim = self.running.pop().expect("running is not empty");
+                        report.preempted += 1;
+                        let was_current = self.running.len() == i;
+                        self.preempt(victim);
+                        if was_current {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        while budget > 0 && self.running.len() < self.config.max_seqs {
+            let Some(seq) = self.waiting.front() else { break };
+            let need = self.alloc.blocks_for(seq.tokens.len() + 1);
+            if need > self.alloc.free_blocks() {
+                break;
+            }
+            let mut seq = self.waiting.pop_front().expect("checked above");
+            let cap = if seq.prompt_logprobs.is_some() {
+                PROMPT_LOGPROB_ROWS
+            } else {
+                usize::MAX
+            };
+            let take = seq.pending().min(budget).min(cap);
+            seq.table
+                .reserve(&mut self.alloc, take)
+                .expect("free blocks were checked");
+            seq.scheduled = take;
+            budget -= take;
+            self.running.push(seq);
+        }
+    }
+
+    /// Runs one forward pass over every scheduled sequence and delivers its results.
+    pub async fn step(&mut self) -> Result<StepReport, EngineError> {
+        let mut report = StepReport::default();
+        self.running.retain_mut(|s| {
+            if s.deaf {
+                s.table.release(&mut self.alloc);
+            }
+            !s.deaf
+        });
+        self.schedule(&mut report);
+        let bs = self.config.block_size;
+        let mut chunks = Vec::new();
+        let mut owners = Vec::new();
+        for (i, seq) in self.running.iter().enumerate() {
+            if seq.scheduled == 0 {
+                continue;
+            }
+            let end = seq.computed + seq.scheduled;
+            let reaches_end = end == seq.tokens.len();
+            let wants_prompt = seq.prompt_logprobs.is_some() && seq.computed < seq.prompt_len;
+            let logits = match (wants_prompt, reaches_end) {
+                (true, _) => LogitsWanted::All,
+                (false, true) => LogitsWanted::Last,
+                (false, false) => LogitsWanted::None,
+            };
+            chunks.push(SeqChunk {
+                start_pos: seq.computed,
+                tokens: &seq.tokens[seq.computed..end],
+                block_table: seq.table.blocks(),
+                logits,
+            });
+            owners.push((i, logits));
+        }
+        if chunks.is_empty() {
+            return Ok(report);
+        }
+        let input = StepInput::build(&chunks, bs, &self.model.config().rope);
+        drop(chunks);
+        let n_logits = input.logit_rows.len();
+        let (backend, model, kv, scratch) = (&self.backend, &self.model, &mut self.kv, &mut self.scratch);
+        backend.scope(|| model.forward(backend, &input, kv, scratch))?;
+        let vocab = self.model.config().vocab_size;
+        let logits = if n_logits > 0 {
+            let buf = self.scratch.logits().expect("forward allocates logits");
+            self.backend.read(buf, n_logits * vocab).await?
+        } else {
+            Vec::new()
+        };
+
+        let mut row = 0;
+        for (i, wanted) in owners {
+            let seq = &mut self.running[i];
+            let start = seq.computed;
+            let take = seq.scheduled;
+            seq.computed += take;
+            seq.table.advance(take, bs);
+            seq.scheduled = 0;
+            if seq.computed <= seq.prompt_len {
+                report.prefill_tokens += take;
+            }
+            let rows = match wanted {
+                LogitsWanted::None => 0,
+                LogitsWanted::Last => 1,
+                LogitsWanted::All => take,
+            };
+            let seq_logits = &logits[row * vocab..(row + rows) * vocab];
+            row += rows;
+            if wanted == LogitsWanted::All {
+                // Row r (position start + r) predicts token start + r + 1.
+                for r in 0..rows {
+                    let next = start + r + 1;
+                    if next < seq.prompt_len {
+                        let l = &seq_logits[r * vocab..(r + 1) * vocab];
+                        let id = seq.tokens[next];
+                        seq.collected.push(PromptLogprob {
+                            id,
+                            logprob: Some(token_logprob(l, id)),
+                            top: log_softmax_top(l, seq.prompt_logprobs.unwrap_or(0)),
+                        });
+                    }
+                }
+                if seq.computed >= seq.prompt_len && seq.prompt_logprobs.take().is_some() {
+                    let collected = std::mem::take(&mut seq.collected);
+                    seq.send(Event::PromptLogprobs(collected));
+                }
+            }
+            if seq.computed == seq.tokens.len() && rows > 0 {
+                if seq.max_tokens == 0 {
+                    continue;
+                }
+                let mut last = seq_logits[(rows - 1) * vocab..rows * vocab].to_vec();
+                let token = seq.sampler.sample(&mut last);
+                seq.sampler.accept(token.id);
+                seq.tokens.push(token.id);
+                report.decoded += 1;
+                let eog = self.tokenizer.is_end_of_generation(token.id) && !seq.ignore_eos;
+                let text = if eog || seq.stop_hit {
+                    String::new()
+                } else {
+                    let piece = seq.decoder.push(&self.tokenizer, token.id);
+                    let step = seq.stop.push(&piece);
+                    seq.stop_hit = step.stopped;
+                    step.emit
+                };
+                seq.send(Event::Token { token, text });
+            }
+        }
+
+        // Finish what is done.
+        let context = self.config.context_size;
+        let mut k = 0;
+        while k < self.running.len() {
+            let seq = &self.running[k];
+            let last = seq.tokens.last().copied();
+            let done = if seq.computed >= seq.prompt_len && seq.max_tokens == 0 {
+                Some(FinishReason::Length)
+            } else if seq.generated() > 0
+                && last.is_some_and(|t| self.tokenizer.is_end_of_generation(t))
+                && !seq.ignore_eos
+            {
+                Some(FinishReason::Stop)
+            } else if seq.stop_hit {
+                Some(FinishReason::Stop)
+            } else if seq.generated() >= seq.max_tokens || seq.tokens.len() >= context {
+                Some(FinishReason::Length)
+            } else {
+                None
+            };
+            match done {
+                Some(reason) if seq.pending() <= 1 => {
+                    let mut seq = self.running.remove(k);
+                    seq.table.release(&mut self.alloc);
+                    seq.finish(reason);
+                    report.finished += 1;
+                }
+                _ => k += 1,
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// `log softmax(logits)[id]`.
+fn token_logprob(logits: &[f32], id: u32) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&x| f64::from(x - max).exp()).sum();
+    (f64::from(logits[id as usize] - max) - sum.ln()) as f32
+}

@@ -1,0 +1,61 @@
+//! `cargo xtask <task>`: the one entry point for setting up, testing, benchmarking and running
+//! Tandem. Tools and models are cached under `~/.cache/tandem` (or `$TANDEM_CACHE`) and never
+//! fetched or built twice.
+
+mod bench;
+mod cache;
+mod setup;
+mod shell;
+mod test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Tandem developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing: system packages, Rust targets, the Python tools, the default model.
+    Setup,
+    /// Everything CI checks: formatting, clippy, all tests, the wasm32 build.
+    Test {
+        /// Skip `cargo fmt --check` and clippy.
+        #[arg(long)]
+        no_lint: bool,
+    },
+    /// Benchmarks (`cpu`: prefill and decode tokens/s, TTFT and memory on the default model).
+    Bench {
+        /// Which benchmark.
+        #[arg(default_value = "cpu")]
+        which: String,
+        /// Also measure llama.cpp's own tools on the same model, side by side.
+        #[arg(long)]
+        llama_cpp: bool,
+    },
+    /// Answers a prompt with the default model: `cargo xtask run -- --prompt "..."`.
+    Run {
+        /// Arguments for `tandem run`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Setup => setup::setup(),
+        Task::Test { no_lint } => test::test(!no_lint),
+        Task::Bench { which, llama_cpp } => bench::bench(&which, llama_cpp),
+        Task::Run { args } => {
+            let model = setup::default_model()?;
+            let mut full = vec!["run".to_owned(), "--model".to_owned(), model.display().to_string()];
+            full.extend(args);
+            shell::cargo_run_release("control-plane", "tandem", &full)
+        }
+    }
+}
