@@ -5,6 +5,7 @@
 //! continuous batching. Nothing here does network I/O or depends on an async runtime, so the
 //! same crate compiles for servers and for `wasm32-unknown-unknown`.
 
+pub mod chat;
 pub mod gguf;
 pub mod quant;
 pub mod tokenizer;
