@@ -6,7 +6,9 @@
 //! same crate compiles for servers and for `wasm32-unknown-unknown`.
 
 pub mod backend;
+pub mod chat;
 pub mod gguf;
 pub mod kv_cache;
 pub mod model;
 pub mod quant;
+pub mod tokenizer;
