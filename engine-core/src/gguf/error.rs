@@ -20,7 +20,9 @@ pub enum GgufError {
         len: usize,
     },
     /// A count in the file is larger than the bytes left could hold.
-    #[error("{what} count {count} at byte {offset} cannot fit in the {remaining} bytes left in the file")]
+    #[error(
+        "{what} count {count} at byte {offset} cannot fit in the {remaining} bytes left in the file"
+    )]
     CountTooLarge {
         /// What is counted.
         what: &'static str,

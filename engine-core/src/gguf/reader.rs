@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use super::error::GgufError;
 use super::value::{Value, ValueType};
-use super::{Gguf, Metadata, TensorInfo, GGUF_MAGIC, MAX_DIMS};
+use super::{GGUF_MAGIC, Gguf, MAX_DIMS, Metadata, TensorInfo};
 use crate::quant::GgmlType;
 
 /// Arrays may nest at most this deep.
@@ -178,7 +178,9 @@ pub fn parse(bytes: &[u8]) -> Result<Gguf, GgufError> {
         };
         let n_dims = cur.u32("tensor dimension count")? as usize;
         if n_dims == 0 || n_dims > MAX_DIMS {
-            return Err(bad(format!("has {n_dims} dimensions (1 to {MAX_DIMS} allowed)")));
+            return Err(bad(format!(
+                "has {n_dims} dimensions (1 to {MAX_DIMS} allowed)"
+            )));
         }
         let mut dims = Vec::with_capacity(n_dims);
         for _ in 0..n_dims {

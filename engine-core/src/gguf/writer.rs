@@ -48,7 +48,10 @@ impl GgufWriter {
     ) -> Result<&mut Self, GgufError> {
         let name = name.into();
         if dims.is_empty() || dims.len() > MAX_DIMS {
-            return Err(GgufError::Write(format!("tensor {name:?} has {} dimensions", dims.len())));
+            return Err(GgufError::Write(format!(
+                "tensor {name:?} has {} dimensions",
+                dims.len()
+            )));
         }
         let n: u64 = dims.iter().product();
         let expected = ggml_type
