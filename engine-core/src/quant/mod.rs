@@ -1,27 +1,59 @@
 //! Quantized tensor formats: block layouts, dequantization, and quantization of activations.
 
+pub mod blocks;
+mod dequant;
+mod quantize;
 mod types;
 
+pub use blocks::{
+    BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K,
+    BlockQ8_0, BlockQ8_1, BlockQ8K, K_SCALE_SIZE, QK_K, QK4_0, QK4_1, QK5_0, QK5_1, QK8_0, QK8_1,
+    QuantBlock, get_scale_min_k4, q3_k_scales,
+};
+pub use dequant::{dequantize, dequantize_to_vec};
+pub use quantize::{nearest_int, quantize, quantize_into};
 pub use types::GgmlType;
 
-/// Decodes `src` (whole blocks of `ty`) into `dst`.
-pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), String> {
-    match ty {
-        GgmlType::F32 => {
-            for (d, c) in dst.iter_mut().zip(src.chunks_exact(4)) {
-                *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            }
-            Ok(())
-        }
-        GgmlType::Q8_0 => {
-            for (d, b) in dst.chunks_exact_mut(32).zip(src.chunks_exact(34)) {
-                let scale = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-                for (o, &q) in d.iter_mut().zip(&b[2..]) {
-                    *o = f32::from(q as i8) * scale;
-                }
-            }
-            Ok(())
-        }
-        _ => Err(format!("{ty} is not supported")),
-    }
+/// Why a buffer could not be quantized or dequantized.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum QuantError {
+    /// The type has no (de)quantizer in this engine.
+    #[error("tensor type {0} is not supported here")]
+    Unsupported(GgmlType),
+    /// Encoded bytes that are not a whole number of blocks.
+    #[error("{len} bytes of {ty} are not a whole number of {type_size}-byte blocks")]
+    PartialBlock {
+        /// The type.
+        ty: GgmlType,
+        /// Length of the encoded buffer.
+        len: usize,
+        /// Bytes per block.
+        type_size: usize,
+    },
+    /// A number of elements that is not a whole number of blocks.
+    #[error("{len} elements cannot be stored as {ty}, whose blocks hold {block_size} elements")]
+    NotBlockMultiple {
+        /// The type.
+        ty: GgmlType,
+        /// Number of elements given.
+        len: usize,
+        /// Elements per block.
+        block_size: usize,
+    },
+    /// The output buffer does not have the size the input calls for.
+    #[error("{ty}: the output should hold {expected} items but has room for {got}")]
+    LengthMismatch {
+        /// The type.
+        ty: GgmlType,
+        /// The size the input calls for.
+        expected: usize,
+        /// The output's size.
+        got: usize,
+    },
+    /// A size that does not fit in memory addresses.
+    #[error("{ty}: the buffer size overflows")]
+    TooLarge {
+        /// The type.
+        ty: GgmlType,
+    },
 }

@@ -132,7 +132,7 @@ impl GgmlType {
     }
 
     /// Elements per block and bytes per block; `None` for an id ggml does not know.
-    pub fn layout(self) -> Option<(usize, usize)> {
+    pub const fn layout(self) -> Option<(usize, usize)> {
         Some(match self {
             GgmlType::F32 => (1, 4),
             GgmlType::F16 | GgmlType::BF16 => (1, 2),
@@ -149,8 +149,15 @@ impl GgmlType {
             GgmlType::Q6_K => (256, 210),
             GgmlType::Q8_K => (256, 292),
             GgmlType::Other(id) => {
-                let &(_, block, bytes) = OTHER_LAYOUTS.iter().find(|(i, _, _)| *i == id)?;
-                (block, bytes)
+                let mut i = 0;
+                while i < OTHER_LAYOUTS.len() {
+                    let (other, block, bytes) = OTHER_LAYOUTS[i];
+                    if other == id {
+                        return Some((block, bytes));
+                    }
+                    i += 1;
+                }
+                return None;
             }
         })
     }
@@ -168,7 +175,7 @@ impl GgmlType {
     /// Bytes taken by a row of `n` elements, if `n` is a whole number of blocks.
     pub fn row_bytes(self, n: usize) -> Option<usize> {
         let (block, bytes) = self.layout()?;
-        if n % block != 0 {
+        if !n.is_multiple_of(block) {
             return None;
         }
         (n / block).checked_mul(bytes)
