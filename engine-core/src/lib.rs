@@ -7,8 +7,10 @@
 
 pub mod backend;
 pub mod chat;
+pub mod engine;
 pub mod gguf;
 pub mod kv_cache;
 pub mod model;
 pub mod quant;
+pub mod sampler;
 pub mod tokenizer;
