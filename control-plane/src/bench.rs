@@ -4,7 +4,7 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 use engine_core::backend::Backend;
 use engine_core::backend::cpu::CpuBackend;
 use engine_core::engine::{Engine, EngineConfig, Event, Request};
@@ -26,8 +26,8 @@ pub struct BenchArgs {
     #[arg(short = 'p', long, value_delimiter = ',', default_value = "128,512")]
     pub prompt: Vec<usize>,
     /// Tokens to generate in the decode test.
-    #[arg(short = 'n', long, default_value_t = 128)]
-    pub gen: usize,
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    pub n_gen: usize,
     /// Repetitions of each test (after one warm-up).
     #[arg(short, long, default_value_t = 3)]
     pub reps: usize,
@@ -48,14 +48,27 @@ pub async fn bench(args: BenchArgs) -> Result<()> {
             threads,
             engine: EngineConfig {
                 max_seqs: 1,
-                context_size: args.prompt.iter().copied().max().unwrap_or(0).max(args.gen + 1) + 16,
+                context_size: args
+                    .prompt
+                    .iter()
+                    .copied()
+                    .max()
+                    .unwrap_or(0)
+                    .max(args.n_gen + 1)
+                    + 16,
                 ..EngineConfig::default()
             },
             progress: false,
         };
         let mut loaded = load::load(&opts).await?;
         file_size = loaded.file_size;
-        let params: u64 = loaded.file.gguf().tensors.iter().map(|t| t.n_elements()).sum();
+        let params: u64 = loaded
+            .file
+            .gguf()
+            .tensors
+            .iter()
+            .map(|t| t.n_elements())
+            .sum();
         let info = loaded.engine.backend().info();
         device = info.device.clone();
         let row = |test: &str, rate: f64, ttft: Option<f64>| {
@@ -83,23 +96,29 @@ pub async fn bench(args: BenchArgs) -> Result<()> {
             let mean = mean_secs(&times);
             row(&format!("pp{n}"), n as f64 / mean, Some(mean * 1e3));
         }
-        if args.gen > 0 {
+        if args.n_gen > 0 {
             let mut rates = Vec::new();
             for rep in 0..=args.reps {
                 let prompt = vec![rng.random_range(32..vocab)];
-                let (ttft, total) = generate(&mut loaded.engine, prompt, args.gen + 1).await?;
+                let (ttft, total) = generate(&mut loaded.engine, prompt, args.n_gen + 1).await?;
                 if rep > 0 {
-                    rates.push(args.gen as f64 / (total - ttft).as_secs_f64());
+                    rates.push(args.n_gen as f64 / (total - ttft).as_secs_f64());
                 }
             }
-            row(&format!("tg{}", args.gen), rates.iter().sum::<f64>() / rates.len() as f64, None);
+            row(
+                &format!("tg{}", args.n_gen),
+                rates.iter().sum::<f64>() / rates.len() as f64,
+                None,
+            );
         }
     }
     println!();
     println!("device: {device}");
     println!(
         "peak RSS: {} (model file {})",
-        memory::peak_rss().map(memory::mib).unwrap_or_else(|| "unknown".into()),
+        memory::peak_rss()
+            .map(memory::mib)
+            .unwrap_or_else(|| "unknown".into()),
         memory::mib(file_size)
     );
     Ok(())
@@ -111,7 +130,11 @@ fn mean_secs(times: &[Duration]) -> f64 {
 
 /// Generates `max_tokens` greedy tokens (ignoring end-of-turn); returns the time to the first
 /// token and to the last.
-async fn generate(engine: &mut Engine<CpuBackend>, prompt: Vec<u32>, max_tokens: usize) -> Result<(Duration, Duration)> {
+async fn generate(
+    engine: &mut Engine<CpuBackend>,
+    prompt: Vec<u32>,
+    max_tokens: usize,
+) -> Result<(Duration, Duration)> {
     let (tx, rx) = mpsc::channel();
     let mut req = Request::greedy(prompt, max_tokens);
     req.ignore_eos = true;

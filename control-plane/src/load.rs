@@ -14,7 +14,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("TANDEM_CACHE") {
         return PathBuf::from(d);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     home.join(".cache").join("tandem")
 }
 
@@ -46,7 +48,9 @@ pub struct Loaded {
 /// Resolves the model's source to a local file, downloading it if needed.
 pub async fn fetch(opts: &LoadOptions) -> Result<(ModelSource, PathBuf)> {
     let source = ModelSource::parse(&opts.model)?;
-    let path = source.fetch(&cache_dir().join("models"), opts.progress).await?;
+    let path = source
+        .fetch(&cache_dir().join("models"), opts.progress)
+        .await?;
     Ok((source, path))
 }
 
@@ -55,7 +59,8 @@ pub fn open(path: &std::path::Path) -> Result<GgufFile> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     // SAFETY: the file is mapped read-only; Tandem never writes to model files while they are in
     // use, and a file truncated underneath would be a misuse the OS reports with SIGBUS.
-    let map = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
+    let map = unsafe { memmap2::Mmap::map(&file) }
+        .with_context(|| format!("mapping {}", path.display()))?;
     GgufFile::new(ModelBytes::from_mmap(map)).with_context(|| format!("reading {}", path.display()))
 }
 

@@ -5,15 +5,15 @@ pub fn peak_rss() -> Option<u64> {
     status_kib("VmHWM:").map(|k| k * 1024)
 }
 
-/// Current resident set size in bytes (Linux `VmRSS`), if known.
-pub fn current_rss() -> Option<u64> {
-    status_kib("VmRSS:").map(|k| k * 1024)
-}
-
 fn status_kib(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
-    line[field.len()..].trim().trim_end_matches("kB").trim().parse().ok()
+    line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Bytes as MiB with one decimal.

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::mpsc;
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 use engine_core::chat::ChatRequest;
 use engine_core::engine::{EngineConfig, Event, Request};
 use engine_core::sampler::SamplingParams;
@@ -66,7 +66,10 @@ pub struct RunArgs {
 /// Runs the command.
 pub async fn run(args: RunArgs) -> Result<()> {
     if args.backend != "cpu" {
-        bail!("backend {:?} is not available in this build (use cpu)", args.backend);
+        bail!(
+            "backend {:?} is not available in this build (use cpu)",
+            args.backend
+        );
     }
     let opts = LoadOptions {
         model: args.model.clone(),
@@ -87,8 +90,16 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
     messages.push(serde_json::json!({"role": "user", "content": args.prompt}));
     let tok = engine.tokenizer();
-    let bos = tok.bos_id().and_then(|id| tok.token_piece(id)).unwrap_or("").to_owned();
-    let eos = tok.eos_id().and_then(|id| tok.token_piece(id)).unwrap_or("").to_owned();
+    let bos = tok
+        .bos_id()
+        .and_then(|id| tok.token_piece(id))
+        .unwrap_or("")
+        .to_owned();
+    let eos = tok
+        .eos_id()
+        .and_then(|id| tok.token_piece(id))
+        .unwrap_or("")
+        .to_owned();
     let prompt_text = engine.template().render(&ChatRequest {
         messages: &messages,
         add_generation_prompt: true,
@@ -135,7 +146,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
                     out.write_all(text.as_bytes())?;
                     out.flush()?;
                 }
-                Event::Finished { text, completion_tokens, .. } => {
+                Event::Finished {
+                    text,
+                    completion_tokens,
+                    ..
+                } => {
                     out.write_all(text.as_bytes())?;
                     writeln!(out)?;
                     out.flush()?;
@@ -161,7 +176,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
             ttft.as_secs_f64() * 1e3,
             prompt_tokens as f64 / ttft.as_secs_f64().max(1e-9),
             decode_rate,
-            memory::peak_rss().map(memory::mib).unwrap_or_else(|| "unknown".into()),
+            memory::peak_rss()
+                .map(memory::mib)
+                .unwrap_or_else(|| "unknown".into()),
         );
     }
     Ok(())

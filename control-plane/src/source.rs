@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -55,8 +55,18 @@ impl ModelSource {
     /// A short name for the model: the file name without `.gguf`.
     pub fn display_name(&self) -> String {
         let name = match self {
-            ModelSource::Path(p) => p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            ModelSource::Url(u) => u.rsplit('/').next().unwrap_or(u).split('?').next().unwrap_or("").to_owned(),
+            ModelSource::Path(p) => p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            ModelSource::Url(u) => u
+                .rsplit('/')
+                .next()
+                .unwrap_or(u)
+                .split('?')
+                .next()
+                .unwrap_or("")
+                .to_owned(),
             ModelSource::Hub { file, .. } => file.rsplit('/').next().unwrap_or(file).to_owned(),
         };
         name.strip_suffix(".gguf").unwrap_or(&name).to_owned()
@@ -77,10 +87,12 @@ impl ModelSource {
                     .with_progress(progress)
                     .build()
                     .context("setting up the Hugging Face Hub client")?;
-                let fetch = api.model(repo.clone()).get(file);
-                match tokio::time::timeout(HUB_TIMEOUT, fetch).await {
+                let repo_api = api.model(repo.clone());
+                match tokio::time::timeout(HUB_TIMEOUT, repo_api.get(file)).await {
                     Ok(Ok(path)) => Ok(path),
-                    Ok(Err(e)) => bail!("could not fetch {file} from the Hugging Face Hub repository {repo}: {e}"),
+                    Ok(Err(e)) => bail!(
+                        "could not fetch {file} from the Hugging Face Hub repository {repo}: {e}"
+                    ),
                     Err(_) => bail!(
                         "fetching {file} from the Hugging Face Hub repository {repo} took longer than {}s",
                         HUB_TIMEOUT.as_secs()
@@ -95,10 +107,22 @@ impl ModelSource {
 pub fn url_cache_path(url: &str, cache_dir: &Path) -> PathBuf {
     let digest = Sha256::digest(url.as_bytes());
     let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    let name = url.rsplit('/').next().unwrap_or("model").split('?').next().unwrap_or("model");
+    let name = url
+        .rsplit('/')
+        .next()
+        .unwrap_or("model")
+        .split('?')
+        .next()
+        .unwrap_or("model");
     let name: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     cache_dir.join(format!("url-{hex}-{name}"))
 }
@@ -115,7 +139,11 @@ async fn download(url: &str, cache_dir: &Path, progress: bool) -> Result<PathBuf
         .connect_timeout(NETWORK_TIMEOUT)
         .read_timeout(NETWORK_TIMEOUT)
         .build()?;
-    let resp = client.get(url).send().await.with_context(|| format!("downloading {url}"))?;
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("downloading {url}"))?;
     if !resp.status().is_success() {
         bail!("downloading {url}: the server answered {}", resp.status());
     }
@@ -151,7 +179,10 @@ mod tests {
 
     #[test]
     fn parses_sources() {
-        assert_eq!(ModelSource::parse("m.gguf").unwrap(), ModelSource::Path("m.gguf".into()));
+        assert_eq!(
+            ModelSource::parse("m.gguf").unwrap(),
+            ModelSource::Path("m.gguf".into())
+        );
         assert_eq!(
             ModelSource::parse("https://x/y/m.gguf").unwrap(),
             ModelSource::Url("https://x/y/m.gguf".into())
@@ -164,7 +195,12 @@ mod tests {
             }
         );
         assert!(ModelSource::parse("hf:owner/repo").is_err());
-        assert_eq!(ModelSource::parse("hf:a/b/c/Model.Q4.gguf").unwrap().display_name(), "Model.Q4");
+        assert_eq!(
+            ModelSource::parse("hf:a/b/c/Model.Q4.gguf")
+                .unwrap()
+                .display_name(),
+            "Model.Q4"
+        );
     }
 
     #[test]
@@ -173,6 +209,11 @@ mod tests {
         let a = url_cache_path("http://h/a/m.gguf?x=1", dir);
         let b = url_cache_path("http://h/b/m.gguf", dir);
         assert_ne!(a, b);
-        assert!(a.file_name().unwrap().to_string_lossy().ends_with("-m.gguf"));
+        assert!(
+            a.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .ends_with("-m.gguf")
+        );
     }
 }

@@ -20,7 +20,14 @@ fn main() {
     let model = LlamaModel::load(&b, &file).unwrap();
     let c = model.config().clone();
     let bs = 16;
-    let layout = KvLayout { n_layers: c.n_layers, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim, block_size: bs, n_blocks: 64, dtype: KvDtype::F32 };
+    let layout = KvLayout {
+        n_layers: c.n_layers,
+        n_kv_heads: c.n_kv_heads,
+        head_dim: c.head_dim,
+        block_size: bs,
+        n_blocks: 64,
+        dtype: KvDtype::F32,
+    };
     let mut kv = b.alloc_kv(&layout).unwrap();
     let mut scratch = Scratch::default();
     for &pp in &[128usize, 512] {
@@ -28,12 +35,23 @@ fn main() {
         let mut table = BlockTable::new();
         table.reserve(&mut alloc, pp).unwrap();
         let tokens: Vec<u32> = (0..pp as u32).map(|i| (i * 7919) % 49152).collect();
-        let step = StepInput::build(&[SeqChunk { start_pos: 0, tokens: &tokens, block_table: table.blocks(), logits: LogitsWanted::Last }], bs, &c.rope);
-        b.install(|| model.forward(&b, &step, &mut kv, &mut scratch)).unwrap();
+        let step = StepInput::build(
+            &[SeqChunk {
+                start_pos: 0,
+                tokens: &tokens,
+                block_table: table.blocks(),
+                logits: LogitsWanted::Last,
+            }],
+            bs,
+            &c.rope,
+        );
+        b.install(|| model.forward(&b, &step, &mut kv, &mut scratch))
+            .unwrap();
         let t = Instant::now();
         let reps = 3;
         for _ in 0..reps {
-            b.install(|| model.forward(&b, &step, &mut kv, &mut scratch)).unwrap();
+            b.install(|| model.forward(&b, &step, &mut kv, &mut scratch))
+                .unwrap();
         }
         let dt = t.elapsed().as_secs_f64() / reps as f64;
         println!("pp{pp}: {:.1} tok/s ({:.1} ms)", pp as f64 / dt, dt * 1e3);
@@ -45,9 +63,23 @@ fn main() {
     let t = Instant::now();
     for i in 0..n {
         let tok = [(i as u32 * 31) % 49152];
-        let step = StepInput::build(&[SeqChunk { start_pos: i, tokens: &tok, block_table: table.blocks(), logits: LogitsWanted::Last }], bs, &c.rope);
-        b.install(|| model.forward(&b, &step, &mut kv, &mut scratch)).unwrap();
+        let step = StepInput::build(
+            &[SeqChunk {
+                start_pos: i,
+                tokens: &tok,
+                block_table: table.blocks(),
+                logits: LogitsWanted::Last,
+            }],
+            bs,
+            &c.rope,
+        );
+        b.install(|| model.forward(&b, &step, &mut kv, &mut scratch))
+            .unwrap();
     }
     let dt = t.elapsed().as_secs_f64();
-    println!("tg{n}: {:.1} tok/s ({:.2} ms/token)", n as f64 / dt, dt * 1e3 / n as f64);
+    println!(
+        "tg{n}: {:.1} tok/s ({:.2} ms/token)",
+        n as f64 / dt,
+        dt * 1e3 / n as f64
+    );
 }

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::{setup, shell};
 
@@ -18,7 +18,16 @@ pub fn bench(which: &str, llama_cpp: bool) -> Result<()> {
                 Command::new(&tandem)
                     .args(["bench", "--model"])
                     .arg(&model)
-                    .args(["--threads", "1,2", "-p", "128,512", "-n", "128", "--reps", "3"]),
+                    .args([
+                        "--threads",
+                        "1,2",
+                        "-p",
+                        "128,512",
+                        "-n",
+                        "128",
+                        "--reps",
+                        "3",
+                    ]),
             )?;
             if llama_cpp {
                 let bin = llama_cpp_bin()?;
@@ -40,8 +49,12 @@ pub fn bench(which: &str, llama_cpp: bool) -> Result<()> {
 fn llama_cpp_bin() -> Result<std::path::PathBuf> {
     let script = shell::root().join("../shared/tools/llama-cpp.sh");
     if !script.exists() {
-        bail!("{} not found: llama.cpp comparisons need the shared tools beside the checkout", script.display());
+        bail!(
+            "{} not found: llama.cpp comparisons need the shared tools beside the checkout",
+            script.display()
+        );
     }
-    let out = shell::output(Command::new("bash").arg(&script)).context("building llama.cpp's tools")?;
+    let out =
+        shell::output(Command::new("bash").arg(&script)).context("building llama.cpp's tools")?;
     Ok(std::path::PathBuf::from(out.trim()))
 }

@@ -7,7 +7,9 @@ pub fn dir() -> PathBuf {
     if let Some(d) = std::env::var_os("TANDEM_CACHE") {
         return PathBuf::from(d);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
     home.join(".cache").join("tandem")
 }
 

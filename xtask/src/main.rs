@@ -53,7 +53,11 @@ fn main() -> Result<()> {
         Task::Bench { which, llama_cpp } => bench::bench(&which, llama_cpp),
         Task::Run { args } => {
             let model = setup::default_model()?;
-            let mut full = vec!["run".to_owned(), "--model".to_owned(), model.display().to_string()];
+            let mut full = vec![
+                "run".to_owned(),
+                "--model".to_owned(),
+                model.display().to_string(),
+            ];
             full.extend(args);
             shell::cargo_run_release("control-plane", "tandem", &full)
         }

