@@ -455,12 +455,11 @@ impl<B: Backend> Engine<B> {
             let last = seq.tokens.last().copied();
             let done = if seq.computed >= seq.prompt_len && seq.max_tokens == 0 {
                 Some(FinishReason::Length)
-            } else if seq.generated() > 0
-                && last.is_some_and(|t| self.tokenizer.is_end_of_generation(t))
-                && !seq.ignore_eos
+            } else if seq.stop_hit
+                || (seq.generated() > 0
+                    && last.is_some_and(|t| self.tokenizer.is_end_of_generation(t))
+                    && !seq.ignore_eos)
             {
-                Some(FinishReason::Stop)
-            } else if seq.stop_hit {
                 Some(FinishReason::Stop)
             } else if seq.generated() >= seq.max_tokens || seq.tokens.len() >= context {
                 Some(FinishReason::Length)

@@ -33,7 +33,7 @@ impl QuantActs {
     /// Quantizes `rows` rows of `cols` floats from `x`, reusing this buffer's memory.
     pub fn quantize(&mut self, x: &[f32], rows: usize, cols: usize) {
         assert!(
-            cols % QK == 0,
+            cols.is_multiple_of(QK),
             "activation width {cols} is not a multiple of {QK}"
         );
         let nb = cols / QK;

@@ -75,7 +75,6 @@ impl CpuKvStore {
         }
         let out_ptr = SharedMut(out.as_mut_ptr());
         pool.for_each(items.len(), |i| {
-            let out_ptr = out_ptr;
             let (s, h, r0, r1) = items[i];
             let seq = &step.seqs[s];
             let kvh = h / group;
@@ -100,7 +99,7 @@ impl CpuKvStore {
                 let inv = 1.0 / sum;
                 // SAFETY: (row r, head h) of `out` belongs to this work item alone.
                 let o = unsafe {
-                    std::slice::from_raw_parts_mut(out_ptr.0.add(r * q_width + h * hd), hd)
+                    std::slice::from_raw_parts_mut(out_ptr.get().add(r * q_width + h * hd), hd)
                 };
                 o.fill(0.0);
                 for (t, &p) in scores[..ctx].iter().enumerate() {

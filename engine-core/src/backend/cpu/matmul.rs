@@ -26,7 +26,6 @@ pub fn matmul_quantized(
     let rb = w.row_bytes;
     let out_ptr = SharedMut(out.as_mut_ptr());
     pool.for_ranges(n, TILE_ROWS, MIN_ROWS_PER_TASK, 4, |range| {
-        let out_ptr = out_ptr;
         for t0 in (0..rows).step_by(TOKENS_PER_PASS) {
             let t1 = (t0 + TOKENS_PER_PASS).min(rows);
             let mut r = range.start;
@@ -39,7 +38,16 @@ pub fn matmul_quantized(
                     // SAFETY: rows r..r+nr and tokens t..t+nt lie inside `out` (checked above), and
                     // each worker owns a disjoint range of weight rows (output columns).
                     unsafe {
-                        kernel(wrows, rb, nr, acts, t, nt, out_ptr.0.add(t * n + r), n);
+                        kernel(&Tile {
+                            w: wrows,
+                            row_bytes: rb,
+                            rows: nr,
+                            acts,
+                            t0: t,
+                            tokens: nt,
+                            out: out_ptr.get().add(t * n + r),
+                            out_stride: n,
+                        });
                     }
                     t += nt;
                 }
@@ -62,14 +70,13 @@ pub fn matmul_float(pool: &Pool, w: &CpuMatrix, x: &[f32], rows: usize, out: &mu
     let ty = w.ty;
     let out_ptr = SharedMut(out.as_mut_ptr());
     pool.for_ranges(n, 1, MIN_ROWS_PER_TASK, 4, |range| {
-        let out_ptr = out_ptr;
         let mut row = vec![0.0f32; k];
         for r in range {
             row_to_f32(ty, &data[r * rb..(r + 1) * rb], &mut row);
             for t in 0..rows {
                 let v = dot_f32(&row, &x[t * k..(t + 1) * k]);
                 // SAFETY: each worker writes only its own rows' column of `out`, inside bounds.
-                unsafe { *out_ptr.0.add(t * n + r) = v };
+                unsafe { *out_ptr.get().add(t * n + r) = v };
             }
         }
     });

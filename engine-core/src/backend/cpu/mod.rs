@@ -190,7 +190,7 @@ impl Backend for CpuBackend {
                 src.rows
             )));
         }
-        let kernel = if src.cols % acts::QK == 0 {
+        let kernel = if src.cols.is_multiple_of(acts::QK) {
             self.isa.tile_or_scalar(src.ty)
         } else {
             None

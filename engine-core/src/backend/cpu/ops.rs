@@ -13,12 +13,11 @@ pub fn embed(pool: &Pool, table: &CpuMatrix, tokens: &[u32], out: &mut [f32]) {
     let d = table.cols;
     let out_ptr = SharedMut(out.as_mut_ptr());
     pool.for_ranges(tokens.len(), 1, ROWS_PER_TASK, 1, |range| {
-        let out_ptr = out_ptr;
         for r in range {
             let id = (tokens[r] as usize).min(table.rows.saturating_sub(1));
             let src = &table.data()[id * table.row_bytes..(id + 1) * table.row_bytes];
             // SAFETY: row r of `out` belongs to this worker alone and lies inside `out`.
-            let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.0.add(r * d), d) };
+            let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(r * d), d) };
             row_to_f32(table.ty, src, dst);
         }
     });
@@ -36,13 +35,12 @@ pub fn rms_norm(
 ) {
     let out_ptr = SharedMut(out.as_mut_ptr());
     pool.for_ranges(rows, 1, ROWS_PER_TASK, 1, |range| {
-        let out_ptr = out_ptr;
         for r in range {
             let xr = &x[r * dim..(r + 1) * dim];
             let mean_sq = dot_f32(xr, xr) / dim as f32;
             let scale = 1.0 / (mean_sq + eps).sqrt();
             // SAFETY: row r of `out` belongs to this worker alone and lies inside `out`.
-            let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.0.add(r * dim), dim) };
+            let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(r * dim), dim) };
             for ((o, &v), &g) in o.iter_mut().zip(xr).zip(w) {
                 *o = v * scale * g;
             }

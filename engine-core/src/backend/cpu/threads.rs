@@ -3,6 +3,13 @@
 /// A raw pointer that may be shared between workers writing disjoint elements.
 #[derive(Clone, Copy)]
 pub(crate) struct SharedMut<T>(pub *mut T);
+
+impl<T> SharedMut<T> {
+    /// The pointer (a method, so closures capture the whole `Send` wrapper).
+    pub fn get(self) -> *mut T {
+        self.0
+    }
+}
 // SAFETY: users only write disjoint elements from different workers.
 unsafe impl<T> Send for SharedMut<T> {}
 // SAFETY: as above.
@@ -58,12 +65,10 @@ impl Pool {
     /// Calls `f(i)` for every `i` in `0..n`, spread over the workers.
     pub fn for_each(&self, n: usize, f: impl Fn(usize) + Sync + Send) {
         #[cfg(feature = "std-threads")]
-        if self.threads > 1 && n > 1 {
-            if let Some(pool) = &self.pool {
-                use rayon::prelude::*;
-                pool.install(|| (0..n).into_par_iter().for_each(f));
-                return;
-            }
+        if let Some(pool) = self.pool.as_ref().filter(|_| self.threads > 1 && n > 1) {
+            use rayon::prelude::*;
+            pool.install(|| (0..n).into_par_iter().for_each(f));
+            return;
         }
         (0..n).for_each(f)
     }

@@ -24,21 +24,33 @@ pub const TILE_ROWS: usize = 4;
 /// Activation rows per tile.
 pub const TILE_TOKENS: usize = 4;
 
+/// One tile of a matrix product: `rows` weight rows against activation rows
+/// `t0..t0 + tokens`, written to `out[t * out_stride + r]`.
+pub struct Tile<'a> {
+    /// The weight rows, `row_bytes` each.
+    pub w: &'a [u8],
+    /// Bytes per weight row.
+    pub row_bytes: usize,
+    /// Weight rows in the tile (at most [`TILE_ROWS`]).
+    pub rows: usize,
+    /// The quantized activations.
+    pub acts: &'a QuantActs,
+    /// First activation row.
+    pub t0: usize,
+    /// Activation rows in the tile (at most [`TILE_TOKENS`]).
+    pub tokens: usize,
+    /// Where output (token 0, row 0) goes.
+    pub out: *mut f32,
+    /// Distance between the outputs of consecutive tokens.
+    pub out_stride: usize,
+}
+
 /// A tile kernel. See the module documentation.
 ///
 /// # Safety
-/// `w` must hold `nr` rows of `row_bytes`, `acts` rows `t0..t0 + nt`, and `out` must be valid for
-/// writes at `t * out_stride + r` for `t < nt`, `r < nr`; `nr <= TILE_ROWS`, `nt <= TILE_TOKENS`.
-pub type TileFn = unsafe fn(
-    w: &[u8],
-    row_bytes: usize,
-    nr: usize,
-    acts: &QuantActs,
-    t0: usize,
-    nt: usize,
-    out: *mut f32,
-    out_stride: usize,
-);
+/// `tile.w` must hold `rows` rows of `row_bytes`, `acts` rows `t0..t0 + tokens`, and `out` must
+/// be valid for writes at `t * out_stride + r` for `t < tokens`, `r < rows`.
+pub type TileFn = unsafe fn(tile: &Tile<'_>);
 
 /// An instruction set the kernels are written for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! AArch64 NEON kernels: 8-bit multiplies widened to 16 and pairwise-added to 32 bits (baseline
 //! NEON, no dot-product extension needed), tiles of up to 4 x 4 in the 32 vector registers.
 
-#![allow(clippy::missing_safety_doc)]
+#![allow(clippy::missing_safety_doc, clippy::needless_range_loop)]
 
 use std::arch::aarch64::*;
 
@@ -349,16 +349,9 @@ macro_rules! neon_kernel {
         /// # Safety
         /// As [`super::TileFn`].
         #[target_feature(enable = "neon")]
-        unsafe fn $name(
-            w: &[u8],
-            row_bytes: usize,
-            nr: usize,
-            acts: &QuantActs,
-            t0: usize,
-            nt: usize,
-            out: *mut f32,
-            out_stride: usize,
-        ) {
+        unsafe fn $name(tile: &super::Tile<'_>) {
+            let (w, row_bytes, nr, acts, t0, nt, out, out_stride) =
+                (tile.w, tile.row_bytes, tile.rows, tile.acts, tile.t0, tile.tokens, tile.out, tile.out_stride);
             let mut t = 0;
             while t < nt {
                 let n = (nt - t).min(4);

@@ -193,22 +193,14 @@ macro_rules! scalar_tile {
         ///
         /// # Safety
         /// `out` must be valid for writes at `t * out_stride + r` for the tile's rows and tokens.
-        pub unsafe fn $name(
-            w: &[u8],
-            row_bytes: usize,
-            nr: usize,
-            acts: &QuantActs,
-            t0: usize,
-            nt: usize,
-            out: *mut f32,
-            out_stride: usize,
-        ) {
-            for t in 0..nt {
-                let a = acts.row(t0 + t);
-                for r in 0..nr {
-                    let v = $dot(&w[r * row_bytes..(r + 1) * row_bytes], a);
+        pub unsafe fn $name(tile: &Tile<'_>) {
+            let rb = tile.row_bytes;
+            for t in 0..tile.tokens {
+                let a = tile.acts.row(tile.t0 + t);
+                for r in 0..tile.rows {
+                    let v = $dot(&tile.w[r * rb..(r + 1) * rb], a);
                     // SAFETY: the caller guarantees the tile lies inside `out`.
-                    unsafe { *out.add(t * out_stride + r) = v };
+                    unsafe { *tile.out.add(t * tile.out_stride + r) = v };
                 }
             }
         }

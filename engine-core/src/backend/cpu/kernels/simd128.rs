@@ -2,7 +2,7 @@
 //! 32, tiles of up to 4 x 4. Compiled when the crate is built with `+simd128`, which every
 //! current browser runs.
 
-#![allow(clippy::missing_safety_doc)]
+#![allow(clippy::missing_safety_doc, clippy::needless_range_loop)]
 
 use core::arch::wasm32::*;
 
@@ -350,16 +350,9 @@ macro_rules! wasm_kernel {
         ///
         /// # Safety
         /// As [`super::TileFn`].
-        unsafe fn $name(
-            w: &[u8],
-            row_bytes: usize,
-            nr: usize,
-            acts: &QuantActs,
-            t0: usize,
-            nt: usize,
-            out: *mut f32,
-            out_stride: usize,
-        ) {
+        unsafe fn $name(tile: &super::Tile<'_>) {
+            let (w, row_bytes, nr, acts, t0, nt, out, out_stride) =
+                (tile.w, tile.row_bytes, tile.rows, tile.acts, tile.t0, tile.tokens, tile.out, tile.out_stride);
             let mut t = 0;
             while t < nt {
                 let n = (nt - t).min(4);

@@ -5,7 +5,7 @@
 //! computes the integer dot. Tiles of `NR` weight rows by `NT` activation rows keep their
 //! accumulators in registers so each unpacked weight block is used `NT` times.
 
-#![allow(clippy::missing_safety_doc)]
+#![allow(clippy::missing_safety_doc, clippy::needless_range_loop)]
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -251,7 +251,7 @@ impl Format for Q4K {
     unsafe fn sub(blk: *const u8, pre: &Self::Pre, j: usize) -> (__m256i, SubScale) {
         unsafe {
             let v = _mm256_loadu_si256(blk.add(16 + (j / 2) * 32) as *const __m256i);
-            let v = if j % 2 == 0 {
+            let v = if j.is_multiple_of(2) {
                 v
             } else {
                 _mm256_srli_epi16(v, 4)
@@ -414,16 +414,9 @@ macro_rules! x86_tile_kernel {
         /// # Safety
         /// As [`super::TileFn`]; the CPU must support the instruction set.
         #[target_feature(enable = $features)]
-        pub unsafe fn $name(
-            w: &[u8],
-            row_bytes: usize,
-            nr: usize,
-            acts: &$crate::backend::cpu::acts::QuantActs,
-            t0: usize,
-            nt: usize,
-            out: *mut f32,
-            out_stride: usize,
-        ) {
+        pub unsafe fn $name(tile: &$crate::backend::cpu::kernels::Tile<'_>) {
+            let (w, row_bytes, nr, acts, t0, nt, out, out_stride) =
+                (tile.w, tile.row_bytes, tile.rows, tile.acts, tile.t0, tile.tokens, tile.out, tile.out_stride);
             use super::x86::tile;
             let mut t = 0;
             while t < nt {
