@@ -6,9 +6,17 @@ pub enum GgufError {
     /// The file does not start with the `GGUF` magic.
     #[error("not a GGUF file: it starts with {0:02x?}, not \"GGUF\"")]
     BadMagic([u8; 4]),
-    /// The file's version is not 2 or 3 (or it is a big-endian file).
-    #[error("GGUF version {0} is not supported (versions 2 and 3 are, little-endian)")]
+    /// The file's version is not 2 or 3.
+    #[error("GGUF version {0} is not supported (versions 2 and 3 are)")]
     UnsupportedVersion(u32),
+    /// The file is a big-endian GGUF file, which this little-endian reader does not read.
+    #[error(
+        "the file is a big-endian GGUF file (version {version}); only little-endian files are supported"
+    )]
+    BigEndian {
+        /// The version, read big-endian.
+        version: u32,
+    },
     /// The file ends before a field that should be there.
     #[error("the file is truncated: it ends at byte {len} while reading {what} at byte {offset}")]
     Truncated {

@@ -94,12 +94,15 @@ pub struct TensorInfo {
 impl TensorInfo {
     /// Number of elements.
     pub fn n_elements(&self) -> u64 {
-        self.dims.iter().product()
+        self.dims.iter().fold(1, |n, &d| n.saturating_mul(d))
     }
 
     /// Number of rows (product of all dimensions but the first).
     pub fn n_rows(&self) -> u64 {
-        self.dims[1..].iter().product()
+        self.dims
+            .iter()
+            .skip(1)
+            .fold(1, |n, &d| n.saturating_mul(d))
     }
 }
 
@@ -132,8 +135,9 @@ impl Gguf {
 
     /// The absolute byte range of a tensor's data in the file.
     pub fn tensor_range(&self, info: &TensorInfo) -> std::ops::Range<usize> {
-        let start = (self.data_offset + info.offset) as usize;
-        start..start + info.n_bytes as usize
+        let at = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let start = at(self.data_offset.saturating_add(info.offset));
+        start..start.saturating_add(at(info.n_bytes))
     }
 }
 
@@ -175,7 +179,15 @@ impl GgufFile {
             .gguf
             .tensor(name)
             .ok_or_else(|| GgufError::MissingTensor(name.to_owned()))?;
-        Ok((info, &self.bytes[self.gguf.tensor_range(info)]))
+        // The parser checked the range; `get` keeps this panic-free all the same.
+        let data = self
+            .bytes
+            .get(self.gguf.tensor_range(info))
+            .ok_or_else(|| GgufError::BadTensor {
+                name: name.to_owned(),
+                reason: "data lies outside the file".into(),
+            })?;
+        Ok((info, data))
     }
 }
 

@@ -8,7 +8,12 @@ use super::{GGUF_MAGIC, Gguf, MAX_DIMS, Metadata, TensorInfo};
 use crate::quant::GgmlType;
 
 /// Arrays may nest at most this deep.
-const MAX_ARRAY_DEPTH: usize = 4;
+pub(crate) const MAX_ARRAY_DEPTH: usize = 4;
+/// The largest `general.alignment` accepted.
+pub(crate) const MAX_ALIGNMENT: u32 = 65536;
+/// Tensors may have fewer elements than this, so that counts stay exact in f64 and never
+/// overflow byte sizes.
+pub(crate) const MAX_ELEMENTS: u64 = 1 << 53;
 /// The alignment GGUF uses when `general.alignment` is absent.
 pub const DEFAULT_ALIGNMENT: u64 = 32;
 
@@ -124,6 +129,11 @@ pub fn parse(bytes: &[u8]) -> Result<Gguf, GgufError> {
     }
     let version = cur.u32("version")?;
     if version != 2 && version != 3 {
+        // A big-endian file's small version number reads as a huge little-endian one.
+        let swapped = version.swap_bytes();
+        if (1..=3).contains(&swapped) {
+            return Err(GgufError::BigEndian { version: swapped });
+        }
         return Err(GgufError::UnsupportedVersion(version));
     }
     // A tensor info takes at least 8 (name) + 4 (n_dims) + 4 (type) + 8 (offset) bytes; a key-value pair 8 + 4 + 1.
@@ -163,7 +173,7 @@ pub fn parse(bytes: &[u8]) -> Result<Gguf, GgufError> {
     let alignment = match metadata.get("general.alignment") {
         None => DEFAULT_ALIGNMENT,
         Some(v) => match v {
-            Value::U32(a) if a.is_power_of_two() && *a <= 65536 => u64::from(*a),
+            Value::U32(a) if a.is_power_of_two() && *a <= MAX_ALIGNMENT => u64::from(*a),
             other => return Err(GgufError::BadAlignment(other.to_string())),
         },
     };
@@ -192,11 +202,18 @@ pub fn parse(bytes: &[u8]) -> Result<Gguf, GgufError> {
         let (block, type_size) = ggml_type
             .layout()
             .ok_or_else(|| bad(format!("has unknown type id {type_id}")))?;
-        let n_elements = dims
+        // Bound the product of the non-zero dimensions too, so that no single dimension (a row
+        // count, say) is absurd even when another dimension makes the tensor empty.
+        let overflows = dims
             .iter()
-            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-            .filter(|&n| n < (1u64 << 53))
-            .ok_or_else(|| bad(format!("dimensions {dims:?} overflow")))?;
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d.max(1)))
+            .is_none_or(|n| n >= MAX_ELEMENTS);
+        if overflows {
+            return Err(bad(format!(
+                "dimensions {dims:?} overflow (at most 2^53 elements)"
+            )));
+        }
+        let n_elements: u64 = dims.iter().product();
         if dims[0] % block as u64 != 0 {
             return Err(bad(format!(
                 "first dimension {} is not a multiple of {ggml_type}'s block size {block}",
@@ -224,6 +241,14 @@ pub fn parse(bytes: &[u8]) -> Result<Gguf, GgufError> {
     }
 
     let data_offset = (cur.pos as u64).div_ceil(alignment) * alignment;
+    if !tensors.is_empty() && data_offset > bytes.len() as u64 {
+        // Even zero-sized tensors need their data section to start inside the file.
+        return Err(GgufError::Truncated {
+            what: "padding before the tensor data",
+            offset: cur.pos,
+            len: bytes.len(),
+        });
+    }
     let data_len = (bytes.len() as u64).saturating_sub(data_offset);
     let mut ranges: Vec<(u64, u64, usize)> = Vec::with_capacity(tensors.len());
     for (i, t) in tensors.iter().enumerate() {

@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use super::error::GgufError;
+use super::reader::{MAX_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_ELEMENTS};
 use super::value::Value;
 use super::{DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS};
 use crate::quant::GgmlType;
@@ -53,10 +54,21 @@ impl GgufWriter {
                 dims.len()
             )));
         }
-        let n: u64 = dims.iter().product();
-        let expected = ggml_type
-            .row_bytes(dims[0] as usize)
-            .map(|row| row as u64 * (n / dims[0].max(1)));
+        // The reader's bound: the product of the non-zero dimensions stays below 2^53.
+        let fits = dims
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d.max(1)))
+            .is_some_and(|n| n < MAX_ELEMENTS);
+        if !fits {
+            return Err(GgufError::Write(format!(
+                "tensor {name:?} has too many elements: dims {dims:?}"
+            )));
+        }
+        let rows: u64 = dims[1..].iter().product();
+        let expected = usize::try_from(dims[0])
+            .ok()
+            .and_then(|d0| ggml_type.row_bytes(d0))
+            .and_then(|row| (row as u64).checked_mul(rows));
         if expected != Some(data.len() as u64) {
             return Err(GgufError::Write(format!(
                 "tensor {name:?} of type {ggml_type} and dims {dims:?} needs {expected:?} bytes, got {}",
@@ -78,7 +90,9 @@ impl GgufWriter {
     fn alignment(&self) -> Result<u64, GgufError> {
         match self.metadata.iter().find(|(k, _)| k == "general.alignment") {
             None => Ok(DEFAULT_ALIGNMENT),
-            Some((_, Value::U32(a))) if a.is_power_of_two() => Ok(u64::from(*a)),
+            Some((_, Value::U32(a))) if a.is_power_of_two() && *a <= MAX_ALIGNMENT => {
+                Ok(u64::from(*a))
+            }
             Some((_, v)) => Err(GgufError::BadAlignment(v.to_string())),
         }
     }
@@ -94,7 +108,8 @@ impl GgufWriter {
         for (key, value) in &self.metadata {
             put_string(&mut head, key);
             head.extend_from_slice(&value.value_type().id().to_le_bytes());
-            put_value(&mut head, value)?;
+            put_value(&mut head, value, 0)
+                .map_err(|e| GgufError::Write(format!("metadata key {key:?}: {e}")))?;
         }
         let mut offset = 0u64;
         let mut offsets = Vec::with_capacity(self.tensors.len());
@@ -134,7 +149,8 @@ fn put_string(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-fn put_value(out: &mut Vec<u8>, value: &Value) -> Result<(), GgufError> {
+/// Encodes a value; the error says what cannot be encoded.
+fn put_value(out: &mut Vec<u8>, value: &Value, depth: usize) -> Result<(), String> {
     match value {
         Value::U8(v) => out.push(*v),
         Value::I8(v) => out.push(*v as u8),
@@ -149,16 +165,16 @@ fn put_value(out: &mut Vec<u8>, value: &Value) -> Result<(), GgufError> {
         Value::Bool(v) => out.push(u8::from(*v)),
         Value::String(s) => put_string(out, s),
         Value::Array(elem, items) => {
+            if depth >= MAX_ARRAY_DEPTH {
+                return Err(format!("arrays nest deeper than {MAX_ARRAY_DEPTH} levels"));
+            }
             if let Some(bad) = items.iter().find(|i| i.value_type() != *elem) {
-                return Err(GgufError::Write(format!(
-                    "array of {elem:?} holds a {:?}",
-                    bad.value_type()
-                )));
+                return Err(format!("array of {elem:?} holds a {:?}", bad.value_type()));
             }
             out.extend_from_slice(&elem.id().to_le_bytes());
             out.extend_from_slice(&(items.len() as u64).to_le_bytes());
             for item in items {
-                put_value(out, item)?;
+                put_value(out, item, depth + 1)?;
             }
         }
     }
