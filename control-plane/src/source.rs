@@ -164,10 +164,8 @@ async fn download(url: &str, cache_dir: &Path, progress: bool) -> Result<PathBuf
     out.flush().await?;
     drop(out);
     bar.finish_and_clear();
-    if let Some(total) = total {
-        if got != total {
-            bail!("downloading {url}: got {got} of {total} bytes");
-        }
+    if let Some(total) = total.filter(|&t| t != got) {
+        bail!("downloading {url}: got {got} of {total} bytes");
     }
     tokio::fs::rename(&partial, &dest).await?;
     Ok(dest)

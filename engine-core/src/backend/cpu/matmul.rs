@@ -2,7 +2,7 @@
 
 use super::CpuMatrix;
 use super::acts::QuantActs;
-use super::kernels::{TILE_ROWS, TILE_TOKENS, TileFn};
+use super::kernels::{TILE_ROWS, TILE_TOKENS, Tile, TileFn};
 use super::threads::{Pool, SharedMut};
 use crate::quant::GgmlType;
 

@@ -3,8 +3,8 @@
 
 use half::f16;
 
-use super::super::acts::{ActRow, QK, QuantActs};
-use super::TileFn;
+use super::super::acts::{ActRow, QK};
+use super::{Tile, TileFn};
 use crate::quant::GgmlType;
 
 #[inline(always)]

@@ -350,9 +350,17 @@ macro_rules! wasm_kernel {
         ///
         /// # Safety
         /// As [`super::TileFn`].
-        unsafe fn $name(tile: &super::Tile<'_>) {
-            let (w, row_bytes, nr, acts, t0, nt, out, out_stride) =
-                (tile.w, tile.row_bytes, tile.rows, tile.acts, tile.t0, tile.tokens, tile.out, tile.out_stride);
+        unsafe fn $name(job: &super::Tile<'_>) {
+            let (w, row_bytes, nr, acts, t0, nt, out, out_stride) = (
+                job.w,
+                job.row_bytes,
+                job.rows,
+                job.acts,
+                job.t0,
+                job.tokens,
+                job.out,
+                job.out_stride,
+            );
             let mut t = 0;
             while t < nt {
                 let n = (nt - t).min(4);

@@ -414,9 +414,17 @@ macro_rules! x86_tile_kernel {
         /// # Safety
         /// As [`super::TileFn`]; the CPU must support the instruction set.
         #[target_feature(enable = $features)]
-        pub unsafe fn $name(tile: &$crate::backend::cpu::kernels::Tile<'_>) {
-            let (w, row_bytes, nr, acts, t0, nt, out, out_stride) =
-                (tile.w, tile.row_bytes, tile.rows, tile.acts, tile.t0, tile.tokens, tile.out, tile.out_stride);
+        pub unsafe fn $name(job: &$crate::backend::cpu::kernels::Tile<'_>) {
+            let (w, row_bytes, nr, acts, t0, nt, out, out_stride) = (
+                job.w,
+                job.row_bytes,
+                job.rows,
+                job.acts,
+                job.t0,
+                job.tokens,
+                job.out,
+                job.out_stride,
+            );
             use super::x86::tile;
             let mut t = 0;
             while t < nt {
