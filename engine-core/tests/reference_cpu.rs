@@ -121,3 +121,63 @@ fn teacher_forced_agreement_and_logit_error() {
     assert!(mean <= 0.25, "mean logit error {mean:.4} > 0.25");
     assert!(err_max <= 1.25, "max logit error {err_max:.4} > 1.25");
 }
+
+#[test]
+fn free_running_greedy_keeps_stable_prefixes() {
+    use engine_core::engine::{Engine, EngineConfig, Event, Request};
+    let file = GgufFile::new(ModelBytes::from_vec(common::default_model_bytes())).unwrap();
+    let b = CpuBackend::new(CpuOptions::default()).unwrap();
+    let mut engine = Engine::new(
+        b,
+        &file,
+        EngineConfig {
+            context_size: 512,
+            ..EngineConfig::default()
+        },
+    )
+    .unwrap();
+    let reference = common::reference_json("generate.json");
+    for case in reference["cases"].as_array().unwrap() {
+        let prompt: Vec<u32> = case["prompt_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let want: Vec<u32> = case["generated_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let stable = case["stable_prefix_len"].as_u64().unwrap() as usize;
+        let (tx, rx) = std::sync::mpsc::channel();
+        engine
+            .add(
+                Request::greedy(prompt, want.len()),
+                Box::new(move |ev| tx.send(ev).is_ok()),
+            )
+            .unwrap();
+        while engine.has_work() {
+            pollster_block_on(engine.step()).unwrap();
+        }
+        let got: Vec<u32> = rx
+            .try_iter()
+            .filter_map(|ev| match ev {
+                Event::Token { token, .. } => Some(token.id),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            got.len() >= stable,
+            "generated {} tokens, fewer than the stable prefix {stable}",
+            got.len()
+        );
+        assert_eq!(
+            &got[..stable],
+            &want[..stable],
+            "stable prefix of {:?}",
+            case["messages"]
+        );
+    }
+}
