@@ -308,3 +308,29 @@ fn syntax_and_render_errors_are_typed() {
         }
     }
 }
+
+#[test]
+fn mistral_style_alternation_and_negative_indexing() {
+    let source = "{{- bos_token }}\
+        {%- for message in messages %}\
+        {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}\
+        {{- raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}\
+        {%- endif %}\
+        {%- if message['role'] == 'user' %}{{- '[INST] ' + message['content'] + ' [/INST]' }}\
+        {%- else %}{{- message['content'].split('</think>')[-1].strip() + eos_token }}{%- endif %}\
+        {%- endfor %}|{{ messages[-1]['role'] }}";
+    let messages = [
+        json!({"role": "user", "content": "a"}),
+        json!({"role": "assistant", "content": "<think>hmm</think> b"}),
+        json!({"role": "user", "content": "c"}),
+    ];
+    assert_eq!(
+        render(source, &messages).unwrap(),
+        "<s>[INST] a [/INST]b</s>[INST] c [/INST]|user"
+    );
+    let bad = [json!({"role": "assistant", "content": "x"})];
+    assert!(matches!(
+        render(source, &bad),
+        Err(ChatTemplateError::Raised { .. })
+    ));
+}

@@ -180,7 +180,8 @@ impl Tokenizer {
     /// space at the very start of the output is removed.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> String {
         let mut bytes = Vec::new();
-        let mut strip_space = self.vocab.add_space_prefix;
+        // Only SentencePiece encoding prefixes the space that decoding takes away again.
+        let mut strip_space = self.vocab.add_space_prefix && self.vocab.kind == TokenizerKind::Spm;
         for &id in ids {
             let Some(piece) = self.render_bytes(id, skip_special) else {
                 continue;
