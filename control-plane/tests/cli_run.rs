@@ -13,7 +13,11 @@ fn default_model() -> PathBuf {
     let path = std::env::var_os("TANDEM_MODEL")
         .map(PathBuf::from)
         .unwrap_or_else(|| cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
-    assert!(path.exists(), "default model missing at {}: run `cargo xtask setup`", path.display());
+    assert!(
+        path.exists(),
+        "default model missing at {}: run `cargo xtask setup`",
+        path.display()
+    );
     path
 }
 
@@ -38,24 +42,64 @@ fn answers_a_prompt_and_reports_timings() {
     let model = default_model();
     let cache = temp_dir("run");
     let out = tandem(
-        &["run", "--model", model.to_str().unwrap(), "--prompt", "Why is the sky blue?", "--temperature", "0", "--max-tokens", "40"],
+        &[
+            "run",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "Why is the sky blue?",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "40",
+        ],
         &cache,
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
-    assert!(stdout.to_lowercase().contains("blue") || stdout.to_lowercase().contains("sky"), "reply: {stdout:?}");
-    assert!(!stdout.contains("<|im_end|>") && !stdout.contains("<|im_start|>"), "reply leaks template tokens: {stdout:?}");
-    for field in ["prompt tokens:", "TTFT:", "prefill:", "decode:", "peak memory:"] {
-        assert!(stderr.contains(field), "statistics line lacks {field:?}: {stderr}");
+    assert!(
+        stdout.to_lowercase().contains("blue") || stdout.to_lowercase().contains("sky"),
+        "reply: {stdout:?}"
+    );
+    assert!(
+        !stdout.contains("<|im_end|>") && !stdout.contains("<|im_start|>"),
+        "reply leaks template tokens: {stdout:?}"
+    );
+    for field in [
+        "prompt tokens:",
+        "TTFT:",
+        "prefill:",
+        "decode:",
+        "peak memory:",
+    ] {
+        assert!(
+            stderr.contains(field),
+            "statistics line lacks {field:?}: {stderr}"
+        );
     }
     // Greedy decoding is deterministic.
     let again = tandem(
-        &["run", "--model", model.to_str().unwrap(), "--prompt", "Why is the sky blue?", "--temperature", "0", "--max-tokens", "40", "--quiet"],
+        &[
+            "run",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "Why is the sky blue?",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "40",
+            "--quiet",
+        ],
         &cache,
     );
     assert_eq!(String::from_utf8_lossy(&again.stdout), stdout);
-    assert!(again.stderr.is_empty(), "--quiet printed: {}", String::from_utf8_lossy(&again.stderr));
+    assert!(
+        again.stderr.is_empty(),
+        "--quiet printed: {}",
+        String::from_utf8_lossy(&again.stderr)
+    );
 }
 
 #[test]
@@ -64,7 +108,20 @@ fn same_seed_same_sample() {
     let cache = temp_dir("seed");
     let run = |seed: &str| {
         let out = tandem(
-            &["run", "--model", model.to_str().unwrap(), "--prompt", "Tell me a story.", "--temperature", "1.0", "--seed", seed, "--max-tokens", "24", "--quiet"],
+            &[
+                "run",
+                "--model",
+                model.to_str().unwrap(),
+                "--prompt",
+                "Tell me a story.",
+                "--temperature",
+                "1.0",
+                "--seed",
+                seed,
+                "--max-tokens",
+                "24",
+                "--quiet",
+            ],
             &cache,
         );
         assert!(out.status.success());
@@ -85,7 +142,10 @@ fn serve(body: Vec<u8>) -> String {
             while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
                 line.clear();
             }
-            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n", body.len());
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
             let _ = stream.write_all(head.as_bytes());
             let _ = stream.write_all(&body);
         }
@@ -96,13 +156,31 @@ fn serve(body: Vec<u8>) -> String {
 #[test]
 fn loads_a_model_from_a_url_once() {
     let mut bytes = Vec::new();
-    std::fs::File::open(default_model()).unwrap().read_to_end(&mut bytes).unwrap();
+    std::fs::File::open(default_model())
+        .unwrap()
+        .read_to_end(&mut bytes)
+        .unwrap();
     let base = serve(bytes);
     let cache = temp_dir("url");
     let url = format!("{base}/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let args = ["run", "--model", url.as_str(), "--prompt", "Hi", "--temperature", "0", "--max-tokens", "8", "--quiet"];
+    let args = [
+        "run",
+        "--model",
+        url.as_str(),
+        "--prompt",
+        "Hi",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "8",
+        "--quiet",
+    ];
     let out = tandem(&args, &cache);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!out.stdout.is_empty());
     let cached: Vec<_> = std::fs::read_dir(cache.join("models")).unwrap().collect();
     assert_eq!(cached.len(), 1, "one cached download expected");
@@ -112,33 +190,71 @@ fn loads_a_model_from_a_url_once() {
 fn bad_sources_fail_cleanly() {
     let cache = temp_dir("bad");
     // A missing file.
-    let out = tandem(&["run", "--model", "/nonexistent/model.gguf", "--prompt", "hi"], &cache);
+    let out = tandem(
+        &[
+            "run",
+            "--model",
+            "/nonexistent/model.gguf",
+            "--prompt",
+            "hi",
+        ],
+        &cache,
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
     // A truncated GGUF.
     let bytes = std::fs::read(default_model()).unwrap();
     let truncated = cache.join("truncated.gguf");
     std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
-    let out = tandem(&["run", "--model", truncated.to_str().unwrap(), "--prompt", "hi"], &cache);
+    let out = tandem(
+        &[
+            "run",
+            "--model",
+            truncated.to_str().unwrap(),
+            "--prompt",
+            "hi",
+        ],
+        &cache,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("truncated") || stderr.contains("outside"), "{stderr}");
+    assert!(
+        stderr.contains("truncated") || stderr.contains("outside"),
+        "{stderr}"
+    );
     // Not a GGUF at all.
     let junk = cache.join("junk.gguf");
     std::fs::write(&junk, b"definitely not a model").unwrap();
-    let out = tandem(&["run", "--model", junk.to_str().unwrap(), "--prompt", "hi"], &cache);
+    let out = tandem(
+        &["run", "--model", junk.to_str().unwrap(), "--prompt", "hi"],
+        &cache,
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a GGUF file"));
     // A Hugging Face Hub that cannot be reached fails fast with a clear message.
     let started = std::time::Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["run", "--model", "hf:HuggingFaceTB/SmolLM2-135M-Instruct-GGUF/smollm2-135m-instruct-q4_1.gguf", "--prompt", "hi"])
+        .args([
+            "run",
+            "--model",
+            "hf:HuggingFaceTB/SmolLM2-135M-Instruct-GGUF/smollm2-135m-instruct-q4_1.gguf",
+            "--prompt",
+            "hi",
+        ])
         .env("TANDEM_CACHE", &cache)
         .env("HF_HOME", cache.join("hf"))
         .env("HF_ENDPOINT", "http://127.0.0.1:9")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Hugging Face Hub"), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(started.elapsed().as_secs() < 60, "the hub error took {:?}", started.elapsed());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Hugging Face Hub"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "the hub error took {:?}",
+        started.elapsed()
+    );
 }
