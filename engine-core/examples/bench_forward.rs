@@ -9,10 +9,24 @@ use engine_core::gguf::{GgufFile, ModelBytes};
 use engine_core::kv_cache::{BlockAllocator, BlockTable};
 use engine_core::model::{LlamaModel, Scratch};
 
+/// Process CPU time (user + system) in seconds, from /proc/self/stat.
+fn cpu_time() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let path = &args[1];
     let threads: usize = args.get(2).map_or(0, |t| t.parse().unwrap());
+    let only: &str = args.get(3).map_or("all", |s| s.as_str());
     let file = std::fs::File::open(path).unwrap();
     let map = unsafe { memmap2::Mmap::map(&file).unwrap() };
     let file = GgufFile::new(ModelBytes::from_mmap(map)).unwrap();
@@ -26,11 +40,16 @@ fn main() {
         head_dim: c.head_dim,
         block_size: bs,
         n_blocks: 64,
-        dtype: KvDtype::F32,
+        dtype: if std::env::var("KV").as_deref() == Ok("f32") {
+            KvDtype::F32
+        } else {
+            KvDtype::F16
+        },
     };
     let mut kv = b.alloc_kv(&layout).unwrap();
     let mut scratch = Scratch::default();
-    for &pp in &[128usize, 512] {
+    let pps: &[usize] = if only == "tg" { &[] } else { &[128, 512] };
+    for &pp in pps {
         let mut alloc = BlockAllocator::new(64, bs);
         let mut table = BlockTable::new();
         table.reserve(&mut alloc, pp).unwrap();
@@ -48,19 +67,27 @@ fn main() {
         b.install(|| model.forward(&b, &step, &mut kv, &mut scratch))
             .unwrap();
         let t = Instant::now();
+        let c0 = cpu_time();
         let reps = 3;
         for _ in 0..reps {
             b.install(|| model.forward(&b, &step, &mut kv, &mut scratch))
                 .unwrap();
         }
         let dt = t.elapsed().as_secs_f64() / reps as f64;
-        println!("pp{pp}: {:.1} tok/s ({:.1} ms)", pp as f64 / dt, dt * 1e3);
+        let cpu = (cpu_time() - c0) / reps as f64;
+        println!(
+            "pp{pp}: {:.1} tok/s ({:.1} ms; cpu {:.1} ms)",
+            pp as f64 / dt,
+            dt * 1e3,
+            cpu * 1e3
+        );
     }
     let mut alloc = BlockAllocator::new(64, bs);
     let mut table = BlockTable::new();
-    table.reserve(&mut alloc, 256).unwrap();
-    let n = 128;
+    table.reserve(&mut alloc, 300).unwrap();
+    let n = if only == "pp" { 0 } else { 256 };
     let t = Instant::now();
+    let c0 = cpu_time();
     for i in 0..n {
         let tok = [(i as u32 * 31) % 49152];
         let step = StepInput::build(
@@ -77,9 +104,11 @@ fn main() {
             .unwrap();
     }
     let dt = t.elapsed().as_secs_f64();
+    let cpu = cpu_time() - c0;
     println!(
-        "tg{n}: {:.1} tok/s ({:.2} ms/token)",
+        "tg{n}: {:.1} tok/s ({:.2} ms/token; cpu {:.2} ms/token)",
         n as f64 / dt,
-        dt * 1e3 / n as f64
+        dt * 1e3 / n as f64,
+        cpu * 1e3 / n.max(1) as f64
     );
 }

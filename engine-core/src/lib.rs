@@ -10,6 +10,7 @@ pub mod chat;
 pub mod engine;
 pub mod gguf;
 pub mod kv_cache;
+pub mod math;
 pub mod model;
 pub mod quant;
 pub mod sampler;

@@ -14,6 +14,7 @@ fn teacher_forced_logits(
     model: &LlamaModel<CpuBackend>,
     ids: &[u32],
     from: usize,
+    dtype: KvDtype,
 ) -> Vec<Vec<f32>> {
     let c = model.config();
     let bs = 16;
@@ -23,7 +24,7 @@ fn teacher_forced_logits(
         head_dim: c.head_dim,
         block_size: bs,
         n_blocks: ids.len().div_ceil(bs),
-        dtype: KvDtype::F32,
+        dtype,
     };
     let mut kv = b.alloc_kv(&layout).unwrap();
     let mut alloc = BlockAllocator::new(layout.n_blocks, bs);
@@ -70,9 +71,23 @@ fn argmax(v: &[f32]) -> u32 {
 }
 
 #[test]
-fn teacher_forced_agreement_and_logit_error() {
+fn teacher_forced_agreement_and_logit_error_f32_cache() {
+    judge_teacher_forced(KvDtype::F32);
+}
+
+#[test]
+fn teacher_forced_agreement_and_logit_error_f16_cache() {
+    judge_teacher_forced(KvDtype::F16);
+}
+
+fn judge_teacher_forced(dtype: KvDtype) {
     let file = GgufFile::new(ModelBytes::from_vec(common::default_model_bytes())).unwrap();
-    let b = CpuBackend::new(CpuOptions::default()).unwrap();
+    let isa = std::env::var("TANDEM_ISA").ok().and_then(|n| {
+        engine_core::backend::cpu::Isa::available()
+            .into_iter()
+            .find(|i| i.name() == n)
+    });
+    let b = CpuBackend::new(CpuOptions { threads: 0, isa }).unwrap();
     let model = LlamaModel::load(&b, &file).unwrap();
     let reference = common::reference_json("generate.json");
     let (mut confident, mut agree) = (0, 0);
@@ -91,7 +106,8 @@ fn teacher_forced_agreement_and_logit_error() {
             .map(|v| v.as_u64().unwrap() as u32)
             .collect();
         let ids: Vec<u32> = prompt.iter().chain(&generated).copied().collect();
-        let logits = teacher_forced_logits(&b, &model, &ids[..ids.len() - 1], prompt.len() - 1);
+        let logits =
+            teacher_forced_logits(&b, &model, &ids[..ids.len() - 1], prompt.len() - 1, dtype);
         for (i, step) in case["steps"].as_array().unwrap().iter().enumerate() {
             let row = &logits[i];
             let margin = step["margin"].as_f64().unwrap();
@@ -179,5 +195,42 @@ fn free_running_greedy_keeps_stable_prefixes() {
             "stable prefix of {:?}",
             case["messages"]
         );
+    }
+}
+
+#[test]
+#[ignore]
+fn isa_logit_differences() {
+    let file = GgufFile::new(ModelBytes::from_vec(common::default_model_bytes())).unwrap();
+    let reference = common::reference_json("generate.json");
+    let case = &reference["cases"][1];
+    let prompt: Vec<u32> = case["prompt_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let mut results = Vec::new();
+    for isa in engine_core::backend::cpu::Isa::available() {
+        let b = CpuBackend::new(CpuOptions {
+            threads: 1,
+            isa: Some(isa),
+        })
+        .unwrap();
+        let model = LlamaModel::load(&b, &file).unwrap();
+        let l = teacher_forced_logits(&b, &model, &prompt, 0, KvDtype::F32);
+        results.push((isa, l));
+    }
+    let (_, base) = results.last().unwrap();
+    for (isa, l) in &results {
+        let mut worst = (0.0f32, 0, 0);
+        for (r, (a, b)) in l.iter().zip(base).enumerate() {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                if (x - y).abs() > worst.0 {
+                    worst = ((x - y).abs(), r, i);
+                }
+            }
+        }
+        eprintln!("{}: max |logit - scalar| = {:?}", isa.name(), worst);
     }
 }

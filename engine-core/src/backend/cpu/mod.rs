@@ -7,6 +7,7 @@ mod attention;
 pub mod kernels;
 pub mod matmul;
 mod ops;
+mod simd;
 pub mod threads;
 
 use std::future::Future;
@@ -17,7 +18,7 @@ pub use kernels::Isa;
 
 use self::acts::QuantActs;
 use self::threads::Pool;
-use super::{Backend, BackendError, BackendInfo, KvDtype, KvLayout, MatrixSource, StepInput};
+use super::{Backend, BackendError, BackendInfo, KvLayout, MatrixSource, StepInput};
 use crate::gguf::ModelBytes;
 use crate::quant::GgmlType;
 
@@ -43,17 +44,17 @@ impl CpuMatrix {
     }
 }
 
-/// A zeroed vector of `n` floats, allocated so that the OS supplies its pages lazily: memory never
-/// touched takes no RAM.
-pub(crate) fn zeroed_f32(n: usize) -> Option<Vec<f32>> {
-    if n == 0 {
+/// A zeroed vector of `n` elements, allocated so that the OS supplies its pages lazily: memory
+/// never touched takes no RAM.
+pub(crate) fn zeroed_vec<T: bytemuck::Zeroable>(n: usize) -> Option<Vec<T>> {
+    if n == 0 || std::mem::size_of::<T>() == 0 {
         return Some(Vec::new());
     }
-    let layout = std::alloc::Layout::array::<f32>(n).ok()?;
-    // SAFETY: the layout's size is non-zero; all-zero bytes are a valid f32 (0.0); the Vec takes
-    // ownership of an allocation made by the global allocator with exactly this layout.
+    let layout = std::alloc::Layout::array::<T>(n).ok()?;
+    // SAFETY: the layout's size is non-zero; all-zero bytes are a valid `T` (`Zeroable`); the Vec
+    // takes ownership of an allocation made by the global allocator with exactly this layout.
     unsafe {
-        let p = std::alloc::alloc_zeroed(layout) as *mut f32;
+        let p = std::alloc::alloc_zeroed(layout) as *mut T;
         if p.is_null() {
             return None;
         }
@@ -211,15 +212,10 @@ impl Backend for CpuBackend {
     }
 
     fn alloc(&self, len: usize) -> Result<Vec<f32>, BackendError> {
-        zeroed_f32(len).ok_or_else(|| BackendError::OutOfMemory(format!("{len} floats")))
+        zeroed_vec(len).ok_or_else(|| BackendError::OutOfMemory(format!("{len} floats")))
     }
 
     fn alloc_kv(&self, layout: &KvLayout) -> Result<CpuKvStore, BackendError> {
-        if layout.dtype != KvDtype::F32 {
-            return Err(BackendError::Unavailable(
-                "the CPU KV cache stores f32".into(),
-            ));
-        }
         CpuKvStore::new(*layout).ok_or_else(|| {
             BackendError::OutOfMemory(format!("KV cache of {} bytes", layout.total_bytes()))
         })
@@ -287,7 +283,7 @@ impl Backend for CpuBackend {
         n_heads: usize,
         out: &mut Vec<f32>,
     ) {
-        kv.attend(&self.pool, step, layer, q, n_heads, out);
+        kv.attend(&self.pool, self.isa, step, layer, q, n_heads, out);
     }
 
     fn swiglu(&self, gate: &mut Vec<f32>, up: &Vec<f32>, len: usize) {
