@@ -101,10 +101,10 @@ fn reference(
     let mut xq = x.to_vec();
     if integer {
         for block in xq.chunks_mut(32) {
-            let mut q = [0i8; 32];
-            let (d, _) = quantize_block(block, &mut q);
-            for (v, &qi) in block.iter_mut().zip(&q) {
-                *v = f32::from(qi) * d;
+            let (mut hi, mut lo) = ([0i8; 32], [0i8; 32]);
+            let (d, _) = quantize_block(block, &mut hi, &mut lo);
+            for ((v, &h), &l) in block.iter_mut().zip(&hi).zip(&lo) {
+                *v = ((i32::from(h) << 7) + i32::from(l)) as f32 * d;
             }
         }
     }

@@ -1,32 +1,48 @@
-//! Activations quantized to 8 bits in blocks of 32, the right-hand side of the integer kernels.
+//! Activations quantized for the integer kernels: each block of 32 values is stored as two 8-bit
+//! planes, `x ≈ d * (128 * hi + lo)`, so the integer dot products of the kernels see activations
+//! with 15 bits of precision per block (the rounding error is 1/256 of a plain 8-bit step).
 
 /// Elements per activation block.
 pub const QK: usize = 32;
+/// Weight of the high plane relative to the low plane.
+pub const HI_SHIFT: u32 = 7;
 
-/// `rows` rows of `cols` activations, quantized per block of 32: `x ≈ d * q`.
+/// `rows` rows of `cols` activations, quantized per block of 32.
 #[derive(Default)]
 pub struct QuantActs {
     /// Rows.
     pub rows: usize,
     /// Columns (a multiple of 32).
     pub cols: usize,
-    /// Quantized values, row major.
-    pub qs: Vec<i8>,
-    /// Scale of each block.
+    /// High plane, `[-127, 127]`, row major.
+    pub hi: Vec<i8>,
+    /// Low plane (the residual in 1/128 steps of the high plane), `[-64, 64]`, row major.
+    pub lo: Vec<i8>,
+    /// Scale of each block: `x ≈ d * (128 * hi + lo)`.
     pub d: Vec<f32>,
-    /// Scale times the sum of the block's quantized values.
+    /// Scale times the sum of the block's `128 * hi + lo`.
     pub ds: Vec<f32>,
 }
 
 /// One row of [`QuantActs`].
 #[derive(Clone, Copy)]
 pub struct ActRow<'a> {
-    /// Quantized values.
-    pub qs: &'a [i8],
+    /// High plane.
+    pub hi: &'a [i8],
+    /// Low plane.
+    pub lo: &'a [i8],
     /// Block scales.
     pub d: &'a [f32],
     /// Block scale times block sum.
     pub ds: &'a [f32],
+}
+
+impl ActRow<'_> {
+    /// Element `i` as the integer `128 * hi + lo`.
+    #[inline(always)]
+    pub fn int(&self, i: usize) -> i32 {
+        (i32::from(self.hi[i]) << HI_SHIFT) + i32::from(self.lo[i])
+    }
 }
 
 impl QuantActs {
@@ -39,15 +55,17 @@ impl QuantActs {
         let nb = cols / QK;
         self.rows = rows;
         self.cols = cols;
-        self.qs.resize(rows * cols, 0);
+        self.hi.resize(rows * cols, 0);
+        self.lo.resize(rows * cols, 0);
         self.d.resize(rows * nb, 0.0);
         self.ds.resize(rows * nb, 0.0);
-        for ((xs, qs), (d, ds)) in x[..rows * cols]
+        for (((xs, hi), lo), (d, ds)) in x[..rows * cols]
             .chunks_exact(QK)
-            .zip(self.qs.chunks_exact_mut(QK))
+            .zip(self.hi.chunks_exact_mut(QK))
+            .zip(self.lo.chunks_exact_mut(QK))
             .zip(self.d.iter_mut().zip(self.ds.iter_mut()))
         {
-            let (scale, sum) = quantize_block(xs, qs);
+            let (scale, sum) = quantize_block(xs, hi, lo);
             *d = scale;
             *ds = scale * sum as f32;
         }
@@ -57,27 +75,38 @@ impl QuantActs {
     pub fn row(&self, r: usize) -> ActRow<'_> {
         let nb = self.cols / QK;
         ActRow {
-            qs: &self.qs[r * self.cols..(r + 1) * self.cols],
+            hi: &self.hi[r * self.cols..(r + 1) * self.cols],
+            lo: &self.lo[r * self.cols..(r + 1) * self.cols],
             d: &self.d[r * nb..(r + 1) * nb],
             ds: &self.ds[r * nb..(r + 1) * nb],
         }
     }
 }
 
-/// Quantizes 32 floats symmetrically to `[-127, 127]`; returns the scale and the sum of the
-/// quantized values.
+/// Rounds to the nearest integer (ties to even) for `|x| < 2^22`, without a library call.
+#[inline(always)]
+fn round_to_i32(x: f32) -> i32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+    ((x + MAGIC).to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32)
+}
+
+/// Quantizes 32 floats into the two planes; returns the scale `d` (with
+/// `x ≈ d * (128 * hi + lo)`) and the sum of `128 * hi + lo`.
 #[inline]
-pub fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+pub fn quantize_block(x: &[f32], hi: &mut [i8], lo: &mut [i8]) -> (f32, i32) {
     let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let d = amax / 127.0;
-    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+    let step = amax / 127.0;
+    let inv = if step > 0.0 { 1.0 / step } else { 0.0 };
     let mut sum = 0i32;
-    for (q, &v) in q.iter_mut().zip(x) {
-        let r = (v * id).round() as i8;
-        *q = r;
-        sum += i32::from(r);
+    for ((h, l), &v) in hi.iter_mut().zip(lo.iter_mut()).zip(x) {
+        let scaled = (v * inv).clamp(-127.0, 127.0);
+        let q = round_to_i32(scaled).clamp(-127, 127);
+        let r = round_to_i32((scaled - q as f32) * 128.0).clamp(-64, 64);
+        *h = q as i8;
+        *l = r as i8;
+        sum += (q << HI_SHIFT) + r;
     }
-    (d, sum)
+    (step / 128.0, sum)
 }
 
 #[cfg(test)]
@@ -85,20 +114,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quantizes_within_half_a_step() {
+    fn quantizes_within_a_fraction_of_a_step() {
         let x: Vec<f32> = (0..64)
-            .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.173)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.173 + 0.0071 * i as f32)
             .collect();
         let mut q = QuantActs::default();
         q.quantize(&x, 2, 32);
         for r in 0..2 {
             let row = q.row(r);
-            let sum: i32 = row.qs.iter().map(|&v| i32::from(v)).sum();
-            assert!((row.ds[0] - row.d[0] * sum as f32).abs() < 1e-6);
-            for (i, &qv) in row.qs.iter().enumerate() {
-                let back = f32::from(qv) * row.d[0];
-                assert!((back - x[r * 32 + i]).abs() <= row.d[0] * 0.5 + 1e-6);
+            let sum: i32 = (0..32).map(|i| row.int(i)).sum();
+            assert!((row.ds[0] - row.d[0] * sum as f32).abs() < 1e-5);
+            let amax = x[r * 32..(r + 1) * 32]
+                .iter()
+                .fold(0.0f32, |m, v| m.max(v.abs()));
+            for i in 0..32 {
+                let back = row.int(i) as f32 * row.d[0];
+                // Half a step of the low plane, plus float rounding.
+                assert!(
+                    (back - x[r * 32 + i]).abs() <= amax / 127.0 / 256.0 * 1.01 + 1e-6,
+                    "{back} vs {}",
+                    x[r * 32 + i]
+                );
             }
         }
+    }
+
+    #[test]
+    fn handles_zero_and_non_finite_blocks() {
+        let mut q = QuantActs::default();
+        q.quantize(&[0.0; 32], 1, 32);
+        assert!(q.hi.iter().chain(&q.lo).all(|&v| v == 0));
+        let mut x = [1.0f32; 32];
+        x[3] = f32::NAN;
+        q.quantize(&x, 1, 32);
+        x[3] = f32::INFINITY;
+        q.quantize(&x, 1, 32);
     }
 }

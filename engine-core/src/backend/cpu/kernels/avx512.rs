@@ -10,7 +10,7 @@
 
 use std::arch::x86_64::*;
 
-use super::super::acts::{QK, QuantActs};
+use super::super::acts::{HI_SHIFT, QK, QuantActs};
 use super::{Tile, TileFn};
 use crate::quant::GgmlType;
 
@@ -460,10 +460,12 @@ impl Format for Q6K {
 /// One token's activations for a block pair.
 #[derive(Clone, Copy)]
 struct ActPair {
-    x: __m512i,
+    hi: __m512i,
+    lo: __m512i,
     d: __m512,
     ds: __m512,
-    /// `-offset * sum` of each lane's four activations: the `vpdpbusd` accumulator start.
+    /// `-offset * sum` of each lane's four activations (`128 * hi + lo`): where the low plane's
+    /// `vpdpbusd` starts.
     base: __m512i,
 }
 
@@ -471,18 +473,21 @@ struct ActPair {
 unsafe fn act_pair<F: Format>(acts: &QuantActs, t: usize, b: usize, single: bool) -> ActPair {
     unsafe {
         let nb = acts.cols / QK;
-        let xp = acts.qs.as_ptr().add(t * acts.cols + b * QK);
+        let at = t * acts.cols + b * QK;
+        let (hp, lp) = (acts.hi.as_ptr().add(at), acts.lo.as_ptr().add(at));
         let dp = acts.d.as_ptr().add(t * nb + b);
         let sp = acts.ds.as_ptr().add(t * nb + b);
-        let (x, d2, s2) = if single {
+        let (hi, lo, d2, s2) = if single {
             (
-                _mm512_maskz_loadu_epi8(0xffff_ffff, xp),
+                _mm512_maskz_loadu_epi8(0xffff_ffff, hp),
+                _mm512_maskz_loadu_epi8(0xffff_ffff, lp),
                 _mm_load_ss(dp),
                 _mm_load_ss(sp),
             )
         } else {
             (
-                _mm512_loadu_si512(xp as *const __m512i),
+                _mm512_loadu_si512(hp as *const __m512i),
+                _mm512_loadu_si512(lp as *const __m512i),
                 _mm_castpd_ps(_mm_load_sd(dp as *const f64)),
                 _mm_castpd_ps(_mm_load_sd(sp as *const f64)),
             )
@@ -490,12 +495,17 @@ unsafe fn act_pair<F: Format>(acts: &QuantActs, t: usize, b: usize, single: bool
         let base = if F::OFFSET == 0 {
             _mm512_setzero_si512()
         } else {
-            let sums =
-                _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(F::OFFSET as i8), x);
-            _mm512_sub_epi32(_mm512_setzero_si512(), sums)
+            let off = _mm512_set1_epi8(F::OFFSET as i8);
+            let zero = _mm512_setzero_si512();
+            let sums = _mm512_add_epi32(
+                _mm512_slli_epi32(_mm512_dpbusd_epi32(zero, off, hi), HI_SHIFT),
+                _mm512_dpbusd_epi32(zero, off, lo),
+            );
+            _mm512_sub_epi32(zero, sums)
         };
         ActPair {
-            x,
+            hi,
+            lo,
             d: spread2(d2),
             ds: if F::HAS_MIN {
                 spread2(s2)
@@ -510,7 +520,11 @@ unsafe fn act_pair<F: Format>(acts: &QuantActs, t: usize, b: usize, single: bool
 #[inline(always)]
 unsafe fn accumulate<F: Format>(acc: &mut __m512, w: &Pair, a: &ActPair) {
     unsafe {
-        let dot = _mm512_dpbusd_epi32(a.base, w.w, a.x);
+        let high = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w.w, a.hi);
+        let dot = _mm512_add_epi32(
+            _mm512_slli_epi32(high, HI_SHIFT),
+            _mm512_dpbusd_epi32(a.base, w.w, a.lo),
+        );
         *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(w.scale, a.d), *acc);
         if F::HAS_MIN {
             *acc = _mm512_fmadd_ps(w.min8, a.ds, *acc);

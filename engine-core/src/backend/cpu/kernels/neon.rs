@@ -5,7 +5,7 @@
 
 use std::arch::aarch64::*;
 
-use super::super::acts::{QK, QuantActs};
+use super::super::acts::{HI_SHIFT, QK, QuantActs};
 use super::TileFn;
 use crate::quant::GgmlType;
 
@@ -298,7 +298,8 @@ unsafe fn tile_impl<F: Format, const NR: usize, const NT: usize>(
         let n_super = row_bytes / F::BYTES;
         let nb = acts.cols / QK;
         let wp = w.as_ptr();
-        let xq = acts.qs.as_ptr().add(t0 * acts.cols);
+        let xh = acts.hi.as_ptr().add(t0 * acts.cols);
+        let xl = acts.lo.as_ptr().add(t0 * acts.cols);
         let xd = acts.d.as_ptr().add(t0 * nb);
         let xds = acts.ds.as_ptr().add(t0 * nb);
         let mut acc = [[vdupq_n_f32(0.0); NT]; NR];
@@ -319,14 +320,21 @@ unsafe fn tile_impl<F: Format, const NR: usize, const NT: usize>(
                     ));
                 }
                 for t in 0..NT {
-                    let xp = xq.add(t * acts.cols + b * QK);
-                    let (x0, x1) = (vld1q_s8(xp), vld1q_s8(xp.add(16)));
+                    let at = t * acts.cols + b * QK;
+                    let (h0, h1) = (vld1q_s8(xh.add(at)), vld1q_s8(xh.add(at + 16)));
+                    let (l0, l1) = (vld1q_s8(xl.add(at)), vld1q_s8(xl.add(at + 16)));
                     let dx = *xd.add(t * nb + b);
                     let dsx = *xds.add(t * nb + b);
                     for r in 0..NR {
                         let s = subs[r].assume_init_ref();
-                        let p0 = vcvtq_f32_s32(dot16(s.lo, x0));
-                        let p1 = vcvtq_f32_s32(dot16(s.hi, x1));
+                        let p0 = vcvtq_f32_s32(vaddq_s32(
+                            vshlq_n_s32::<{ HI_SHIFT as i32 }>(dot16(s.lo, h0)),
+                            dot16(s.lo, l0),
+                        ));
+                        let p1 = vcvtq_f32_s32(vaddq_s32(
+                            vshlq_n_s32::<{ HI_SHIFT as i32 }>(dot16(s.hi, h1)),
+                            dot16(s.hi, l1),
+                        ));
                         acc[r][t] = vfmaq_n_f32(acc[r][t], p0, s.s_lo * dx);
                         acc[r][t] = vfmaq_n_f32(acc[r][t], p1, s.s_hi * dx);
                         corr[r][t] += s.corr * dsx;

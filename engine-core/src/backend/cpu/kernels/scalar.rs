@@ -12,10 +12,10 @@ fn f16_at(b: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
-/// Integer dot of 32 weights (given by `w(i)`) with a 32-block of activations.
+/// Integer dot of 32 weights (given by `w(i)`) with activation block `b` of `a`.
 #[inline(always)]
-fn idot32(q: &[i8], w: impl Fn(usize) -> i32) -> i32 {
-    (0..QK).map(|i| w(i) * i32::from(q[i])).sum()
+fn idot32(a: &ActRow<'_>, b: usize, w: impl Fn(usize) -> i32) -> i32 {
+    (0..QK).map(|i| w(i) * a.int(b * QK + i)).sum()
 }
 
 /// Q4_0: `x = d * (q - 8)`, 18-byte blocks `[d: f16, qs: [u8; 16]]`.
@@ -24,8 +24,7 @@ pub fn dot_q4_0(w: &[u8], a: ActRow<'_>) -> f32 {
     for (b, blk) in w.chunks_exact(18).enumerate() {
         let d = f16_at(blk, 0);
         let qs = &blk[2..18];
-        let q = &a.qs[b * QK..(b + 1) * QK];
-        let s = idot32(q, |i| {
+        let s = idot32(&a, b, |i| {
             i32::from(if i < 16 { qs[i] & 15 } else { qs[i - 16] >> 4 })
         });
         acc += d * (s as f32 * a.d[b] - 8.0 * a.ds[b]);
@@ -39,8 +38,7 @@ pub fn dot_q4_1(w: &[u8], a: ActRow<'_>) -> f32 {
     for (b, blk) in w.chunks_exact(20).enumerate() {
         let (d, m) = (f16_at(blk, 0), f16_at(blk, 2));
         let qs = &blk[4..20];
-        let q = &a.qs[b * QK..(b + 1) * QK];
-        let s = idot32(q, |i| {
+        let s = idot32(&a, b, |i| {
             i32::from(if i < 16 { qs[i] & 15 } else { qs[i - 16] >> 4 })
         });
         acc += d * a.d[b] * s as f32 + m * a.ds[b];
@@ -64,8 +62,7 @@ pub fn dot_q5_0(w: &[u8], a: ActRow<'_>) -> f32 {
         let d = f16_at(blk, 0);
         let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
         let qs = &blk[6..22];
-        let q = &a.qs[b * QK..(b + 1) * QK];
-        let s = idot32(q, |i| q5_value(qs, qh, i));
+        let s = idot32(&a, b, |i| q5_value(qs, qh, i));
         acc += d * (s as f32 * a.d[b] - 16.0 * a.ds[b]);
     }
     acc
@@ -78,8 +75,7 @@ pub fn dot_q5_1(w: &[u8], a: ActRow<'_>) -> f32 {
         let (d, m) = (f16_at(blk, 0), f16_at(blk, 2));
         let qh = u32::from_le_bytes([blk[4], blk[5], blk[6], blk[7]]);
         let qs = &blk[8..24];
-        let q = &a.qs[b * QK..(b + 1) * QK];
-        let s = idot32(q, |i| q5_value(qs, qh, i));
+        let s = idot32(&a, b, |i| q5_value(qs, qh, i));
         acc += d * a.d[b] * s as f32 + m * a.ds[b];
     }
     acc
@@ -90,8 +86,7 @@ pub fn dot_q8_0(w: &[u8], a: ActRow<'_>) -> f32 {
     let mut acc = 0.0f32;
     for (b, blk) in w.chunks_exact(34).enumerate() {
         let d = f16_at(blk, 0);
-        let q = &a.qs[b * QK..(b + 1) * QK];
-        let s = idot32(q, |i| i32::from(blk[2 + i] as i8));
+        let s = idot32(&a, b, |i| i32::from(blk[2 + i] as i8));
         acc += d * a.d[b] * s as f32;
     }
     acc
@@ -124,11 +119,10 @@ pub fn dot_q4_k(w: &[u8], a: ActRow<'_>) -> f32 {
             let b = sb * 8 + j;
             let (sc, m) = scale_min_k4(j, scales);
             let chunk = &qs[(j / 2) * 32..(j / 2) * 32 + 32];
-            let q = &a.qs[b * QK..(b + 1) * QK];
             let s = if j % 2 == 0 {
-                idot32(q, |i| i32::from(chunk[i] & 15))
+                idot32(&a, b, |i| i32::from(chunk[i] & 15))
             } else {
-                idot32(q, |i| i32::from(chunk[i] >> 4))
+                idot32(&a, b, |i| i32::from(chunk[i] >> 4))
             };
             sum += f32::from(sc) * a.d[b] * s as f32;
             mins += f32::from(m) * a.ds[b];
@@ -154,15 +148,14 @@ pub fn dot_q6_k(w: &[u8], a: ActRow<'_>) -> f32 {
             // nibble of ql[l] or ql[l + 32].
             for g in 0..4 {
                 let b = sb * 8 + half * 4 + g;
-                let q = &a.qs[b * QK..(b + 1) * QK];
                 let value = |l: usize| -> i32 {
                     let byte = ql[l + 32 * (g & 1)];
                     let nib = if g < 2 { byte & 15 } else { byte >> 4 };
                     let hi = (qh[l] >> (2 * g)) & 3;
                     i32::from(nib | (hi << 4)) - 32
                 };
-                let lo16: i32 = (0..16).map(|l| value(l) * i32::from(q[l])).sum();
-                let hi16: i32 = (16..32).map(|l| value(l) * i32::from(q[l])).sum();
+                let lo16: i32 = (0..16).map(|l| value(l) * a.int(b * QK + l)).sum();
+                let hi16: i32 = (16..32).map(|l| value(l) * a.int(b * QK + l)).sum();
                 let s0 = f32::from(sc[8 * half + 2 * g] as i8);
                 let s1 = f32::from(sc[8 * half + 2 * g + 1] as i8);
                 sum += a.d[b] * (s0 * lo16 as f32 + s1 * hi16 as f32);

@@ -6,7 +6,7 @@
 
 use core::arch::wasm32::*;
 
-use super::super::acts::{QK, QuantActs};
+use super::super::acts::{HI_SHIFT, QK, QuantActs};
 use super::TileFn;
 use crate::quant::GgmlType;
 
@@ -300,7 +300,8 @@ unsafe fn tile_impl<F: Format, const NR: usize, const NT: usize>(
         let n_super = row_bytes / F::BYTES;
         let nb = acts.cols / QK;
         let wp = w.as_ptr();
-        let xq = acts.qs.as_ptr().add(t0 * acts.cols) as *const u8;
+        let xh = acts.hi.as_ptr().add(t0 * acts.cols) as *const u8;
+        let xl = acts.lo.as_ptr().add(t0 * acts.cols) as *const u8;
         let xd = acts.d.as_ptr().add(t0 * nb);
         let xds = acts.ds.as_ptr().add(t0 * nb);
         let mut acc = [[f32x4_splat(0.0); NT]; NR];
@@ -321,14 +322,21 @@ unsafe fn tile_impl<F: Format, const NR: usize, const NT: usize>(
                     ));
                 }
                 for t in 0..NT {
-                    let xp = xq.add(t * acts.cols + b * QK);
-                    let (x0, x1) = (load(xp), load(xp.add(16)));
+                    let at = t * acts.cols + b * QK;
+                    let (h0, h1) = (load(xh.add(at)), load(xh.add(at + 16)));
+                    let (l0, l1) = (load(xl.add(at)), load(xl.add(at + 16)));
                     let dx = *xd.add(t * nb + b);
                     let dsx = *xds.add(t * nb + b);
                     for r in 0..NR {
                         let s = subs[r].assume_init_ref();
-                        let p0 = f32x4_convert_i32x4(dot16(s.lo, x0));
-                        let p1 = f32x4_convert_i32x4(dot16(s.hi, x1));
+                        let p0 = f32x4_convert_i32x4(i32x4_add(
+                            i32x4_shl(dot16(s.lo, h0), HI_SHIFT),
+                            dot16(s.lo, l0),
+                        ));
+                        let p1 = f32x4_convert_i32x4(i32x4_add(
+                            i32x4_shl(dot16(s.hi, h1), HI_SHIFT),
+                            dot16(s.hi, l1),
+                        ));
                         let a = f32x4_add(acc[r][t], f32x4_mul(p0, f32x4_splat(s.s_lo * dx)));
                         acc[r][t] = f32x4_add(a, f32x4_mul(p1, f32x4_splat(s.s_hi * dx)));
                         corr[r][t] += s.corr * dsx;

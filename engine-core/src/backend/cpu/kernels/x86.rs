@@ -10,7 +10,7 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::super::acts::{QK, QuantActs};
+use super::super::acts::{HI_SHIFT, QK, QuantActs};
 
 /// The integer dot product of 32 unsigned bytes with 32 signed bytes, as eight lanes of
 /// four-element sums.
@@ -347,7 +347,8 @@ pub unsafe fn tile<F: Format, D: IntDot, const NR: usize, const NT: usize>(
         let n_super = row_bytes / F::BYTES;
         let nb = acts.cols / QK;
         let wp = w.as_ptr();
-        let xq = acts.qs.as_ptr().add(t0 * acts.cols);
+        let xh = acts.hi.as_ptr().add(t0 * acts.cols);
+        let xl = acts.lo.as_ptr().add(t0 * acts.cols);
         let xd = acts.d.as_ptr().add(t0 * nb);
         let xds = acts.ds.as_ptr().add(t0 * nb);
         let mut acc = [[_mm256_setzero_ps(); NT]; NR];
@@ -375,15 +376,22 @@ pub unsafe fn tile<F: Format, D: IntDot, const NR: usize, const NT: usize>(
                     sc[r] = s;
                 }
                 for t in 0..NT {
-                    let x = _mm256_loadu_si256(xq.add(t * acts.cols + b * QK) as *const __m256i);
+                    let at = t * acts.cols + b * QK;
+                    let x_hi = _mm256_loadu_si256(xh.add(at) as *const __m256i);
+                    let x_lo = _mm256_loadu_si256(xl.add(at) as *const __m256i);
                     let dx = *xd.add(t * nb + b);
                     let dsx = *xds.add(t * nb + b);
                     for r in 0..NR {
-                        let p = if F::SIGNED {
-                            D::dot(_mm256_sign_epi8(wv[r], wv[r]), _mm256_sign_epi8(x, wv[r]))
+                        let (ph, pl) = if F::SIGNED {
+                            let u = _mm256_sign_epi8(wv[r], wv[r]);
+                            (
+                                D::dot(u, _mm256_sign_epi8(x_hi, wv[r])),
+                                D::dot(u, _mm256_sign_epi8(x_lo, wv[r])),
+                            )
                         } else {
-                            D::dot(wv[r], x)
+                            (D::dot(wv[r], x_hi), D::dot(wv[r], x_lo))
                         };
+                        let p = _mm256_add_epi32(_mm256_slli_epi32(ph, HI_SHIFT as i32), pl);
                         let scale = if F::HALVES {
                             _mm256_set_m128(_mm_set1_ps(sc[r].hi * dx), _mm_set1_ps(sc[r].lo * dx))
                         } else {
