@@ -47,7 +47,7 @@ impl Default for EngineConfig {
             max_batch_tokens: 512,
             block_size: 16,
             kv_tokens: 0,
-            kv_dtype: KvDtype::F32,
+            kv_dtype: KvDtype::F16,
         }
     }
 }

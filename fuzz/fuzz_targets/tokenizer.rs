@@ -1,0 +1,44 @@
+//! Feeds arbitrary bytes to the default model's tokenizer. Invalid UTF-8 must be a typed error;
+//! valid text must encode without panicking, decode back to itself, and stream-decode to the same
+//! text. The model is read from `$TANDEM_MODEL`, else `~/.cache/tandem/models/`.
+
+#![no_main]
+
+use std::sync::OnceLock;
+
+use engine_core::gguf::{GgufFile, ModelBytes};
+use engine_core::tokenizer::{StreamDecoder, Tokenizer};
+use libfuzzer_sys::fuzz_target;
+
+fn tokenizer() -> &'static Tokenizer {
+    static TOKENIZER: OnceLock<Tokenizer> = OnceLock::new();
+    TOKENIZER.get_or_init(|| {
+        let path = std::env::var_os("TANDEM_MODEL").map(std::path::PathBuf::from).unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME"))
+                .join(".cache/tandem/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+        let bytes = std::fs::read(&path).expect("the default model (run `cargo xtask setup`)");
+        let file = GgufFile::new(ModelBytes::from_vec(bytes)).expect("a valid model");
+        Tokenizer::from_metadata(file.metadata()).expect("its tokenizer")
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let tok = tokenizer();
+    for parse_special in [false, true] {
+        match tok.encode_bytes(data, false, parse_special) {
+            Err(_) => assert!(std::str::from_utf8(data).is_err(), "valid UTF-8 was rejected"),
+            Ok(ids) => {
+                let text = std::str::from_utf8(data).expect("only valid UTF-8 is accepted");
+                assert!(ids.iter().all(|&id| (id as usize) < tok.vocab_size()));
+                if !parse_special {
+                    assert_eq!(tok.decode(&ids, false), text, "decode(encode(s)) != s");
+                }
+                let mut stream = StreamDecoder::new().with_special(true);
+                let mut streamed: String = ids.iter().map(|&id| stream.push(tok, id)).collect();
+                streamed.push_str(&stream.finish());
+                assert_eq!(streamed, tok.decode(&ids, false));
+            }
+        }
+    }
+});
