@@ -172,6 +172,8 @@ fn check(
 #[test]
 fn integer_kernels_match_reference_on_every_isa() {
     let mut rng = StdRng::seed_from_u64(seed());
+    let names: Vec<&str> = Isa::available().iter().map(|i| i.name()).collect();
+    eprintln!("instruction sets: {names:?}");
     for isa in Isa::available() {
         for ty in INTEGER_TYPES {
             let cols = if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) {

@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
                 if !parse_special {
                     assert_eq!(tok.decode(&ids, false), text, "decode(encode(s)) != s");
                 }
-                let mut stream = StreamDecoder::new().with_special(true);
+                let mut stream = StreamDecoder::with_special(true);
                 let mut streamed: String = ids.iter().map(|&id| stream.push(tok, id)).collect();
                 streamed.push_str(&stream.finish());
                 assert_eq!(streamed, tok.decode(&ids, false));

@@ -19,11 +19,19 @@ const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea3
 /// Python packages the tests use, pinned.
 const PYTHON_REQUIREMENTS: &[&str] = &["gguf==0.19.0", "numpy==2.4.6"];
 
-/// Debian packages the tests use.
-const APT_PACKAGES: &[&str] = &[];
+/// Debian packages the tests use: QEMU and a cross linker run the NEON kernels' tests.
+const APT_PACKAGES: &[&str] = &[
+    "qemu-user",
+    "gcc-aarch64-linux-gnu",
+    "libc6-dev-arm64-cross",
+];
 
 /// Rust targets the build checks.
-const RUST_TARGETS: &[&str] = &["wasm32-unknown-unknown", "aarch64-unknown-linux-gnu"];
+const RUST_TARGETS: &[&str] = &[
+    "wasm32-unknown-unknown",
+    "wasm32-wasip1",
+    "aarch64-unknown-linux-gnu",
+];
 
 /// Installs everything.
 pub fn setup() -> Result<()> {

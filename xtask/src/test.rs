@@ -24,45 +24,76 @@ pub fn test(lint: bool) -> Result<()> {
     Ok(())
 }
 
-/// engine-core must build for the browser (with and without wasm SIMD) and for AArch64 (NEON).
+/// engine-core must build for the browser, and its SIMD kernels for other instruction sets must
+/// compute what the scalar ones do: the kernel tests run as WebAssembly (SIMD128) under Node and
+/// as AArch64 (NEON) under QEMU.
 fn cross_checks() -> Result<()> {
     let target = shell::root().join("target");
-    let check = |triple: &str, dir: &str, rustflags: &str, extra: &[&str]| -> Result<()> {
-        let mut cmd = shell::cargo();
-        cmd.args([
-            "check",
-            "-p",
-            "engine-core",
-            "--target",
-            triple,
-            "--target-dir",
-        ])
-        .arg(target.join(dir))
-        .args(extra);
-        let var = format!(
-            "CARGO_TARGET_{}_RUSTFLAGS",
+    let env_var = |triple: &str, what: &str| {
+        format!(
+            "CARGO_TARGET_{}_{what}",
             triple.to_uppercase().replace('-', "_")
-        );
-        cmd.env(var, rustflags);
-        shell::run(&mut cmd)
+        )
     };
-    check(
+    let mut wasm = shell::cargo();
+    wasm.args([
+        "check",
+        "-p",
+        "engine-core",
+        "--no-default-features",
+        "--target",
         "wasm32-unknown-unknown",
-        "check-wasm32",
+        "--target-dir",
+    ])
+    .arg(target.join("check-wasm32"))
+    .env(
+        env_var("wasm32-unknown-unknown", "RUSTFLAGS"),
         "-D warnings",
-        &["--no-default-features"],
-    )?;
-    check(
-        "wasm32-unknown-unknown",
-        "check-wasm32-simd",
+    );
+    shell::run(&mut wasm)?;
+
+    let runner = shell::root().join("xtask/assets/wasi-runner.mjs");
+    let mut wasi = shell::cargo();
+    wasi.args([
+        "test",
+        "-p",
+        "engine-core",
+        "--no-default-features",
+        "--target",
+        "wasm32-wasip1",
+        "--test",
+        "cpu_kernels",
+        "--target-dir",
+    ])
+    .arg(target.join("wasi"))
+    .env(
+        env_var("wasm32-wasip1", "RUSTFLAGS"),
         "-D warnings -C target-feature=+simd128",
-        &["--no-default-features"],
-    )?;
-    check(
-        "aarch64-unknown-linux-gnu",
-        "check-aarch64",
-        "-D warnings",
-        &[],
-    )?;
-    Ok(())
+    )
+    .env(
+        env_var("wasm32-wasip1", "RUNNER"),
+        format!("node --no-warnings {}", runner.display()),
+    );
+    shell::run(&mut wasi)?;
+
+    let triple = "aarch64-unknown-linux-gnu";
+    let mut arm = shell::cargo();
+    arm.args([
+        "test",
+        "-p",
+        "engine-core",
+        "--target",
+        triple,
+        "--test",
+        "cpu_kernels",
+        "--target-dir",
+    ])
+    .arg(target.join("aarch64"))
+    .env(env_var(triple, "RUSTFLAGS"), "-D warnings")
+    .env(env_var(triple, "LINKER"), "aarch64-linux-gnu-gcc")
+    .env(
+        env_var(triple, "RUNNER"),
+        "qemu-aarch64 -L /usr/aarch64-linux-gnu",
+    );
+    shell::run(&mut arm)
 }
