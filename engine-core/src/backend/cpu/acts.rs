@@ -2,6 +2,10 @@
 //! planes, `x ≈ d * (128 * hi + lo)`, so the integer dot products of the kernels see activations
 //! with 15 bits of precision per block (the rounding error is 1/256 of a plain 8-bit step).
 
+use super::kernels::Isa;
+use super::simd::{Simd, dispatch};
+use super::threads::{Pool, SharedMut};
+
 /// Elements per activation block.
 pub const QK: usize = 32;
 /// Weight of the high plane relative to the low plane.
@@ -46,12 +50,14 @@ impl ActRow<'_> {
 }
 
 impl QuantActs {
-    /// Quantizes `rows` rows of `cols` floats from `x`, reusing this buffer's memory.
-    pub fn quantize(&mut self, x: &[f32], rows: usize, cols: usize) {
+    /// Quantizes `rows` rows of `cols` floats from `x`, reusing this buffer's memory, with the
+    /// rows spread over the pool's workers.
+    pub fn quantize(&mut self, pool: &Pool, isa: Isa, x: &[f32], rows: usize, cols: usize) {
         assert!(
             cols.is_multiple_of(QK),
             "activation width {cols} is not a multiple of {QK}"
         );
+        assert!(x.len() >= rows * cols, "too few activations");
         let nb = cols / QK;
         self.rows = rows;
         self.cols = cols;
@@ -59,16 +65,25 @@ impl QuantActs {
         self.lo.resize(rows * cols, 0);
         self.d.resize(rows * nb, 0.0);
         self.ds.resize(rows * nb, 0.0);
-        for (((xs, hi), lo), (d, ds)) in x[..rows * cols]
-            .chunks_exact(QK)
-            .zip(self.hi.chunks_exact_mut(QK))
-            .zip(self.lo.chunks_exact_mut(QK))
-            .zip(self.d.iter_mut().zip(self.ds.iter_mut()))
-        {
-            let (scale, sum) = quantize_block(xs, hi, lo);
-            *d = scale;
-            *ds = scale * sum as f32;
-        }
+        let planes = Planes {
+            hi: SharedMut(self.hi.as_mut_ptr()),
+            lo: SharedMut(self.lo.as_mut_ptr()),
+            d: SharedMut(self.d.as_mut_ptr()),
+            ds: SharedMut(self.ds.as_mut_ptr()),
+        };
+        pool.for_ranges(rows, 1, ROWS_PER_TASK, 1, |range| {
+            let (a, b) = (range.start * cols, range.end * cols);
+            // SAFETY: every worker gets a disjoint range of rows, inside the buffers sized above.
+            let (hi, lo, d, ds) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(planes.hi.get().add(a), b - a),
+                    std::slice::from_raw_parts_mut(planes.lo.get().add(a), b - a),
+                    std::slice::from_raw_parts_mut(planes.d.get().add(a / QK), (b - a) / QK),
+                    std::slice::from_raw_parts_mut(planes.ds.get().add(a / QK), (b - a) / QK),
+                )
+            };
+            quantize_rows(isa, &x[a..b], hi, lo, d, ds);
+        });
     }
 
     /// Row `r`.
@@ -83,6 +98,42 @@ impl QuantActs {
     }
 }
 
+/// Rows quantized per work item.
+const ROWS_PER_TASK: usize = 16;
+
+/// The output planes, shared by the workers that fill disjoint rows of them.
+struct Planes {
+    hi: SharedMut<i8>,
+    lo: SharedMut<i8>,
+    d: SharedMut<f32>,
+    ds: SharedMut<f32>,
+}
+
+dispatch!(
+    /// Quantizes whole blocks of `x`, compiled for the instruction set.
+    fn quantize_rows => quantize_rows_with(x: &[f32], hi: &mut [i8], lo: &mut [i8], d: &mut [f32], ds: &mut [f32]) -> ()
+);
+
+#[inline(always)]
+fn quantize_rows_with<S: Simd>(
+    x: &[f32],
+    hi: &mut [i8],
+    lo: &mut [i8],
+    d: &mut [f32],
+    ds: &mut [f32],
+) {
+    for (((xs, hi), lo), (d, ds)) in x
+        .chunks_exact(QK)
+        .zip(hi.chunks_exact_mut(QK))
+        .zip(lo.chunks_exact_mut(QK))
+        .zip(d.iter_mut().zip(ds.iter_mut()))
+    {
+        let (scale, sum) = quantize_block(xs, hi, lo);
+        *d = scale;
+        *ds = scale * sum as f32;
+    }
+}
+
 /// Rounds to the nearest integer (ties to even) for `|x| < 2^22`, without a library call.
 #[inline(always)]
 fn round_to_i32(x: f32) -> i32 {
@@ -92,9 +143,16 @@ fn round_to_i32(x: f32) -> i32 {
 
 /// Quantizes 32 floats into the two planes; returns the scale `d` (with
 /// `x ≈ d * (128 * hi + lo)`) and the sum of `128 * hi + lo`.
-#[inline]
+#[inline(always)]
 pub fn quantize_block(x: &[f32], hi: &mut [i8], lo: &mut [i8]) -> (f32, i32) {
-    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    // Lane-wise maximum, so the loop vectorizes (a single running maximum would not).
+    let mut lanes = [0.0f32; 16];
+    for c in x.chunks(16) {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l = l.max(v.abs());
+        }
+    }
+    let amax = lanes.iter().fold(0.0f32, |m, &v| m.max(v));
     let step = amax / 127.0;
     let inv = if step > 0.0 { 1.0 / step } else { 0.0 };
     let mut sum = 0i32;
@@ -119,7 +177,7 @@ mod tests {
             .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.173 + 0.0071 * i as f32)
             .collect();
         let mut q = QuantActs::default();
-        q.quantize(&x, 2, 32);
+        q.quantize(&Pool::new(1), Isa::Scalar, &x, 2, 32);
         for r in 0..2 {
             let row = q.row(r);
             let sum: i32 = (0..32).map(|i| row.int(i)).sum();
@@ -142,12 +200,13 @@ mod tests {
     #[test]
     fn handles_zero_and_non_finite_blocks() {
         let mut q = QuantActs::default();
-        q.quantize(&[0.0; 32], 1, 32);
+        let pool = Pool::new(1);
+        q.quantize(&pool, Isa::Scalar, &[0.0; 32], 1, 32);
         assert!(q.hi.iter().chain(&q.lo).all(|&v| v == 0));
         let mut x = [1.0f32; 32];
         x[3] = f32::NAN;
-        q.quantize(&x, 1, 32);
+        q.quantize(&pool, Isa::Scalar, &x, 1, 32);
         x[3] = f32::INFINITY;
-        q.quantize(&x, 1, 32);
+        q.quantize(&pool, Isa::Scalar, &x, 1, 32);
     }
 }

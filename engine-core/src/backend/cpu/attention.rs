@@ -1,7 +1,9 @@
 //! The paged KV cache (f32 or f16) and causal attention over it.
 //!
-//! Layout: for each layer, block and KV head, `block_size` consecutive slots of `head_dim`
-//! elements, so that one head's keys in a block are contiguous.
+//! Layout: for each layer, block and KV head, a `head_dim x block_size` tile of keys stored
+//! transposed (element `d` of all the block's keys is contiguous, so the scores of a whole block
+//! come from one vector multiply-add per dimension, with no horizontal sums), and a
+//! `block_size x head_dim` tile of values.
 
 use super::kernels::Isa;
 use super::simd::{Simd, dispatch};
@@ -14,10 +16,8 @@ const ROWS_PER_TASK: usize = 16;
 /// An element type of the cache.
 trait Elem: Copy + Send + Sync + 'static {
     fn from_f32(x: f32) -> Self;
-    /// `q . k`.
-    unsafe fn dot<S: Simd>(q: &[f32], k: &[Self]) -> f32;
-    /// `o += a * v`.
-    unsafe fn axpy<S: Simd>(o: &mut [f32], a: f32, v: &[Self]);
+    /// `dst = src` as f32.
+    unsafe fn widen<S: Simd>(src: &[Self], dst: &mut [f32]);
 }
 
 impl Elem for f32 {
@@ -26,12 +26,8 @@ impl Elem for f32 {
         x
     }
     #[inline(always)]
-    unsafe fn dot<S: Simd>(q: &[f32], k: &[f32]) -> f32 {
-        unsafe { S::dot(q, k) }
-    }
-    #[inline(always)]
-    unsafe fn axpy<S: Simd>(o: &mut [f32], a: f32, v: &[f32]) {
-        unsafe { S::axpy(o, a, v) }
+    unsafe fn widen<S: Simd>(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
     }
 }
 
@@ -42,12 +38,8 @@ impl Elem for u16 {
         half::f16::from_f32(x).to_bits()
     }
     #[inline(always)]
-    unsafe fn dot<S: Simd>(q: &[f32], k: &[u16]) -> f32 {
-        unsafe { S::dot_f16(q, k) }
-    }
-    #[inline(always)]
-    unsafe fn axpy<S: Simd>(o: &mut [f32], a: f32, v: &[u16]) {
-        unsafe { S::axpy_f16(o, a, v) }
+    unsafe fn widen<S: Simd>(src: &[u16], dst: &mut [f32]) {
+        unsafe { S::widen_f16(src, dst) }
     }
 }
 
@@ -81,11 +73,10 @@ struct Shared<'a> {
     out: SharedMut<f32>,
 }
 
-/// Where `head`'s element 0 of cache slot `slot` of `layer` is.
+/// Where the key and value tiles of `head` in `block` of `layer` start.
 #[inline(always)]
-fn offset(l: &KvLayout, layer: usize, slot: usize, head: usize) -> usize {
-    let (block, off) = (slot / l.block_size, slot % l.block_size);
-    (((layer * l.n_blocks + block) * l.n_kv_heads + head) * l.block_size + off) * l.head_dim
+fn tile_base(l: &KvLayout, layer: usize, block: usize, head: usize) -> usize {
+    ((layer * l.n_blocks + block) * l.n_kv_heads + head) * l.block_size * l.head_dim
 }
 
 impl CpuKvStore {
@@ -111,34 +102,35 @@ impl CpuKvStore {
 
     /// Writes the step's keys and values of `layer` into their slots.
     pub fn write(&mut self, step: &StepInput, layer: usize, k: &[f32], v: &[f32]) {
+        /// Keys go to column `off` of the transposed key tile, values to row `off` of the value
+        /// tile.
         fn store<E: Elem>(
             l: &KvLayout,
-            dst: &mut [E],
-            src: &[f32],
+            (keys, values): (&mut [E], &mut [E]),
+            (k, v): (&[f32], &[f32]),
             step: &StepInput,
             layer: usize,
         ) {
-            let (hd, heads) = (l.head_dim, l.n_kv_heads);
+            let (hd, heads, bs) = (l.head_dim, l.n_kv_heads, l.block_size);
             for (r, &slot) in step.slots.iter().enumerate() {
+                let (block, off) = (slot as usize / bs, slot as usize % bs);
                 for h in 0..heads {
-                    let at = offset(l, layer, slot as usize, h);
-                    let from = &src[(r * heads + h) * hd..(r * heads + h + 1) * hd];
-                    for (d, &s) in dst[at..at + hd].iter_mut().zip(from) {
-                        *d = E::from_f32(s);
+                    let base = tile_base(l, layer, block, h);
+                    let from = (r * heads + h) * hd..(r * heads + h + 1) * hd;
+                    for (d, &x) in k[from.clone()].iter().enumerate() {
+                        keys[base + d * bs + off] = E::from_f32(x);
+                    }
+                    let row = &mut values[base + off * hd..base + (off + 1) * hd];
+                    for (dst, &x) in row.iter_mut().zip(&v[from]) {
+                        *dst = E::from_f32(x);
                     }
                 }
             }
         }
         let l = &self.layout;
         match &mut self.data {
-            KvData::F32 { k: kd, v: vd } => {
-                store(l, kd, k, step, layer);
-                store(l, vd, v, step, layer);
-            }
-            KvData::F16 { k: kd, v: vd } => {
-                store(l, kd, k, step, layer);
-                store(l, vd, v, step, layer);
-            }
+            KvData::F32 { k: kd, v: vd } => store(l, (kd, vd), (k, v), step, layer),
+            KvData::F16 { k: kd, v: vd } => store(l, (kd, vd), (k, v), step, layer),
         }
     }
 
@@ -198,41 +190,44 @@ fn attend_item_with<S: Simd>(sh: &Shared<'_>, item: &Item<'_>) {
 
 #[inline(always)]
 fn attend_rows<S: Simd, E: Elem>(sh: &Shared<'_>, item: &Item<'_>, keys: &[E], values: &[E]) {
-    let store = sh.store;
-    let l = store.layout;
-    let hd = l.head_dim;
+    let l = sh.store.layout;
+    let (hd, bs) = (l.head_dim, l.block_size);
     let seq = item.seq;
     let kvh = item.head / sh.group;
     let n_rows = item.rows.len();
     let first_pos = seq.start_pos + (item.rows.start - seq.rows.start);
     // Row i sees keys 0..=first_pos + i.
-    let ctx_max = first_pos + n_rows;
-    let mut scores = vec![0.0f32; n_rows * ctx_max];
-    let at = |t: usize| {
-        let slot = seq.block_table[t / l.block_size] as usize * l.block_size + t % l.block_size;
-        offset(&l, sh.layer, slot, kvh)
-    };
-    let q_at = |i: usize| {
-        let r = item.rows.start + i;
-        &sh.q[r * sh.q_width + item.head * hd..r * sh.q_width + (item.head + 1) * hd]
-    };
-    for t in 0..ctx_max {
-        let a = at(t);
-        let k = &keys[a..a + hd];
-        for i in t.saturating_sub(first_pos)..n_rows {
-            // SAFETY: the caller compiled this for an instruction set the CPU has.
-            scores[i * ctx_max + t] = unsafe { E::dot::<S>(q_at(i), k) } * sh.scale;
+    let n_blocks = (first_pos + n_rows).div_ceil(bs);
+    let width = n_blocks * bs;
+    let mut scores = vec![f32::NEG_INFINITY; n_rows * width];
+    let mut tile = vec![0.0f32; hd * bs];
+    let q: Vec<&[f32]> = (0..n_rows)
+        .map(|i| {
+            let r = item.rows.start + i;
+            &sh.q[r * sh.q_width + item.head * hd..r * sh.q_width + (item.head + 1) * hd]
+        })
+        .collect();
+    for kb in 0..n_blocks {
+        let base = tile_base(&l, sh.layer, seq.block_table[kb] as usize, kvh);
+        // SAFETY: the caller compiled this for an instruction set the CPU has.
+        unsafe { E::widen::<S>(&keys[base..base + hd * bs], &mut tile) };
+        let t0 = kb * bs;
+        for i in t0.saturating_sub(first_pos)..n_rows {
+            let visible = (first_pos + i + 1 - t0).min(bs);
+            let row = &mut scores[i * width + t0..i * width + t0 + bs];
+            if bs == 16 {
+                block_scores::<S, 16>(q[i], &tile, sh.scale, row);
+            } else {
+                block_scores_any::<S>(q[i], &tile, bs, sh.scale, row);
+            }
+            row[visible..].fill(f32::NEG_INFINITY);
         }
     }
     for i in 0..n_rows {
-        let row = &mut scores[i * ctx_max..i * ctx_max + first_pos + i + 1];
+        let row = &mut scores[i * width..i * width + first_pos + i + 1];
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0f32;
-        for s in row.iter_mut() {
-            *s = crate::math::exp(*s - max);
-            sum += *s;
-        }
-        let inv = 1.0 / sum;
+        row.iter_mut().for_each(|s| *s = crate::math::exp(*s - max));
+        let inv = 1.0 / lane_sum(row);
         row.iter_mut().for_each(|s| *s *= inv);
         let r = item.rows.start + i;
         // SAFETY: (row r, this head) of `out` belongs to this work item alone.
@@ -241,20 +236,84 @@ fn attend_rows<S: Simd, E: Elem>(sh: &Shared<'_>, item: &Item<'_>, keys: &[E], v
         };
         o.fill(0.0);
     }
-    for t in 0..ctx_max {
-        let a = at(t);
-        let v = &values[a..a + hd];
-        for i in t.saturating_sub(first_pos)..n_rows {
+    for kb in 0..n_blocks {
+        let base = tile_base(&l, sh.layer, seq.block_table[kb] as usize, kvh);
+        // SAFETY: as above.
+        unsafe { E::widen::<S>(&values[base..base + hd * bs], &mut tile) };
+        let t0 = kb * bs;
+        for i in t0.saturating_sub(first_pos)..n_rows {
+            let visible = (first_pos + i + 1 - t0).min(bs);
             let r = item.rows.start + i;
-            // SAFETY: as above.
+            // SAFETY: (row r, this head) of `out` belongs to this work item alone.
             let o = unsafe {
                 std::slice::from_raw_parts_mut(
                     sh.out.get().add(r * sh.q_width + item.head * hd),
                     hd,
                 )
             };
-            // SAFETY: the caller compiled this for an instruction set the CPU has.
-            unsafe { E::axpy::<S>(o, scores[i * ctx_max + t], v) };
+            let p = &scores[i * width + t0..i * width + t0 + visible];
+            for (j, &pj) in p.iter().enumerate() {
+                for (o, &v) in o.iter_mut().zip(&tile[j * hd..(j + 1) * hd]) {
+                    *o = S::fma(pj, v, *o);
+                }
+            }
         }
     }
+}
+
+/// `out[j] = scale * q . key_j` for the `BS` keys of a transposed tile (`tile[d * BS + j]`).
+#[inline(always)]
+fn block_scores<S: Simd, const BS: usize>(q: &[f32], tile: &[f32], scale: f32, out: &mut [f32]) {
+    // Four partial sums over the dimensions, so the multiply-adds do not wait on each other.
+    let mut acc = [[0.0f32; BS]; 4];
+    let mut d = 0;
+    while d + 4 <= q.len() {
+        for (k, part) in acc.iter_mut().enumerate() {
+            let col: &[f32; BS] = tile[(d + k) * BS..(d + k + 1) * BS]
+                .try_into()
+                .expect("a whole tile row");
+            for j in 0..BS {
+                part[j] = S::fma(q[d + k], col[j], part[j]);
+            }
+        }
+        d += 4;
+    }
+    while d < q.len() {
+        let col: &[f32; BS] = tile[d * BS..(d + 1) * BS]
+            .try_into()
+            .expect("a whole tile row");
+        for j in 0..BS {
+            acc[0][j] = S::fma(q[d], col[j], acc[0][j]);
+        }
+        d += 1;
+    }
+    for (j, o) in out.iter_mut().enumerate().take(BS) {
+        *o = ((acc[0][j] + acc[1][j]) + (acc[2][j] + acc[3][j])) * scale;
+    }
+}
+
+/// [`block_scores`] for any block size.
+#[inline(always)]
+fn block_scores_any<S: Simd>(q: &[f32], tile: &[f32], bs: usize, scale: f32, out: &mut [f32]) {
+    out[..bs].fill(0.0);
+    for (d, &qd) in q.iter().enumerate() {
+        for (o, &k) in out[..bs].iter_mut().zip(&tile[d * bs..(d + 1) * bs]) {
+            *o = S::fma(qd, k, *o);
+        }
+    }
+    out[..bs].iter_mut().for_each(|o| *o *= scale);
+}
+
+/// Sum in 16 independent lanes (so it vectorizes), then across them.
+#[inline(always)]
+fn lane_sum(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for j in 0..16 {
+            acc[j] += c[j];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }

@@ -11,41 +11,66 @@ const MIN_ROWS_PER_TASK: usize = 16;
 /// Activation rows processed per pass over a weight-row stripe (keeps them in cache).
 const TOKENS_PER_PASS: usize = 64;
 
-/// `out[t][n] = dot(w[n], acts[t])` for every activation row `t`, with an integer tile kernel.
-pub fn matmul_quantized(
-    pool: &Pool,
-    kernel: TileFn,
-    w: &CpuMatrix,
-    acts: &QuantActs,
-    out: &mut [f32],
-) {
-    let (n, rows) = (w.rows, acts.rows);
-    assert!(out.len() >= rows * n, "matmul output too small");
-    assert_eq!(acts.cols, w.cols, "matmul inner dimensions differ");
-    let data = w.data();
-    let rb = w.row_bytes;
-    let out_ptr = SharedMut(out.as_mut_ptr());
-    pool.for_ranges(n, TILE_ROWS, MIN_ROWS_PER_TASK, 4, |range| {
+/// One product of a [`matmul_quantized`] call: `out[t][n] = dot(w[n], acts[t])`.
+pub struct QuantJob<'a> {
+    /// The tile kernel for `w`'s type.
+    pub kernel: TileFn,
+    /// The weights.
+    pub w: &'a CpuMatrix,
+    /// The output, `acts.rows` rows of `w.rows`.
+    pub out: &'a mut [f32],
+}
+
+/// Runs several products that share quantized activations (e.g. the q, k and v projections) in
+/// one parallel region: their weight rows are split into work items together.
+pub fn matmul_quantized(pool: &Pool, jobs: &mut [QuantJob<'_>], acts: &QuantActs) {
+    let rows = acts.rows;
+    let mut outs = Vec::with_capacity(jobs.len());
+    for job in jobs.iter_mut() {
+        assert!(
+            job.out.len() >= rows * job.w.rows,
+            "matmul output too small"
+        );
+        assert_eq!(acts.cols, job.w.cols, "matmul inner dimensions differ");
+        outs.push(SharedMut(job.out.as_mut_ptr()));
+    }
+    let total: usize = jobs.iter().map(|j| j.w.rows).sum();
+    let parts = pool.threads() * 4;
+    let chunk = (total.div_ceil(parts.max(1)))
+        .max(MIN_ROWS_PER_TASK)
+        .next_multiple_of(TILE_ROWS);
+    let mut items = Vec::new();
+    for (j, job) in jobs.iter().enumerate() {
+        let mut start = 0;
+        while start < job.w.rows {
+            let end = (start + chunk).min(job.w.rows);
+            items.push((j, start, end));
+            start = end;
+        }
+    }
+    pool.for_each(items.len(), |i| {
+        let (j, start, end) = items[i];
+        let (job, out) = (&jobs[j], outs[j]);
+        let (n, rb, data) = (job.w.rows, job.w.row_bytes, job.w.data());
         for t0 in (0..rows).step_by(TOKENS_PER_PASS) {
             let t1 = (t0 + TOKENS_PER_PASS).min(rows);
-            let mut r = range.start;
-            while r < range.end {
-                let nr = (range.end - r).min(TILE_ROWS);
-                let wrows = &data[r * rb..(r + nr) * rb];
+            let mut r = start;
+            while r < end {
+                let nr = (end - r).min(TILE_ROWS);
                 let mut t = t0;
                 while t < t1 {
                     let nt = (t1 - t).min(TILE_TOKENS);
-                    // SAFETY: rows r..r+nr and tokens t..t+nt lie inside `out` (checked above), and
-                    // each worker owns a disjoint range of weight rows (output columns).
+                    // SAFETY: rows r..r+nr and tokens t..t+nt lie inside this job's output
+                    // (checked above), and each work item owns a disjoint range of its rows.
                     unsafe {
-                        kernel(&Tile {
-                            w: wrows,
+                        (job.kernel)(&Tile {
+                            w: &data[r * rb..(r + nr) * rb],
                             row_bytes: rb,
                             rows: nr,
                             acts,
                             t0: t,
                             tokens: nt,
-                            out: out_ptr.get().add(t * n + r),
+                            out: out.get().add(t * n + r),
                             out_stride: n,
                         });
                     }

@@ -116,18 +116,28 @@ impl CpuBackend {
         outs: &mut [&mut Vec<f32>],
     ) {
         let mut acts = self.acts.lock().unwrap_or_else(|e| e.into_inner());
-        let mut quantized_for = None;
+        let mut jobs = Vec::new();
         for (w, out) in ws.iter().zip(outs.iter_mut()) {
             match w.kernel {
-                Some(kernel) => {
-                    if quantized_for != Some(w.cols) {
-                        acts.quantize(x, rows, w.cols);
-                        quantized_for = Some(w.cols);
-                    }
-                    matmul::matmul_quantized(&self.pool, kernel, w, &acts, out);
-                }
+                Some(kernel) => jobs.push(matmul::QuantJob {
+                    kernel,
+                    w,
+                    out: out.as_mut_slice(),
+                }),
                 None => matmul::matmul_float(&self.pool, w, x, rows, out),
             }
+        }
+        // Jobs of different widths (rare: the callers group products of one input) run apart.
+        while !jobs.is_empty() {
+            let cols = jobs[0].w.cols;
+            let split = jobs
+                .iter()
+                .position(|j| j.w.cols != cols)
+                .unwrap_or(jobs.len());
+            let mut rest = jobs.split_off(split);
+            acts.quantize(&self.pool, self.isa, x, rows, cols);
+            matmul::matmul_quantized(&self.pool, &mut jobs, &acts);
+            std::mem::swap(&mut jobs, &mut rest);
         }
     }
 }
@@ -238,7 +248,7 @@ impl Backend for CpuBackend {
         dim: usize,
         out: &mut Vec<f32>,
     ) {
-        ops::rms_norm(&self.pool, x, weight, eps, rows, dim, out);
+        ops::rms_norm(&self.pool, self.isa, x, weight, eps, rows, dim, out);
     }
 
     fn matmul(&self, w: &CpuMatrix, x: &Vec<f32>, rows: usize, out: &mut Vec<f32>) {
@@ -287,7 +297,7 @@ impl Backend for CpuBackend {
     }
 
     fn swiglu(&self, gate: &mut Vec<f32>, up: &Vec<f32>, len: usize) {
-        ops::swiglu(&mut gate[..len], &up[..len]);
+        ops::swiglu(&self.pool, self.isa, &mut gate[..len], &up[..len]);
     }
 
     fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>, len: usize) {

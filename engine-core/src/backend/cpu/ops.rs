@@ -1,7 +1,9 @@
 //! Element-wise and row-wise operations of the forward pass.
 
 use super::CpuMatrix;
-use super::matmul::{dot_f32, row_to_f32};
+use super::kernels::Isa;
+use super::matmul::row_to_f32;
+use super::simd::{Simd, dispatch};
 use super::threads::{Pool, SharedMut};
 use crate::backend::StepInput;
 
@@ -24,8 +26,10 @@ pub fn embed(pool: &Pool, table: &CpuMatrix, tokens: &[u32], out: &mut [f32]) {
 }
 
 /// Row-wise RMSNorm.
+#[allow(clippy::too_many_arguments)]
 pub fn rms_norm(
     pool: &Pool,
+    isa: Isa,
     x: &[f32],
     w: &[f32],
     eps: f32,
@@ -35,17 +39,35 @@ pub fn rms_norm(
 ) {
     let out_ptr = SharedMut(out.as_mut_ptr());
     pool.for_ranges(rows, 1, ROWS_PER_TASK, 1, |range| {
-        for r in range {
-            let xr = &x[r * dim..(r + 1) * dim];
-            let mean_sq = dot_f32(xr, xr) / dim as f32;
-            let scale = 1.0 / (mean_sq + eps).sqrt();
-            // SAFETY: row r of `out` belongs to this worker alone and lies inside `out`.
-            let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(r * dim), dim) };
-            for ((o, &v), &g) in o.iter_mut().zip(xr).zip(w) {
-                *o = v * scale * g;
+        // SAFETY: these rows of `out` belong to this worker alone and lie inside `out`.
+        let o = unsafe {
+            std::slice::from_raw_parts_mut(out_ptr.get().add(range.start * dim), range.len() * dim)
+        };
+        rms_norm_rows(isa, &x[range.start * dim..range.end * dim], w, eps, o);
+    });
+}
+
+dispatch!(
+    /// RMSNorm of whole rows of width `w.len()`, compiled for the instruction set.
+    fn rms_norm_rows => rms_norm_rows_with(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) -> ()
+);
+
+#[inline(always)]
+fn rms_norm_rows_with<S: Simd>(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let dim = w.len();
+    for (xr, o) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+        let mut lanes = [0.0f32; 16];
+        for c in xr.chunks(16) {
+            for (l, &v) in lanes.iter_mut().zip(c) {
+                *l = S::fma(v, v, *l);
             }
         }
-    });
+        let mean_sq = lanes.iter().sum::<f32>() / dim as f32;
+        let scale = 1.0 / (mean_sq + eps).sqrt();
+        for ((o, &v), &g) in o.iter_mut().zip(xr).zip(w) {
+            *o = v * scale * g;
+        }
+    }
 }
 
 /// Rotates `n_heads` heads of every row by the step's RoPE angles.
@@ -63,10 +85,30 @@ pub fn rope(step: &StepInput, x: &mut [f32], n_heads: usize, head_dim: usize) {
     }
 }
 
+/// Elements per work item of element-wise operations.
+const ELEMENTS_PER_TASK: usize = 16384;
+
 /// `gate = silu(gate) * up`.
-pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+pub fn swiglu(pool: &Pool, isa: Isa, gate: &mut [f32], up: &[f32]) {
+    let n = gate.len().min(up.len());
+    let gate_ptr = SharedMut(gate.as_mut_ptr());
+    pool.for_ranges(n, 16, ELEMENTS_PER_TASK, 1, |range| {
+        // SAFETY: each worker owns a disjoint range of `gate`, inside its bounds.
+        let g =
+            unsafe { std::slice::from_raw_parts_mut(gate_ptr.get().add(range.start), range.len()) };
+        swiglu_range(isa, g, &up[range]);
+    });
+}
+
+dispatch!(
+    /// SwiGLU of a range, compiled for the instruction set.
+    fn swiglu_range => swiglu_range_with(gate: &mut [f32], up: &[f32]) -> ()
+);
+
+#[inline(always)]
+fn swiglu_range_with<S: Simd>(gate: &mut [f32], up: &[f32]) {
     for (g, &u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
+        *g = *g / (1.0 + crate::math::exp(-*g)) * u;
     }
 }
 
