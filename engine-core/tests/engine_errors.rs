@@ -180,12 +180,12 @@ fn bad_requests_are_typed_errors_and_the_engine_recovers() {
         run(&mut engine, bad),
         Err(EngineError::Sampler(_))
     ));
-    assert!(matches!(
+    assert!(
         engine
             .tokenizer()
-            .encode_bytes(&[0xff, 0xfe, b'a'], false, false),
-        Err(_)
-    ));
+            .encode_bytes(&[0xff, 0xfe, b'a'], false, false)
+            .is_err()
+    );
     // Still healthy, and nothing leaked.
     assert_eq!(
         run(&mut engine, Request::greedy(prompt.clone(), 4))
