@@ -103,6 +103,7 @@ fn batching_and_preemption_do_not_change_greedy_outputs() {
         context_size: 512,
         max_seqs: 16,
         max_batch_tokens: 96,
+        kv_tokens: 16 * 128,
         ..EngineConfig::default()
     };
     let mut alone = engine(&file, config.clone());
@@ -175,31 +176,43 @@ fn prompt_logprobs_survive_chunking_and_preemption() {
     assert_eq!(reference.finish, Some(FinishReason::Length));
     assert!(reference.tokens.is_empty());
 
-    // Two long scorers and decoders in a cache that holds barely more than one of them.
-    let mut tight = engine(
-        &file,
-        EngineConfig {
-            context_size: 512,
-            kv_tokens: long.len() + 48,
-            block_size: 16,
-            ..EngineConfig::default()
-        },
-    );
-    let decoder = Request::greedy(long[..40].to_vec(), 32);
-    let (outs, preempted) = run_all(&mut tight, vec![req.clone(), decoder.clone(), req]);
-    assert!(preempted > 0, "the cache was expected to force preemption");
-    assert_eq!(tight.kv_usage(), 0.0);
-    for o in [&outs[0], &outs[2]] {
-        let got = o.prompt_logprobs.as_ref().unwrap();
-        assert_eq!(got.len(), lp.len());
+    // A scorer beside a decoder in caches too small for both: with small blocks the decoder
+    // keeps needing new ones while the scorer is still in prefill, so the scorer is preempted
+    // and recomputed. Its prompt log-probabilities must come out whole and unchanged.
+    let mut decoder = Request::greedy(long[..40].to_vec(), 60);
+    decoder.ignore_eos = true;
+    let (alone, _) = run_all(&mut e, vec![decoder.clone()]);
+    let scorer_blocks = (long.len() + 1).div_ceil(4);
+    let mut preemptions = 0;
+    for extra in 9..14 {
+        let mut tight = engine(
+            &file,
+            EngineConfig {
+                context_size: 512,
+                kv_tokens: (scorer_blocks + extra) * 4,
+                block_size: 4,
+                max_batch_tokens: 32,
+                ..EngineConfig::default()
+            },
+        );
+        let (outs, preempted) = run_all(&mut tight, vec![decoder.clone(), req.clone()]);
+        preemptions += preempted;
+        assert_eq!(tight.kv_usage(), 0.0);
+        assert_eq!(outs[0], alone[0], "the decoder changed (cache of {extra} spare blocks)");
+        let got = outs[1].prompt_logprobs.as_ref().unwrap_or_else(|| {
+            panic!(
+                "no prompt logprobs with {extra} spare blocks ({preempted} preemptions): {:?}",
+                outs[1].finish
+            )
+        });
+        assert_eq!(got.len(), lp.len(), "cache of {extra} spare blocks");
         for (a, b) in got.iter().zip(&lp) {
             assert_eq!(a.id, b.id);
             let (x, y) = (a.logprob.unwrap_or(0.0), b.logprob.unwrap_or(0.0));
-            assert!((x - y).abs() < 1e-4, "prompt logprob {x} vs {y}");
+            assert!((x - y).abs() < 1e-3, "prompt logprob {x} vs {y}");
         }
     }
-    let (alone, _) = run_all(&mut e, vec![decoder]);
-    assert_eq!(outs[1], alone[0]);
+    assert!(preemptions > 0, "no configuration forced a preemption");
 }
 
 #[test]

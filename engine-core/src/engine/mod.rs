@@ -549,7 +549,10 @@ impl<B: Backend> Engine<B> {
         while k < self.running.len() {
             let seq = &self.running[k];
             let last = seq.tokens.last().copied();
-            let done = if seq.computed >= seq.prompt_len && seq.max_tokens == 0 {
+            let done = if seq.in_prefill() || seq.pending() > 1 {
+                // Still computing its prompt (or recomputing after a preemption).
+                None
+            } else if seq.max_tokens == 0 {
                 Some(FinishReason::Length)
             } else if seq.stop_hit
                 || (seq.generated() > 0
@@ -563,7 +566,7 @@ impl<B: Backend> Engine<B> {
                 None
             };
             match done {
-                Some(reason) if seq.pending() <= 1 => {
+                Some(reason) => {
                     let mut seq = self.running.remove(k);
                     seq.table.release(&mut self.alloc);
                     seq.finish(reason);

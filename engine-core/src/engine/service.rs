@@ -13,7 +13,7 @@ use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use super::{Engine, EngineConfig, EngineError, EventSink, Request, SeqId, StepReport};
+use super::{Engine, EngineConfig, EngineError, Event, EventSink, Request, SeqId, StepReport};
 use crate::backend::{Backend, BackendInfo};
 use crate::model::ModelConfig;
 
@@ -104,8 +104,29 @@ struct Shared {
     stats: Mutex<EngineStats>,
     /// Submitted, not yet taken by the engine thread.
     queued: AtomicUsize,
-    /// Running plus waiting, as last published.
-    in_engine: AtomicUsize,
+    /// Submitted and not ended yet (queued, waiting or running).
+    outstanding: AtomicUsize,
+}
+
+/// Counts one outstanding sequence until it ends (its final event, or its sink being dropped
+/// without one: refused, or dropped because nobody listened).
+struct Outstanding {
+    shared: Arc<Shared>,
+    counted: bool,
+}
+
+impl Outstanding {
+    fn release(&mut self) {
+        if std::mem::take(&mut self.counted) {
+            self.shared.outstanding.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// An engine running on its own thread. Dropping the service cancels what is in flight and
@@ -135,7 +156,7 @@ impl EngineService {
                 ..EngineStats::default()
             }),
             queued: AtomicUsize::new(0),
-            in_engine: AtomicUsize::new(0),
+            outstanding: AtomicUsize::new(0),
         });
         let (tx, rx) = mpsc::channel();
         let thread_shared = Arc::clone(&shared);
@@ -161,14 +182,25 @@ impl EngineService {
     /// why it was refused: an empty or too long prompt, bad sampling parameters); the sequence's
     /// events then go to `sink`. Fails at once when the queue is full or the engine stopped.
     pub fn submit(&self, req: Request, sink: EventSink, reply: Reply) -> Result<(), SubmitError> {
-        let pending =
-            self.shared.queued.load(Ordering::SeqCst) + self.shared.in_engine.load(Ordering::SeqCst);
+        let pending = self.shared.outstanding.load(Ordering::SeqCst);
         if pending >= self.limit {
             return Err(SubmitError::QueueFull {
                 pending,
                 limit: self.limit,
             });
         }
+        self.shared.outstanding.fetch_add(1, Ordering::SeqCst);
+        let mut guard = Outstanding {
+            shared: Arc::clone(&self.shared),
+            counted: true,
+        };
+        let mut inner = sink;
+        let sink: EventSink = Box::new(move |ev| {
+            if matches!(ev, Event::Finished { .. } | Event::Failed(_)) {
+                guard.release();
+            }
+            inner(ev)
+        });
         self.shared.queued.fetch_add(1, Ordering::SeqCst);
         let cmd = Command::Add {
             req: Box::new(req),
@@ -284,10 +316,6 @@ fn handle<B: Backend>(engine: &mut Engine<B>, cmd: Command, shared: &Shared) -> 
         Command::Add { req, sink, reply } => {
             let result = engine.add(*req, sink);
             let id = result.as_ref().ok().copied();
-            // Count the sequence in the engine before the caller hears back.
-            shared
-                .in_engine
-                .store(engine.running() + engine.waiting(), Ordering::SeqCst);
             shared.queued.fetch_sub(1, Ordering::SeqCst);
             if !reply(result)
                 && let Some(id) = id
@@ -310,9 +338,6 @@ fn handle<B: Backend>(engine: &mut Engine<B>, cmd: Command, shared: &Shared) -> 
 
 fn publish<B: Backend>(engine: &Engine<B>, shared: &Shared, report: &StepReport, failed: bool) {
     let (total, free) = engine.kv_blocks();
-    shared
-        .in_engine
-        .store(engine.running() + engine.waiting(), Ordering::SeqCst);
     let mut s = shared.stats.lock().unwrap_or_else(PoisonError::into_inner);
     s.running = engine.running();
     s.waiting = engine.waiting();
