@@ -122,8 +122,7 @@ pub struct ChatCompletionRequest {
 }
 
 /// `prompt`: text, texts, token ids, or lists of token ids.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Clone, Debug)]
 pub enum PromptInput {
     /// One text prompt.
     Text(String),
@@ -133,6 +132,48 @@ pub enum PromptInput {
     Texts(Vec<String>),
     /// Several prompts as token ids.
     TokenLists(Vec<Vec<u32>>),
+}
+
+impl<'de> Deserialize<'de> for PromptInput {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let v = serde_json::Value::deserialize(d)?;
+        let shape = || {
+            D::Error::custom(
+                "invalid prompt: expected a string, an array of strings, an array of token ids, or an array of arrays of token ids",
+            )
+        };
+        let ids = |v: &serde_json::Value| -> Option<Vec<u32>> {
+            v.as_array()?
+                .iter()
+                .map(|x| x.as_u64().and_then(|n| u32::try_from(n).ok()))
+                .collect()
+        };
+        match &v {
+            serde_json::Value::String(s) => Ok(PromptInput::Text(s.clone())),
+            serde_json::Value::Array(items) => {
+                if items.is_empty() {
+                    Ok(PromptInput::Tokens(Vec::new()))
+                } else if items.iter().all(|x| x.is_string()) {
+                    Ok(PromptInput::Texts(
+                        items.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect(),
+                    ))
+                } else if items.iter().all(|x| x.is_number()) {
+                    ids(&v).map(PromptInput::Tokens).ok_or_else(shape)
+                } else if items.iter().all(|x| x.is_array()) {
+                    items
+                        .iter()
+                        .map(ids)
+                        .collect::<Option<Vec<_>>>()
+                        .map(PromptInput::TokenLists)
+                        .ok_or_else(shape)
+                } else {
+                    Err(shape())
+                }
+            }
+            _ => Err(shape()),
+        }
+    }
 }
 
 /// `POST /v1/completions`.

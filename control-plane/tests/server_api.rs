@@ -376,7 +376,7 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_answering() {
         .await;
     assert_eq!(status, 400);
     let msg = err["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("256") && msg.contains("40"), "{msg}");
+    assert!(msg.contains("256 tokens") && msg.contains("the prompt has 4"), "{msg}");
     assert_eq!(err["error"]["code"], "context_length_exceeded");
 
     // Unknown model: 404; unknown route: 404; wrong method: 405.

@@ -174,7 +174,15 @@ pub fn max_tokens(
         }
         None => {
             if prompt_len >= context {
-                return Err(too_long(prompt_len + 1, 1));
+                return Err(ApiError {
+                    code: Some("context_length_exceeded"),
+                    ..ApiError::bad_param(
+                        param,
+                        format!(
+                            "This model's maximum context length is {context} tokens, but the prompt has {prompt_len} tokens (and the completion needs at least 1). Please reduce the length of the prompt."
+                        ),
+                    )
+                });
             }
             Ok(default.min(context - prompt_len))
         }
