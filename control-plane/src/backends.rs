@@ -50,10 +50,7 @@ pub fn start_engine(
 ) -> Result<EngineService, StartError> {
     match kind {
         BackendKind::Cpu => {
-            let backend = CpuBackend::new(CpuOptions {
-                threads,
-                isa: None,
-            })?;
+            let backend = CpuBackend::new(CpuOptions { threads, isa: None })?;
             let engine = Engine::new(backend, file, config)?;
             Ok(EngineService::start(engine, options))
         }

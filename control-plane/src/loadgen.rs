@@ -140,7 +140,10 @@ async fn one(client: &reqwest::Client, args: &LoadArgs, i: usize) -> Result<Samp
     });
     let start = Instant::now();
     let resp = client
-        .post(format!("{}/v1/chat/completions", args.url.trim_end_matches('/')))
+        .post(format!(
+            "{}/v1/chat/completions",
+            args.url.trim_end_matches('/')
+        ))
         .json(&body)
         .send()
         .await

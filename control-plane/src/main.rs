@@ -5,17 +5,17 @@ mod api;
 mod backends;
 mod bench;
 mod config;
-mod loadgen;
 mod load;
+mod loadgen;
 mod memory;
 mod metrics;
 mod openai_types;
 mod progress;
 mod run;
 mod server;
+mod shutdown;
 mod source;
 mod sse;
-mod shutdown;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -38,6 +38,7 @@ enum Command {
     /// Measure prefill and decode speed, time to first token and memory.
     Bench(bench::BenchArgs),
     /// Serve models over an OpenAI-compatible HTTP API (and the web demo at /).
+    #[command(args_override_self = true)]
     Serve(config::ServeArgs),
     /// Load-test an OpenAI-compatible server with concurrent streams (TTFT, decode tok/s).
     Load(loadgen::LoadArgs),

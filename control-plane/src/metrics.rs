@@ -27,6 +27,17 @@ const E2E_BUCKETS: &[f64] = &[
     480.0,
 ];
 
+/// A metric's name, help text and how to read it from `T`.
+type Family<T, V> = (&'static str, &'static str, fn(&T) -> V);
+
+/// A histogram's name, help text, buckets and where it lives in [`ModelMetrics`].
+type HistFamily = (
+    &'static str,
+    &'static str,
+    &'static [f64],
+    fn(&ModelMetrics) -> &Histogram,
+);
+
 /// A cumulative histogram.
 #[derive(Debug)]
 struct Histogram {
@@ -131,7 +142,9 @@ impl Metrics {
     /// Records a finished (or abandoned) sequence of `model`.
     pub fn record_sequence(&self, model: &str, t: &SequenceTimings) {
         let mut map = self.models.lock().unwrap_or_else(PoisonError::into_inner);
-        let m = map.entry(model.to_owned()).or_insert_with(ModelMetrics::new);
+        let m = map
+            .entry(model.to_owned())
+            .or_insert_with(ModelMetrics::new);
         if let Some(ttft) = t.ttft {
             m.ttft.observe(ttft.as_secs_f64());
         }
@@ -165,7 +178,7 @@ impl Metrics {
             );
         }
 
-        let gauges: [(&str, &str, fn(&EngineStats) -> f64); 4] = [
+        let gauges: [Family<EngineStats, f64>; 4] = [
             (
                 "tandem_num_requests_running",
                 "Sequences in the running batch.",
@@ -190,7 +203,12 @@ impl Metrics {
         for (name, help, get) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
             for (model, stats) in engines {
-                let _ = writeln!(out, "{name}{{model_name=\"{}\"}} {}", escape(model), get(stats));
+                let _ = writeln!(
+                    out,
+                    "{name}{{model_name=\"{}\"}} {}",
+                    escape(model),
+                    get(stats)
+                );
             }
         }
         let _ = writeln!(
@@ -207,7 +225,7 @@ impl Metrics {
         }
 
         let models = self.models.lock().unwrap_or_else(PoisonError::into_inner);
-        let counters: [(&str, &str, fn(&ModelMetrics) -> u64); 2] = [
+        let counters: [Family<ModelMetrics, u64>; 2] = [
             (
                 "tandem_prompt_tokens_total",
                 "Prompt tokens of finished requests.",
@@ -239,35 +257,33 @@ impl Metrics {
                 );
             }
         }
-        let hists: [(&str, &str, fn(&ModelMetrics) -> &Histogram); 3] = [
+        let hists: [HistFamily; 3] = [
             (
                 "tandem_time_to_first_token_seconds",
                 "Time from a request's arrival to its first token.",
+                TTFT_BUCKETS,
                 |m| &m.ttft,
             ),
             (
                 "tandem_inter_token_latency_seconds",
                 "Time between consecutive tokens of a request.",
+                ITL_BUCKETS,
                 |m| &m.itl,
             ),
             (
                 "tandem_e2e_request_latency_seconds",
                 "Time from a request's arrival to its end.",
+                E2E_BUCKETS,
                 |m| &m.e2e,
             ),
         ];
-        for (name, help, get) in hists {
+        for (name, help, bounds, get) in hists {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
             for (model, _) in engines {
                 let labels = format!("model_name=\"{}\"", escape(model));
                 match models.get(model) {
                     Some(m) => get(m).render(&mut out, name, &labels),
-                    None => Histogram::new(match name {
-                        "tandem_time_to_first_token_seconds" => TTFT_BUCKETS,
-                        "tandem_inter_token_latency_seconds" => ITL_BUCKETS,
-                        _ => E2E_BUCKETS,
-                    })
-                    .render(&mut out, name, &labels),
+                    None => Histogram::new(bounds).render(&mut out, name, &labels),
                 }
             }
         }
@@ -313,7 +329,9 @@ mod tests {
             ..EngineStats::default()
         };
         let text = m.render(&[("smol".into(), stats)]);
-        assert!(text.contains("tandem_requests_total{endpoint=\"/v1/completions\",status=\"400\"} 1"));
+        assert!(
+            text.contains("tandem_requests_total{endpoint=\"/v1/completions\",status=\"400\"} 1")
+        );
         assert!(text.contains("tandem_num_requests_running{model_name=\"smol\"} 2"));
         assert!(text.contains("tandem_kv_cache_usage_perc{model_name=\"smol\"} 0.25"));
         assert!(text.contains("tandem_prompt_tokens_total{model_name=\"smol\"} 5"));

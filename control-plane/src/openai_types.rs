@@ -156,7 +156,10 @@ impl<'de> Deserialize<'de> for PromptInput {
                     Ok(PromptInput::Tokens(Vec::new()))
                 } else if items.iter().all(|x| x.is_string()) {
                     Ok(PromptInput::Texts(
-                        items.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect(),
+                        items
+                            .iter()
+                            .filter_map(|x| x.as_str().map(str::to_owned))
+                            .collect(),
                     ))
                 } else if items.iter().all(|x| x.is_number()) {
                     ids(&v).map(PromptInput::Tokens).ok_or_else(shape)

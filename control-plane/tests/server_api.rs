@@ -24,7 +24,12 @@ async fn chat_completion_wire_format_streamed_and_not() {
     assert_eq!(whole["object"], "chat.completion");
     assert!(whole["created"].as_u64().unwrap() > 1_600_000_000);
     assert_eq!(whole["model"], "SmolLM2-135M-Instruct.Q4_1");
-    assert!(whole["system_fingerprint"].as_str().unwrap().starts_with("fp_"));
+    assert!(
+        whole["system_fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("fp_")
+    );
     let choice = &whole["choices"][0];
     assert_eq!(choice["index"], 0);
     assert_eq!(choice["message"]["role"], "assistant");
@@ -60,7 +65,10 @@ async fn chat_completion_wire_format_streamed_and_not() {
     assert_eq!(usage_chunk["choices"], json!([]));
     assert_eq!(usage_chunk["usage"], whole["usage"]);
     let last_choice = &chunks[chunks.len() - 2]["choices"][0];
-    assert_eq!(last_choice["finish_reason"], whole["choices"][0]["finish_reason"]);
+    assert_eq!(
+        last_choice["finish_reason"],
+        whole["choices"][0]["finish_reason"]
+    );
     assert_eq!(last_choice["delta"], json!({}));
     for c in &chunks[..chunks.len() - 2] {
         assert!(c["choices"][0]["finish_reason"].is_null());
@@ -89,14 +97,19 @@ async fn stop_strings_lengths_seeds_and_logprobs() {
         body
     };
     let (_, plain) = server.post("/v1/chat/completions", &ask(json!({}))).await;
-    let plain_text = plain["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
+    let plain_text = plain["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(plain_text.contains('5'), "{plain_text:?}");
 
     // A stop string cuts the text before it and finishes with `stop`.
     let (_, stopped) = server
         .post("/v1/chat/completions", &ask(json!({"stop": ["5"]})))
         .await;
-    let text = stopped["choices"][0]["message"]["content"].as_str().unwrap();
+    let text = stopped["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap();
     assert_eq!(stopped["choices"][0]["finish_reason"], "stop");
     assert_eq!(text, &plain_text[..plain_text.find('5').unwrap()]);
     let (_, stopped) = server
@@ -106,15 +119,16 @@ async fn stop_strings_lengths_seeds_and_logprobs() {
 
     // max_tokens reached: `length`, exactly that many tokens.
     let (_, short) = server
-        .post("/v1/chat/completions", &ask(json!({"max_completion_tokens": 3})))
+        .post(
+            "/v1/chat/completions",
+            &ask(json!({"max_completion_tokens": 3})),
+        )
         .await;
     assert_eq!(short["choices"][0]["finish_reason"], "length");
     assert_eq!(short["usage"]["completion_tokens"], 3);
 
     // Seeded sampling is reproducible; another seed (almost surely) differs.
-    let sample = |seed: u64| {
-        json!({"messages": user("Tell me a story about a dragon."), "temperature": 1.0, "top_p": 0.95, "seed": seed, "max_tokens": 32})
-    };
+    let sample = |seed: u64| json!({"messages": user("Tell me a story about a dragon."), "temperature": 1.0, "top_p": 0.95, "seed": seed, "max_tokens": 32});
     let (_, a) = server.post("/v1/chat/completions", &sample(7)).await;
     let (_, b) = server.post("/v1/chat/completions", &sample(7)).await;
     let (_, c) = server.post("/v1/chat/completions", &sample(8)).await;
@@ -136,17 +150,30 @@ async fn stop_strings_lengths_seeds_and_logprobs() {
         let top = entry["top_logprobs"].as_array().unwrap();
         assert_eq!(top.len(), 3);
         assert_eq!(top[0]["token"], entry["token"]);
-        assert!((top[0]["logprob"].as_f64().unwrap() - entry["logprob"].as_f64().unwrap()).abs() < 1e-6);
+        assert!(
+            (top[0]["logprob"].as_f64().unwrap() - entry["logprob"].as_f64().unwrap()).abs() < 1e-6
+        );
         assert!(top[0]["logprob"].as_f64() >= top[1]["logprob"].as_f64());
         assert!(entry["logprob"].as_f64().unwrap() <= 0.0);
-        let bytes: Vec<u8> = entry["bytes"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap() as u8).collect();
+        let bytes: Vec<u8> = entry["bytes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_u64().unwrap() as u8)
+            .collect();
         joined.push_str(&String::from_utf8_lossy(&bytes));
     }
-    assert_eq!(joined, lp["choices"][0]["message"]["content"].as_str().unwrap());
+    assert_eq!(
+        joined,
+        lp["choices"][0]["message"]["content"].as_str().unwrap()
+    );
 
     // logit_bias +100 forces a token.
     let (_, echo) = server
-        .post("/v1/completions", &json!({"prompt": [504], "max_tokens": 0, "echo": true}))
+        .post(
+            "/v1/completions",
+            &json!({"prompt": [504], "max_tokens": 0, "echo": true}),
+        )
         .await;
     let piece = echo["choices"][0]["text"].as_str().unwrap().to_owned();
     assert!(!piece.is_empty());
@@ -190,7 +217,12 @@ async fn completions_prompts_echo_and_prompt_logprobs() {
     assert_eq!(tokens.len(), 6);
     assert_eq!(scored["usage"]["completion_tokens"], 0);
     assert!(lp["token_logprobs"][0].is_null() && lp["top_logprobs"][0].is_null());
-    let offsets: Vec<u64> = lp["text_offset"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let offsets: Vec<u64> = lp["text_offset"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
     assert_eq!(offsets[0], 0);
     assert!(offsets.windows(2).all(|w| w[0] < w[1]));
     let joined: String = tokens.iter().map(|t| t.as_str().unwrap()).collect();
@@ -211,13 +243,17 @@ async fn completions_prompts_echo_and_prompt_logprobs() {
         )
         .await;
     let paris = lp["token_logprobs"][5].as_f64().unwrap();
-    let ban = banana["choices"][0]["logprobs"]["token_logprobs"].as_array().unwrap().last().unwrap().as_f64().unwrap();
+    let ban = banana["choices"][0]["logprobs"]["token_logprobs"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .as_f64()
+        .unwrap();
     assert!(paris > ban, "Paris {paris} vs banana {ban}");
 
     // Token-id prompts, several at once: one choice each, same results as one by one.
-    let ids: Vec<Value> = (0..2)
-        .map(|i| json!([504 + i, 3458, 282]))
-        .collect();
+    let ids: Vec<Value> = (0..2).map(|i| json!([504 + i, 3458, 282])).collect();
     let (status, batch) = server
         .post(
             "/v1/completions",
@@ -235,7 +271,10 @@ async fn completions_prompts_echo_and_prompt_logprobs() {
             .await;
         assert_eq!(batch["choices"][i]["index"], i);
         assert_eq!(batch["choices"][i]["text"], one["choices"][0]["text"]);
-        let n = batch["choices"][i]["logprobs"]["tokens"].as_array().unwrap().len();
+        let n = batch["choices"][i]["logprobs"]["tokens"]
+            .as_array()
+            .unwrap()
+            .len();
         assert_eq!(n, 3 + 5);
     }
 
@@ -249,36 +288,57 @@ async fn completions_prompts_echo_and_prompt_logprobs() {
     assert_eq!(chunks.last().unwrap(), "[DONE]");
     let usage = &chunks[chunks.len() - 2];
     assert_eq!(usage["usage"]["completion_tokens"], 6);
-    assert_eq!(chunks[chunks.len() - 3]["choices"][0]["finish_reason"], "length");
-    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["text"].as_str()).collect();
+    assert_eq!(
+        chunks[chunks.len() - 3]["choices"][0]["finish_reason"],
+        "length"
+    );
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["text"].as_str())
+        .collect();
     let (_, whole) = server
-        .post("/v1/completions", &json!({"prompt": "Once upon a time", "max_tokens": 6, "temperature": 0}))
+        .post(
+            "/v1/completions",
+            &json!({"prompt": "Once upon a time", "max_tokens": 6, "temperature": 0}),
+        )
         .await;
     assert_eq!(whole["choices"][0]["text"], text);
 }
 
 fn prompt(i: usize) -> String {
     let topics = [
-        "the ocean", "a robot", "winter", "coffee", "a library", "mountains", "the moon", "trains",
+        "the ocean",
+        "a robot",
+        "winter",
+        "coffee",
+        "a library",
+        "mountains",
+        "the moon",
+        "trains",
     ];
-    format!("Write two sentences about {} (#{i}).", topics[i % topics.len()])
+    format!(
+        "Write two sentences about {} (#{i}).",
+        topics[i % topics.len()]
+    )
 }
 
 #[tokio::test]
 async fn sixteen_concurrent_greedy_streams_match_single_requests() {
     let server = Server::start(&["--max-seqs", "16"]);
-    let body = |i: usize| {
-        json!({"messages": user(&prompt(i)), "temperature": 0, "max_tokens": 24, "stream": true})
-    };
+    let body = |i: usize| json!({"messages": user(&prompt(i)), "temperature": 0, "max_tokens": 24, "stream": true});
     let mut singles = Vec::new();
     for i in 0..16 {
-        singles.push(chat_stream_text(&server.stream("/v1/chat/completions", &body(i)).await));
+        singles.push(chat_stream_text(
+            &server.stream("/v1/chat/completions", &body(i)).await,
+        ));
     }
     let server = std::sync::Arc::new(server);
     let tasks: Vec<_> = (0..16)
         .map(|i| {
             let server = std::sync::Arc::clone(&server);
-            tokio::spawn(async move { chat_stream_text(&server.stream("/v1/chat/completions", &body(i)).await) })
+            tokio::spawn(async move {
+                chat_stream_text(&server.stream("/v1/chat/completions", &body(i)).await)
+            })
         })
         .collect();
     for (i, t) in tasks.into_iter().enumerate() {
@@ -325,7 +385,10 @@ async fn a_disconnect_mid_stream_frees_the_sequence() {
     assert_eq!(server.metric("tandem_requests_aborted_total").await, 1.0);
     // And the server goes on answering.
     let (status, _) = server
-        .post("/v1/chat/completions", &json!({"messages": user("Hi"), "max_tokens": 2}))
+        .post(
+            "/v1/chat/completions",
+            &json!({"messages": user("Hi"), "max_tokens": 2}),
+        )
         .await;
     assert_eq!(status, 200);
 }
@@ -362,7 +425,12 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_answering() {
         let (got, _, err) = server.post_raw(path, body).await;
         assert_eq!(got, status, "{shown} -> {err}");
         let e = &err["error"];
-        assert!(e["type"].is_string() && e.as_object().unwrap().contains_key("param") && e.as_object().unwrap().contains_key("code"), "{err}");
+        assert!(
+            e["type"].is_string()
+                && e.as_object().unwrap().contains_key("param")
+                && e.as_object().unwrap().contains_key("code"),
+            "{err}"
+        );
         let msg = e["message"].as_str().unwrap();
         assert!(msg.contains(needle), "{shown}: {msg:?} lacks {needle:?}");
         let (ok, _) = server.post("/v1/chat/completions", &good).await;
@@ -376,12 +444,18 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_answering() {
         .await;
     assert_eq!(status, 400);
     let msg = err["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("256 tokens") && msg.contains("the prompt has 4"), "{msg}");
+    assert!(
+        msg.contains("256 tokens") && msg.contains("the prompt has 4"),
+        "{msg}"
+    );
     assert_eq!(err["error"]["code"], "context_length_exceeded");
 
     // Unknown model: 404; unknown route: 404; wrong method: 405.
     let (status, err) = server
-        .post("/v1/chat/completions", &json!({"model": "gpt-17", "messages": user("x")}))
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "gpt-17", "messages": user("x")}),
+        )
         .await;
     assert_eq!(status, 404);
     assert_eq!(err["error"]["code"], "model_not_found");
@@ -390,8 +464,13 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_answering() {
     assert_eq!(server.get("/v1/chat/completions").await.0, 405);
 
     // A body over the limit: 413, and the next request works.
-    let huge = format!("{{\"messages\": [{{\"role\": \"user\", \"content\": \"{}\"}}]}}", "a".repeat(200_000));
-    let (status, _, err) = server.post_raw("/v1/chat/completions", huge.into_bytes()).await;
+    let huge = format!(
+        "{{\"messages\": [{{\"role\": \"user\", \"content\": \"{}\"}}]}}",
+        "a".repeat(200_000)
+    );
+    let (status, _, err) = server
+        .post_raw("/v1/chat/completions", huge.into_bytes())
+        .await;
     assert_eq!(status, 413, "{err}");
     assert_eq!(err["error"]["code"], "request_too_large");
     assert_eq!(server.post("/v1/chat/completions", &good).await.0, 200);
@@ -416,7 +495,12 @@ async fn models_health_ready_metrics_and_the_demo_page() {
     assert_eq!(status, 200);
     let list: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(list["object"], "list");
-    let ids: Vec<&str> = list["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["smol", "gpt-4o-mini", "default"]);
     for m in list["data"].as_array().unwrap() {
         assert_eq!(m["object"], "model");
@@ -424,9 +508,15 @@ async fn models_health_ready_metrics_and_the_demo_page() {
     }
     let (status, one) = server.get("/v1/models/gpt-4o-mini").await;
     assert_eq!(status, 200);
-    assert_eq!(serde_json::from_str::<Value>(&one).unwrap()["id"], "gpt-4o-mini");
+    assert_eq!(
+        serde_json::from_str::<Value>(&one).unwrap()["id"],
+        "gpt-4o-mini"
+    );
     let (status, reply) = server
-        .post("/v1/chat/completions", &json!({"model": "default", "messages": user("Hi"), "max_tokens": 2}))
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "default", "messages": user("Hi"), "max_tokens": 2}),
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(reply["model"], "default");
@@ -448,10 +538,23 @@ async fn models_health_ready_metrics_and_the_demo_page() {
         "tandem_num_requests_waiting",
         "tandem_kv_cache_usage_perc",
     ] {
-        assert!(metrics.contains(&format!("# TYPE {name}")) || metrics.contains(name), "{name} missing");
+        assert!(
+            metrics.contains(&format!("# TYPE {name}")) || metrics.contains(name),
+            "{name} missing"
+        );
     }
-    assert!(server.metric("tandem_prompt_tokens_total{model_name=\"smol\"}").await > 0.0);
-    assert!(server.metric("tandem_time_to_first_token_seconds_count{model_name=\"smol\"}").await >= 1.0);
+    assert!(
+        server
+            .metric("tandem_prompt_tokens_total{model_name=\"smol\"}")
+            .await
+            > 0.0
+    );
+    assert!(
+        server
+            .metric("tandem_time_to_first_token_seconds_count{model_name=\"smol\"}")
+            .await
+            >= 1.0
+    );
 
     let (status, page) = server.get("/").await;
     assert_eq!(status, 200);

@@ -28,7 +28,14 @@ async fn config_file_environment_and_flags_in_that_order() {
         let server_url = server.url("/v1/models/smol");
         let client = server.client.clone();
         async move {
-            let v: Value = client.get(server_url).send().await.unwrap().json().await.unwrap();
+            let v: Value = client
+                .get(server_url)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             v["max_model_len"].as_u64().unwrap()
         }
     };
@@ -39,7 +46,10 @@ async fn config_file_environment_and_flags_in_that_order() {
     assert!(models.contains("gpt-4o-mini"));
     drop(server);
     // The environment overrides the file.
-    let server = Server::start_raw(&[], &[("TANDEM_CONFIG", config), ("TANDEM_CTX_SIZE", "1024")]);
+    let server = Server::start_raw(
+        &[],
+        &[("TANDEM_CONFIG", config), ("TANDEM_CTX_SIZE", "1024")],
+    );
     assert_eq!(context(&server).await, 1024);
     drop(server);
     // A flag overrides the environment.
@@ -59,7 +69,10 @@ async fn config_file_environment_and_flags_in_that_order() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("prot") && stderr.contains("tandem.toml"), "{stderr}");
+    assert!(
+        stderr.contains("prot") && stderr.contains("tandem.toml"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -73,7 +86,10 @@ fn webgpu_backend_fails_clearly_for_now() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("webgpu backend is not available"), "{stderr}");
+    assert!(
+        stderr.contains("webgpu backend is not available"),
+        "{stderr}"
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
         .args(["serve", "--backend", "tpu", "--model"])
         .arg(&model)
@@ -108,7 +124,10 @@ async fn a_full_queue_is_429_with_retry_after() {
     let mut answered = false;
     for _ in 0..200 {
         let (status, _) = server
-            .post("/v1/chat/completions", &json!({"messages": user("Hi"), "max_tokens": 2}))
+            .post(
+                "/v1/chat/completions",
+                &json!({"messages": user("Hi"), "max_tokens": 2}),
+            )
             .await;
         if status == 200 {
             answered = true;
@@ -148,6 +167,10 @@ async fn sigterm_lets_in_flight_streams_finish_then_exits_zero() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let status = status.unwrap_or_else(|| panic!("still running:\n{}", server.log.lock().unwrap()));
-    assert!(status.success(), "exit {status:?}:\n{}", server.log.lock().unwrap());
+    assert!(
+        status.success(),
+        "exit {status:?}:\n{}",
+        server.log.lock().unwrap()
+    );
     assert!(server.log.lock().unwrap().contains("shutting down"));
 }

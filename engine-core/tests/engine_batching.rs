@@ -198,7 +198,10 @@ fn prompt_logprobs_survive_chunking_and_preemption() {
         let (outs, preempted) = run_all(&mut tight, vec![decoder.clone(), req.clone()]);
         preemptions += preempted;
         assert_eq!(tight.kv_usage(), 0.0);
-        assert_eq!(outs[0], alone[0], "the decoder changed (cache of {extra} spare blocks)");
+        assert_eq!(
+            outs[0], alone[0],
+            "the decoder changed (cache of {extra} spare blocks)"
+        );
         let got = outs[1].prompt_logprobs.as_ref().unwrap_or_else(|| {
             panic!(
                 "no prompt logprobs with {extra} spare blocks ({preempted} preemptions): {:?}",
@@ -363,7 +366,11 @@ fn service_runs_requests_and_reports_gauges() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(idle, "the engine did not drop abandoned sequences: {:?}", service.stats());
+    assert!(
+        idle,
+        "the engine did not drop abandoned sequences: {:?}",
+        service.stats()
+    );
     let stats = service.stats();
     assert!(stats.generated_tokens >= 16);
     assert!(stats.prefill_tokens >= prompt.len() as u64);

@@ -84,7 +84,10 @@ pub fn template_messages(messages: &[ChatMessage]) -> Result<Vec<serde_json::Val
 
 /// The text and bytes of a token, for log-probabilities.
 pub fn token_text(tok: &Tokenizer, id: u32) -> (String, Vec<u8>) {
-    let bytes = tok.token_bytes(id).map(|b| b.into_owned()).unwrap_or_default();
+    let bytes = tok
+        .token_bytes(id)
+        .map(|b| b.into_owned())
+        .unwrap_or_default();
     (String::from_utf8_lossy(&bytes).into_owned(), bytes)
 }
 
@@ -141,8 +144,13 @@ pub async fn handle(
             "max_tokens must be at least 1.",
         ));
     }
-    let max_tokens =
-        generate::max_tokens(requested, usize::MAX, prompt.len(), model.context, "messages")?;
+    let max_tokens = generate::max_tokens(
+        requested,
+        usize::MAX,
+        prompt.len(),
+        model.context,
+        "messages",
+    )?;
     let request = Request {
         prompt,
         params: s.params,

@@ -52,10 +52,9 @@ fn prompts(model: &ModelHandle, input: PromptInput) -> Result<Vec<Prompt>, ApiEr
         PromptInput::Text(t) => vec![from_text(t)],
         PromptInput::Texts(ts) => ts.into_iter().map(from_text).collect(),
         PromptInput::Tokens(ids) => vec![from_ids(ids)?],
-        PromptInput::TokenLists(lists) => lists
-            .into_iter()
-            .map(from_ids)
-            .collect::<Result<_, _>>()?,
+        PromptInput::TokenLists(lists) => {
+            lists.into_iter().map(from_ids).collect::<Result<_, _>>()?
+        }
     };
     if list.is_empty() {
         return Err(ApiError::bad_param("prompt", "prompt must not be empty."));
@@ -63,7 +62,10 @@ fn prompts(model: &ModelHandle, input: PromptInput) -> Result<Vec<Prompt>, ApiEr
     if list.len() > MAX_PROMPTS {
         return Err(ApiError::bad_param(
             "prompt",
-            format!("At most {MAX_PROMPTS} prompts per request, got {}.", list.len()),
+            format!(
+                "At most {MAX_PROMPTS} prompts per request, got {}.",
+                list.len()
+            ),
         ));
     }
     if let Some(i) = list.iter().position(|p| p.tokens.is_empty()) {
@@ -139,10 +141,7 @@ pub async fn handle(
         ignore_eos: s.ignore_eos,
         include_usage: s.include_usage,
         usage: Usage::default(),
-        choices: prompts
-            .iter()
-            .map(|_| ChoiceState::default())
-            .collect(),
+        choices: prompts.iter().map(|_| ChoiceState::default()).collect(),
         prompt_texts: prompts.iter().map(|p| p.text.clone()).collect(),
     };
     // Without prompt log-probabilities the echoed prompt comes first; with them, it comes with
@@ -303,7 +302,9 @@ impl CompletionStream {
         if let Some(lp) = &lp {
             c.logprobs.tokens.extend(lp.tokens.iter().cloned());
             c.logprobs.token_logprobs.extend(&lp.token_logprobs);
-            c.logprobs.top_logprobs.extend(lp.top_logprobs.iter().cloned());
+            c.logprobs
+                .top_logprobs
+                .extend(lp.top_logprobs.iter().cloned());
             c.logprobs.text_offset.extend(&lp.text_offset);
         }
         if finish.is_some() {
@@ -343,7 +344,10 @@ impl ChunkWriter for CompletionStream {
 }
 
 /// Waits for every choice to finish.
-async fn collect(mut generation: Generation, mut w: CompletionStream) -> Result<Response, ApiError> {
+async fn collect(
+    mut generation: Generation,
+    mut w: CompletionStream,
+) -> Result<Response, ApiError> {
     while let Some((i, ev)) = generation.next().await {
         w.apply(i, ev).map_err(ApiError::internal)?;
     }

@@ -146,7 +146,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (
             self.status,
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
             self.body_json(),
         )
             .into_response();
@@ -171,12 +174,10 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
         match &e {
             EngineError::EmptyPrompt => ApiError::bad_param("prompt", e.to_string()),
-            EngineError::PromptTooLong { .. } | EngineError::KvTooSmall { .. } => {
-                ApiError {
-                    code: Some("context_length_exceeded"),
-                    ..ApiError::bad_param("messages", e.to_string())
-                }
-            }
+            EngineError::PromptTooLong { .. } | EngineError::KvTooSmall { .. } => ApiError {
+                code: Some("context_length_exceeded"),
+                ..ApiError::bad_param("messages", e.to_string())
+            },
             EngineError::Sampler(s) => ApiError::bad_param(s.param(), s.to_string()),
             EngineError::Template(t) => ApiError::bad_param("messages", t.to_string()),
             _ => ApiError::internal(e.to_string()),

@@ -20,7 +20,11 @@ pub async fn ready(State(state): State<SharedState>) -> Response {
             .models()
             .map(|ms| ms.iter().map(|m| m.id.as_str()).collect())
             .unwrap_or_default();
-        (StatusCode::OK, Json(json!({"status": "ready", "models": ids}))).into_response()
+        (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "models": ids})),
+        )
+            .into_response()
     } else {
         let status = if state.models.get().is_some() {
             "shutting_down"
@@ -47,7 +51,10 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
         })
         .unwrap_or_default();
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(&engines),
     )
         .into_response()

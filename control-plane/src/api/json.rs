@@ -32,9 +32,8 @@ async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
     let mut buf = Vec::new();
     let mut over = 0usize;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::bad_request(format!("Could not read the request body: {e}"))
-        })?;
+        let chunk = chunk
+            .map_err(|e| ApiError::bad_request(format!("Could not read the request body: {e}")))?;
         if over > 0 || buf.len() + chunk.len() > limit {
             over += chunk.len();
             if over > DISCARD_LIMIT {
@@ -75,7 +74,9 @@ mod tests {
 
     #[test]
     fn messages_name_the_problem() {
-        let e = parse::<ChatCompletionRequest>(b"{\"messages\": [").err().unwrap();
+        let e = parse::<ChatCompletionRequest>(b"{\"messages\": [")
+            .err()
+            .unwrap();
         assert!(e.message.contains("not valid JSON"), "{}", e.message);
         let e = parse::<ChatCompletionRequest>(b"[1]").err().unwrap();
         assert!(e.message.contains("JSON object"));

@@ -60,14 +60,11 @@ pub fn router(state: SharedState, cfg: &ServeConfig, web_root: Option<&Path>) ->
         ))
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() });
     let api = match web_root {
-        Some(root) => api.fallback_service(
-            ServeDir::new(root).not_found_service(axum::routing::any(not_found)),
-        ),
+        Some(root) => api
+            .fallback_service(ServeDir::new(root).not_found_service(axum::routing::any(not_found))),
         None => api.fallback(not_found),
     };
-    let mut app = api
-        .layer(TraceLayer::new_for_http())
-        .with_state(state);
+    let mut app = api.layer(TraceLayer::new_for_http()).with_state(state);
     if let Some(cors) = cors(&cfg.cors_origins) {
         app = app.layer(cors);
     }

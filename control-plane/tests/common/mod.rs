@@ -157,7 +157,12 @@ impl Server {
             .send()
             .await
             .expect("request");
-        assert_eq!(resp.status().as_u16(), 200, "{}", resp.text().await.unwrap());
+        assert_eq!(
+            resp.status().as_u16(),
+            200,
+            "{}",
+            resp.text().await.unwrap()
+        );
         assert!(
             resp.headers()["content-type"]
                 .to_str()
