@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Arguments of `tandem load`.
 #[derive(clap::Args, Debug)]
@@ -59,11 +59,16 @@ pub async fn load(args: LoadArgs) -> Result<()> {
     if args.rounds == 0 || args.concurrency.contains(&0) {
         bail!("--rounds and every --concurrency level must be at least 1");
     }
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(600))
-        .build()?;
-    // Warm-up.
-    one(&client, &args, 0).await.context("warm-up request")?;
+    // Warm-up (retried: a server may accept connections a moment before it serves them).
+    let mut warm = one(&args, 0).await;
+    for _ in 0..5 {
+        if warm.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        warm = one(&args, 0).await;
+    }
+    warm.context("warm-up request")?;
     if args.header {
         println!(
             "| server | streams | requests | aggregate decode tok/s | per-stream decode tok/s | TTFT p50 ms | TTFT p99 ms |"
@@ -74,7 +79,6 @@ pub async fn load(args: LoadArgs) -> Result<()> {
         let started = Instant::now();
         let mut tasks = Vec::new();
         for s in 0..c {
-            let client = client.clone();
             let args_model = args.model.clone();
             let url = args.url.clone();
             let (n, rounds) = (args.max_tokens, args.rounds);
@@ -90,7 +94,7 @@ pub async fn load(args: LoadArgs) -> Result<()> {
                 };
                 let mut out = Vec::new();
                 for r in 0..rounds {
-                    out.push(one(&client, &a, s * rounds + r + 1).await?);
+                    out.push(one(&a, s * rounds + r + 1).await?);
                 }
                 anyhow::Ok(out)
             }));
@@ -128,42 +132,82 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// Sends one streaming chat completion and measures it.
-async fn one(client: &reqwest::Client, args: &LoadArgs, i: usize) -> Result<Sample> {
+///
+/// Speaks HTTP/1.1 over a plain TCP connection (`Connection: close`, chunked or plain body), so
+/// that the measurement depends on nothing but the server: llama.cpp's `llama-server` and some
+/// HTTP client libraries disagree about its streamed responses.
+async fn one(args: &LoadArgs, i: usize) -> Result<Sample> {
     let body = serde_json::json!({
         "model": args.model,
         "messages": [{"role": "user", "content": format!("Write a long story about {} (story {i}).", TOPICS[i % TOPICS.len()])}],
         "max_tokens": args.max_tokens,
         "temperature": 0,
         "ignore_eos": true,
+        // llama-server reuses a slot's cached prompt prefix unless told not to; Tandem has no
+        // prefix cache, so both compute every prompt in full.
+        "cache_prompt": false,
         "stream": true,
         "stream_options": {"include_usage": true},
-    });
+    })
+    .to_string();
+    let hostport = args
+        .url
+        .trim_end_matches('/')
+        .strip_prefix("http://")
+        .context("--url must be http://HOST:PORT")?
+        .to_owned();
     let start = Instant::now();
-    let resp = client
-        .post(format!(
-            "{}/v1/chat/completions",
-            args.url.trim_end_matches('/')
-        ))
-        .json(&body)
-        .send()
+    let mut stream = tokio::net::TcpStream::connect(&hostport)
         .await
-        .with_context(|| format!("sending to {}", args.url))?;
-    if !resp.status().is_success() {
-        bail!(
-            "the server answered {}: {}",
-            resp.status(),
-            resp.text().await.unwrap_or_default()
-        );
-    }
-    let mut stream = resp.bytes_stream();
-    let mut buf = Vec::new();
+        .with_context(|| format!("connecting to {hostport}"))?;
+    stream.set_nodelay(true)?;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+
+    let mut raw = Vec::new();
+    let mut buf = vec![0u8; 16384];
+    let mut body_start = None;
+    let mut chunked = false;
+    let mut decoder = ChunkDecoder::default();
+    let mut lines = Vec::new();
     let (mut first, mut last) = (None, None);
     let mut chunks = 0usize;
     let mut usage_tokens = None;
-    while let Some(bytes) = stream.next().await {
-        buf.extend_from_slice(&bytes?);
-        while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=pos).collect();
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if body_start.is_none() {
+            let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let status = head.split_whitespace().nth(1).unwrap_or("");
+            if status != "200" {
+                bail!(
+                    "the server answered {status}: {}",
+                    String::from_utf8_lossy(&raw)
+                );
+            }
+            chunked = head.contains("transfer-encoding: chunked");
+            body_start = Some(end + 4);
+        }
+        let Some(at) = body_start else { continue };
+        let fresh = raw.split_off(at);
+        body_start = Some(0);
+        raw.clear();
+        if chunked {
+            decoder.push(&fresh, &mut lines);
+        } else {
+            lines.extend_from_slice(&fresh);
+        }
+        while let Some(pos) = lines.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = lines.drain(..=pos).collect();
             let line = String::from_utf8_lossy(&line);
             let Some(data) = line.trim().strip_prefix("data:") else {
                 continue;
@@ -195,9 +239,62 @@ async fn one(client: &reqwest::Client, args: &LoadArgs, i: usize) -> Result<Samp
     })
 }
 
+/// Decodes an HTTP/1.1 chunked body incrementally.
+#[derive(Default)]
+struct ChunkDecoder {
+    pending: Vec<u8>,
+    /// Bytes left in the current chunk (plus its trailing CRLF).
+    left: usize,
+}
+
+impl ChunkDecoder {
+    fn push(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        self.pending.extend_from_slice(bytes);
+        loop {
+            if self.left > 0 {
+                let take = self.left.min(self.pending.len());
+                if take == 0 {
+                    return;
+                }
+                // The chunk's data, then its CRLF (which is not data).
+                let data_left = self.left.saturating_sub(2);
+                let data = take.min(data_left);
+                out.extend_from_slice(&self.pending[..data]);
+                self.pending.drain(..take);
+                self.left -= take;
+                continue;
+            }
+            let Some(pos) = self.pending.windows(2).position(|w| w == b"\r\n") else {
+                return;
+            };
+            let size_line = String::from_utf8_lossy(&self.pending[..pos]).into_owned();
+            self.pending.drain(..pos + 2);
+            let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+                .unwrap_or(0);
+            if size == 0 {
+                self.pending.clear();
+                return;
+            }
+            self.left = size + 2;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunked_bodies_decode_across_reads() {
+        let body = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\n\r\n";
+        for split in 0..body.len() {
+            let mut d = ChunkDecoder::default();
+            let mut out = Vec::new();
+            d.push(&body[..split], &mut out);
+            d.push(&body[split..], &mut out);
+            assert_eq!(out, b"hello, world", "split at {split}");
+        }
+    }
 
     #[test]
     fn nearest_rank_percentiles() {
