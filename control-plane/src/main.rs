@@ -1,12 +1,21 @@
-//! `tandem`: run a model from the command line, benchmark it, or (later) serve it over an
-//! OpenAI-compatible API.
+//! `tandem`: run a model from the command line, benchmark it, or serve it over an
+//! OpenAI-compatible API with continuous batching.
 
+mod api;
+mod backends;
 mod bench;
+mod config;
 mod load;
+mod loadgen;
 mod memory;
+mod metrics;
+mod openai_types;
 mod progress;
 mod run;
+mod server;
+mod shutdown;
 mod source;
+mod sse;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -28,6 +37,11 @@ enum Command {
     Run(run::RunArgs),
     /// Measure prefill and decode speed, time to first token and memory.
     Bench(bench::BenchArgs),
+    /// Serve models over an OpenAI-compatible HTTP API (and the web demo at /).
+    #[command(args_override_self = true)]
+    Serve(config::ServeArgs),
+    /// Load-test an OpenAI-compatible server with concurrent streams (TTFT, decode tok/s).
+    Load(loadgen::LoadArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -56,5 +70,7 @@ fn run() -> Result<()> {
     match cli.command {
         Command::Run(args) => rt.block_on(run::run(args)),
         Command::Bench(args) => rt.block_on(bench::bench(args)),
+        Command::Serve(args) => rt.block_on(server::run(args)),
+        Command::Load(args) => rt.block_on(loadgen::load(args)),
     }
 }

@@ -1,10 +1,23 @@
 //! `cargo xtask bench`: Tandem's benchmarks on the default model, optionally beside llama.cpp's.
 
-use std::process::Command;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{setup, shell};
+use crate::{cache, setup, shell};
+
+/// Concurrency levels of the server benchmark.
+const SERVE_STREAMS: &str = "1,4,16";
+/// Tokens per request in the server benchmark.
+const SERVE_TOKENS: &str = "128";
+/// Requests per stream and level.
+const SERVE_ROUNDS: &str = "2";
+/// llama.cpp version whose source `../shared/tools/llama-cpp.sh` caches.
+const LLAMA_CPP_VERSION: &str = "0.3.36";
 
 /// Runs benchmark `which`.
 pub fn bench(which: &str, llama_cpp: bool) -> Result<()> {
@@ -41,8 +54,150 @@ pub fn bench(which: &str, llama_cpp: bool) -> Result<()> {
             }
             Ok(())
         }
-        other => bail!("unknown benchmark {other:?} (available: cpu)"),
+        "serve" => bench_serve(&model, llama_cpp),
+        other => bail!("unknown benchmark {other:?} (available: cpu, serve)"),
     }
+}
+
+/// A server process, killed on drop.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free port on 127.0.0.1.
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Waits until `GET path` on 127.0.0.1:`port` answers 200.
+fn wait_ready(port: u16, path: &str, child: &mut Child) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            bail!("the server exited with {status} before it was ready");
+        }
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+            let mut head = [0u8; 12];
+            if s.read_exact(&mut head).is_ok() && head.ends_with(b"200") {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("the server on port {port} was not ready after 300 s")
+}
+
+/// `cargo xtask bench serve`: aggregate decode throughput and TTFT at 1, 4 and 16 concurrent
+/// streams against `tandem serve` (and llama.cpp's `llama-server -np 16` with `--llama-cpp`),
+/// measured by `tandem load`.
+fn bench_serve(model: &Path, llama_cpp: bool) -> Result<()> {
+    shell::run(shell::cargo().args(["build", "--release", "-p", "control-plane"]))?;
+    let tandem = shell::root().join("target/release/tandem");
+    let load = |port: u16, label: &str, header: bool| -> Result<()> {
+        let mut cmd = Command::new(&tandem);
+        cmd.args(["load", "--url", &format!("http://127.0.0.1:{port}")])
+            .args(["--concurrency", SERVE_STREAMS, "-n", SERVE_TOKENS])
+            .args(["--rounds", SERVE_ROUNDS, "--label", label]);
+        if header {
+            cmd.arg("--header");
+        }
+        shell::run(&mut cmd)
+    };
+    println!(
+        "## Server (`tandem load --concurrency {SERVE_STREAMS} -n {SERVE_TOKENS} --rounds {SERVE_ROUNDS}`, greedy, end-of-turn ignored)\n"
+    );
+    let port = free_port()?;
+    let mut server = Running(
+        Command::new(&tandem)
+            .args(["serve", "--model"])
+            .arg(model)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--max-seqs", "16"])
+            .spawn()
+            .context("starting tandem serve")?,
+    );
+    wait_ready(port, "/ready", &mut server.0)?;
+    load(port, "tandem", true)?;
+    drop(server);
+    if llama_cpp {
+        let bin = llama_server_bin()?;
+        let port = free_port()?;
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut server = Running(
+            Command::new(&bin)
+                .arg("-m")
+                .arg(model)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["-np", "16", "-c", "32768", "-t", &threads.to_string()])
+                .args(["--log-disable"])
+                .spawn()
+                .context("starting llama-server")?,
+        );
+        wait_ready(port, "/health", &mut server.0)?;
+        load(port, "llama.cpp", false)?;
+    }
+    Ok(())
+}
+
+/// Builds llama.cpp's `llama-server` once, from the source tree that
+/// `../shared/tools/llama-cpp.sh` caches, in a build folder of its own; returns the binary.
+fn llama_server_bin() -> Result<PathBuf> {
+    let root = cache::dir().join(format!("llama.cpp-{LLAMA_CPP_VERSION}"));
+    let build = cache::dir().join(format!("llama-server-{LLAMA_CPP_VERSION}"));
+    let bin = build.join("bin/llama-server");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    let src = root.join("src/vendor/llama.cpp");
+    if !src.exists() {
+        // The shared script downloads the source (and builds the other tools).
+        llama_cpp_bin()?;
+    }
+    let path = format!(
+        "{}:{}",
+        root.join("venv/bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    eprintln!("building llama-server (once; about 15 minutes on 2 cores)");
+    shell::run(
+        Command::new("cmake")
+            .env("PATH", &path)
+            .arg("-S")
+            .arg(&src)
+            .arg("-B")
+            .arg(&build)
+            .args([
+                "-G",
+                "Ninja",
+                "-DCMAKE_BUILD_TYPE=Release",
+                "-DGGML_NATIVE=ON",
+                "-DBUILD_SHARED_LIBS=OFF",
+                "-DLLAMA_OPENSSL=OFF",
+                "-DLLAMA_CURL=OFF",
+                "-DLLAMA_BUILD_TESTS=OFF",
+                "-DLLAMA_BUILD_EXAMPLES=OFF",
+                "-DLLAMA_BUILD_SERVER=ON",
+                "-DLLAMA_BUILD_APP=OFF",
+                "-DLLAMA_USE_PREBUILT_UI=OFF",
+                "-DLLAMA_BUILD_UI=OFF",
+            ]),
+    )?;
+    shell::run(
+        Command::new("cmake")
+            .env("PATH", &path)
+            .arg("--build")
+            .arg(&build)
+            .args(["--target", "llama-server"]),
+    )?;
+    Ok(bin)
 }
 
 /// Builds llama.cpp's tools once with `../shared/tools/llama-cpp.sh` and returns their directory.

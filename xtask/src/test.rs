@@ -1,8 +1,10 @@
 //! `cargo xtask test`: everything CI checks.
 
+use std::process::Command;
+
 use anyhow::Result;
 
-use crate::{setup, shell};
+use crate::{cache, setup, shell};
 
 /// Runs setup, the linters, every test, and the cross-target builds.
 pub fn test(lint: bool) -> Result<()> {
@@ -19,9 +21,37 @@ pub fn test(lint: bool) -> Result<()> {
         ]))?;
     }
     shell::run(shell::cargo().args(["test", "--workspace"]))?;
+    sdk_tests()?;
     cross_checks()?;
     eprintln!("all checks passed");
     Ok(())
+}
+
+/// The server against real clients: the `openai` Python SDK (pytest), the `openai` npm SDK and
+/// the web demo in headless Chromium (`node --test`), each starting the `tandem` binary that
+/// `cargo test` just built.
+fn sdk_tests() -> Result<()> {
+    shell::run(shell::cargo().args(["build", "-p", "control-plane", "--bin", "tandem"]))?;
+    let bin = shell::root().join("target/debug/tandem");
+    shell::run(
+        Command::new(cache::python())
+            .args([
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "tests/python",
+            ])
+            .env("TANDEM_BIN", &bin)
+            .env("PYTHONDONTWRITEBYTECODE", "1"),
+    )?;
+    shell::run(
+        Command::new("node")
+            .args(["--test", "--test-concurrency=1"])
+            .env("TANDEM_BIN", &bin)
+            .current_dir(shell::root().join("tests/node")),
+    )
 }
 
 /// engine-core must build for the browser, and its SIMD kernels for other instruction sets must

@@ -4,16 +4,20 @@
 
 mod request;
 mod sequence;
+#[cfg(feature = "std-threads")]
+mod service;
 
 use std::collections::VecDeque;
 
 pub use request::{Event, EventSink, FinishReason, PromptLogprob, Request, SeqId};
+#[cfg(feature = "std-threads")]
+pub use service::{EngineInfo, EngineService, EngineStats, Reply, ServiceOptions, SubmitError};
 
 use self::sequence::Sequence;
 use crate::backend::{Backend, BackendError, KvDtype, KvLayout, LogitsWanted, SeqChunk, StepInput};
 use crate::chat::{ChatTemplate, ChatTemplateError};
 use crate::gguf::GgufFile;
-use crate::kv_cache::{BlockAllocator, OutOfBlocks};
+use crate::kv_cache::BlockAllocator;
 use crate::model::{LlamaModel, ModelConfig, ModelError, Scratch};
 use crate::sampler::{Sampler, SamplerError, log_softmax_top};
 use crate::tokenizer::{Tokenizer, TokenizerError};
@@ -206,6 +210,11 @@ impl<B: Backend> Engine<B> {
         self.alloc.usage()
     }
 
+    /// KV blocks in the pool, and how many are free.
+    pub fn kv_blocks(&self) -> (usize, usize) {
+        (self.alloc.total_blocks(), self.alloc.free_blocks())
+    }
+
     /// Whether any sequence is waiting or running.
     pub fn has_work(&self) -> bool {
         !self.waiting.is_empty() || !self.running.is_empty()
@@ -267,68 +276,115 @@ impl<B: Backend> Engine<B> {
         seq.table.release(&mut self.alloc);
         seq.computed = 0;
         seq.scheduled = 0;
+        seq.restart_prompt_logprobs();
         self.waiting.push_front(seq);
     }
 
-    /// Chooses this step's tokens: one per decoding sequence, prefill chunks for the rest,
-    /// within the token budget; admits waiting sequences while memory allows; preempts the most
-    /// recent sequences when decoding needs blocks that are not free.
+    /// Ends running sequence `i`, freeing its blocks.
+    fn finish_running(&mut self, i: usize, reason: FinishReason) {
+        let mut seq = self.running.remove(i);
+        seq.table.release(&mut self.alloc);
+        seq.finish(reason);
+    }
+
+    /// Most prompt rows this sequence may compute in one step.
+    fn chunk_cap(seq: &Sequence) -> usize {
+        if seq.prompt_logprobs.is_some() && seq.in_prefill() {
+            PROMPT_LOGPROB_ROWS
+        } else {
+            usize::MAX
+        }
+    }
+
+    /// Chooses this step's tokens.
+    ///
+    /// 1. Every decoding sequence (one pending token) gets its token first, oldest first, so a
+    ///    long prompt never stalls the streams already running; when the cache has no block for
+    ///    one, the most recently admitted sequence is preempted (freed, to be recomputed later).
+    /// 2. Running sequences still in prefill get chunks from what is left of the token budget,
+    ///    as far as free blocks allow.
+    /// 3. Waiting sequences are admitted (first come, first served) while the budget, the
+    ///    sequence limit and memory allow.
+    ///
+    /// A sequence that cannot fit even alone in the cache ends with [`FinishReason::Length`].
     fn schedule(&mut self, report: &mut StepReport) {
-        let mut budget = self.config.max_batch_tokens;
+        let full_budget = self.config.max_batch_tokens;
+        let mut budget = full_budget;
+        let bs = self.config.block_size;
+
+        // 1. Decodes.
         let mut i = 0;
         while i < self.running.len() {
-            let seq = &self.running[i];
-            let cap = if seq.prompt_logprobs.is_some() && seq.in_prefill() {
-                PROMPT_LOGPROB_ROWS
-            } else {
-                usize::MAX
-            };
-            let take = seq.pending().min(budget).min(cap);
-            if take == 0 {
-                self.running[i].scheduled = 0;
+            if self.running[i].pending() != 1 || budget == 0 {
                 i += 1;
                 continue;
             }
             loop {
                 let seq = &mut self.running[i];
-                match seq
-                    .table
-                    .reserve(&mut self.alloc, seq.computed + take - seq.table.len())
-                {
-                    Ok(()) => {
-                        seq.scheduled = take;
-                        budget -= take;
-                        i += 1;
-                        break;
-                    }
-                    Err(OutOfBlocks { .. }) => {
-                        // Preempt the latest sequence (possibly this one).
-                        let victim = self.running.pop().expect("running is not empty");
-                        report.preempted += 1;
-                        let was_current = self.running.len() == i;
-                        self.preempt(victim);
-                        if was_current {
-                            break;
-                        }
-                    }
+                if seq.table.reserve(&mut self.alloc, 1).is_ok() {
+                    seq.scheduled = 1;
+                    budget -= 1;
+                    i += 1;
+                    break;
+                }
+                if self.running.len() == 1 {
+                    // Alone and still out of blocks: the cache cannot hold this sequence.
+                    self.finish_running(i, FinishReason::Length);
+                    report.finished += 1;
+                    break;
+                }
+                let victim = self.running.pop().expect("running is not empty");
+                report.preempted += 1;
+                let was_current = self.running.len() == i;
+                self.preempt(victim);
+                if was_current {
+                    break;
                 }
             }
         }
+
+        // 2. Prefill chunks of admitted sequences.
+        for seq in &mut self.running {
+            if budget == 0 {
+                break;
+            }
+            if seq.scheduled > 0 || seq.pending() == 0 {
+                continue;
+            }
+            let room = (seq.table.blocks().len() + self.alloc.free_blocks()) * bs - seq.table.len();
+            let take = seq
+                .pending()
+                .min(budget)
+                .min(Self::chunk_cap(seq))
+                .min(room);
+            if take == 0 {
+                continue;
+            }
+            seq.table
+                .reserve(&mut self.alloc, take)
+                .expect("free blocks were counted");
+            seq.scheduled = take;
+            budget -= take;
+        }
+
+        // 3. Admissions.
         while budget > 0 && self.running.len() < self.config.max_seqs {
             let Some(seq) = self.waiting.front() else {
                 break;
             };
             let need = self.alloc.blocks_for(seq.tokens.len() + 1);
+            if need > self.alloc.total_blocks() {
+                // A preempted sequence that grew beyond the whole cache.
+                let mut seq = self.waiting.pop_front().expect("checked above");
+                seq.finish(FinishReason::Length);
+                report.finished += 1;
+                continue;
+            }
             if need > self.alloc.free_blocks() {
                 break;
             }
             let mut seq = self.waiting.pop_front().expect("checked above");
-            let cap = if seq.prompt_logprobs.is_some() {
-                PROMPT_LOGPROB_ROWS
-            } else {
-                usize::MAX
-            };
-            let take = seq.pending().min(budget).min(cap);
+            let take = seq.pending().min(budget).min(Self::chunk_cap(&seq));
             seq.table
                 .reserve(&mut self.alloc, take)
                 .expect("free blocks were checked");
@@ -336,17 +392,57 @@ impl<B: Backend> Engine<B> {
             budget -= take;
             self.running.push(seq);
         }
+
+        // 4. Nothing could be scheduled although sequences run: they all wait for blocks held by
+        // each other. Free the newest so that the others can go on next step.
+        if budget == full_budget && self.running.len() > 1 {
+            let victim = self.running.pop().expect("running is not empty");
+            report.preempted += 1;
+            self.preempt(victim);
+        } else if budget == full_budget && self.running.len() == 1 {
+            self.finish_running(0, FinishReason::Length);
+            report.finished += 1;
+        }
+    }
+
+    /// Ends every sequence with [`Event::Failed`] and frees the whole cache (after a backend
+    /// failure, when the state of the step is unknown).
+    pub fn fail_all(&mut self, message: &str) {
+        for mut seq in self.running.drain(..).chain(self.waiting.drain(..)) {
+            seq.table.release(&mut self.alloc);
+            seq.send(Event::Failed(message.to_owned()));
+        }
+    }
+
+    /// Cancels every sequence (see [`Engine::cancel`]).
+    pub fn cancel_all(&mut self) {
+        for mut seq in self.running.drain(..).chain(self.waiting.drain(..)) {
+            seq.table.release(&mut self.alloc);
+            seq.finish(FinishReason::Cancelled);
+        }
+    }
+
+    /// Drops sequences whose listener is gone, freeing their blocks.
+    fn drop_deaf(&mut self) {
+        let alloc = &mut self.alloc;
+        self.running.retain_mut(|s| {
+            if s.deaf {
+                s.table.release(alloc);
+            }
+            !s.deaf
+        });
+        self.waiting.retain_mut(|s| {
+            if s.deaf {
+                s.table.release(alloc);
+            }
+            !s.deaf
+        });
     }
 
     /// Runs one forward pass over every scheduled sequence and delivers its results.
     pub async fn step(&mut self) -> Result<StepReport, EngineError> {
         let mut report = StepReport::default();
-        self.running.retain_mut(|s| {
-            if s.deaf {
-                s.table.release(&mut self.alloc);
-            }
-            !s.deaf
-        });
+        self.drop_deaf();
         self.schedule(&mut report);
         let bs = self.config.block_size;
         let mut chunks = Vec::new();
@@ -453,7 +549,10 @@ impl<B: Backend> Engine<B> {
         while k < self.running.len() {
             let seq = &self.running[k];
             let last = seq.tokens.last().copied();
-            let done = if seq.computed >= seq.prompt_len && seq.max_tokens == 0 {
+            let done = if seq.in_prefill() || seq.pending() > 1 {
+                // Still computing its prompt (or recomputing after a preemption).
+                None
+            } else if seq.max_tokens == 0 {
                 Some(FinishReason::Length)
             } else if seq.stop_hit
                 || (seq.generated() > 0
@@ -467,7 +566,7 @@ impl<B: Backend> Engine<B> {
                 None
             };
             match done {
-                Some(reason) if seq.pending() <= 1 => {
+                Some(reason) => {
                     let mut seq = self.running.remove(k);
                     seq.table.release(&mut self.alloc);
                     seq.finish(reason);

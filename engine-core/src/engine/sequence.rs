@@ -77,6 +77,13 @@ impl Sequence {
         self.computed < self.prompt_len
     }
 
+    /// Forgets prompt log-probabilities collected before a preemption (they are computed again).
+    pub fn restart_prompt_logprobs(&mut self) {
+        if self.prompt_logprobs.is_some() {
+            self.collected.truncate(1);
+        }
+    }
+
     /// Sends an event; a listener that is gone marks the sequence deaf.
     pub fn send(&mut self, event: Event) {
         if !self.deaf && !(self.sink)(event) {

@@ -1,0 +1,204 @@
+//! API errors in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}` with the
+//! matching HTTP status (and `Retry-After` when the server is busy).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use engine_core::engine::{EngineError, SubmitError};
+use serde::Serialize;
+
+/// An error answered to an API client.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{status}: {message}")]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Human-readable explanation.
+    pub message: String,
+    /// OpenAI error type (`invalid_request_error`, `not_found_error`, ...).
+    pub kind: &'static str,
+    /// The request parameter at fault, if one is.
+    pub param: Option<String>,
+    /// A machine-readable code, if any.
+    pub code: Option<&'static str>,
+    /// Seconds after which a retry may succeed (sent as `Retry-After`).
+    pub retry_after: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: Option<&'a str>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            kind,
+            param: None,
+            code: None,
+            retry_after: None,
+        }
+    }
+
+    /// 400: a parameter is missing, of the wrong type or out of range.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+    }
+
+    /// 400 naming the parameter at fault.
+    pub fn bad_param(param: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            param: Some(param.to_owned()),
+            ..ApiError::bad_request(message)
+        }
+    }
+
+    /// 404: no such model.
+    pub fn model_not_found(model: &str) -> ApiError {
+        ApiError {
+            param: Some("model".into()),
+            code: Some("model_not_found"),
+            ..ApiError::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                format!("The model `{model}` does not exist."),
+            )
+        }
+    }
+
+    /// 404: no such route.
+    pub fn route_not_found(path: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!("Unknown route {path}"),
+        )
+    }
+
+    /// 405: the route exists, not with this method.
+    pub fn method_not_allowed() -> ApiError {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            "Method not allowed for this route",
+        )
+    }
+
+    /// 413: the body is larger than the configured limit.
+    pub fn too_large(limit: usize) -> ApiError {
+        ApiError {
+            code: Some("request_too_large"),
+            ..ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                format!("The request body is larger than the limit of {limit} bytes."),
+            )
+        }
+    }
+
+    /// 429: every sequence slot and the queue are taken.
+    pub fn busy(message: impl Into<String>) -> ApiError {
+        ApiError {
+            code: Some("rate_limit_exceeded"),
+            retry_after: Some(1),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
+        }
+    }
+
+    /// 503: the model is still loading, or the server is shutting down.
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+        }
+    }
+
+    /// 500: a failure inside the server (never caused by the request's content).
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
+    }
+
+    /// The JSON body, for a response or a streamed `data:` line.
+    pub fn body_json(&self) -> String {
+        serde_json::to_string(&Body {
+            error: Inner {
+                message: &self.message,
+                kind: self.kind,
+                param: self.param.as_deref(),
+                code: self.code,
+            },
+        })
+        .unwrap_or_else(|_| "{\"error\":{}}".into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (
+            self.status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            self.body_json(),
+        )
+            .into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> ApiError {
+        match e {
+            SubmitError::QueueFull { .. } => ApiError::busy(e.to_string()),
+            SubmitError::Stopped => ApiError::unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> ApiError {
+        match &e {
+            EngineError::EmptyPrompt => ApiError::bad_param("prompt", e.to_string()),
+            EngineError::PromptTooLong { .. } | EngineError::KvTooSmall { .. } => ApiError {
+                code: Some("context_length_exceeded"),
+                ..ApiError::bad_param("messages", e.to_string())
+            },
+            EngineError::Sampler(s) => ApiError::bad_param(s.param(), s.to_string()),
+            EngineError::Template(t) => ApiError::bad_param("messages", t.to_string()),
+            _ => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_has_the_openai_shape() {
+        let e = ApiError::bad_param("temperature", "too hot");
+        let v: serde_json::Value = serde_json::from_str(&e.body_json()).unwrap();
+        assert_eq!(v["error"]["message"], "too hot");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["param"], "temperature");
+        assert!(v["error"]["code"].is_null());
+        let resp = ApiError::busy("full").into_response();
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+    }
+}

@@ -1,0 +1,342 @@
+//! `tandem serve`'s configuration: a `tandem.toml` file, `TANDEM_*` environment variables and
+//! command-line flags. Flags override the environment, which overrides the file, which overrides
+//! the defaults.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::backends::BackendKind;
+
+/// Default listening port.
+pub const DEFAULT_PORT: u16 = 8080;
+
+/// Flags (and their environment variables) of `tandem serve`.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// Model: a GGUF path, an http(s) URL, or hf:OWNER/REPO/FILE.gguf (replaces the file's models).
+    #[arg(long, env = "TANDEM_MODEL")]
+    pub model: Option<String>,
+    /// The id clients use for --model (default: the file name without .gguf).
+    #[arg(long, env = "TANDEM_MODEL_ID")]
+    pub model_id: Option<String>,
+    /// More names for --model (comma-separated).
+    #[arg(long, env = "TANDEM_MODEL_ALIASES", value_delimiter = ',')]
+    pub alias: Vec<String>,
+    /// Address to listen on.
+    #[arg(long, env = "TANDEM_HOST")]
+    pub host: Option<String>,
+    /// Port to listen on (0 = any free port; the chosen one is logged).
+    #[arg(long, env = "TANDEM_PORT")]
+    pub port: Option<u16>,
+    /// Compute backend: cpu or webgpu.
+    #[arg(long, env = "TANDEM_BACKEND")]
+    pub backend: Option<BackendKind>,
+    /// CPU threads (0 = all cores).
+    #[arg(long, env = "TANDEM_THREADS")]
+    pub threads: Option<usize>,
+    /// Context size per sequence in tokens (0 = the model's, at most 8192).
+    #[arg(long, env = "TANDEM_CTX_SIZE")]
+    pub ctx_size: Option<usize>,
+    /// Most sequences decoded together.
+    #[arg(long, env = "TANDEM_MAX_SEQS")]
+    pub max_seqs: Option<usize>,
+    /// Most tokens per forward pass (decodes plus prefill chunks).
+    #[arg(long, env = "TANDEM_MAX_BATCH_TOKENS")]
+    pub max_batch_tokens: Option<usize>,
+    /// KV-cache blocks of 16 tokens shared by all sequences (0 = 4 full contexts).
+    #[arg(long, env = "TANDEM_KV_BLOCKS")]
+    pub kv_blocks: Option<usize>,
+    /// Most requests waiting for a slot; more are answered 429.
+    #[arg(long, env = "TANDEM_MAX_WAITING")]
+    pub max_waiting: Option<usize>,
+    /// Largest request body in bytes.
+    #[arg(long, env = "TANDEM_BODY_LIMIT")]
+    pub body_limit: Option<usize>,
+    /// Origins allowed by CORS (comma-separated; `*` for any).
+    #[arg(long, env = "TANDEM_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Folder served at `/` (default: the workspace's web-demo/).
+    #[arg(long, env = "TANDEM_WEB_ROOT")]
+    pub web_root: Option<PathBuf>,
+    /// Seconds in-flight requests may take to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "TANDEM_DRAIN_TIMEOUT")]
+    pub drain_timeout: Option<u64>,
+    /// A tandem.toml file.
+    #[arg(long, env = "TANDEM_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// One model entry of `tandem.toml`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    /// The id clients send as `model`.
+    pub id: Option<String>,
+    /// Where the model comes from (path, URL or hf:).
+    pub source: String,
+    /// Other names that select it.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+/// The contents of `tandem.toml`; every field is optional.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address to listen on.
+    pub host: Option<String>,
+    /// Port to listen on.
+    pub port: Option<u16>,
+    /// Compute backend.
+    pub backend: Option<BackendKind>,
+    /// CPU threads.
+    pub threads: Option<usize>,
+    /// Context size.
+    pub ctx_size: Option<usize>,
+    /// Most sequences decoded together.
+    pub max_seqs: Option<usize>,
+    /// Most tokens per forward pass.
+    pub max_batch_tokens: Option<usize>,
+    /// KV-cache blocks.
+    pub kv_blocks: Option<usize>,
+    /// Most waiting requests.
+    pub max_waiting: Option<usize>,
+    /// Largest request body in bytes.
+    pub body_limit: Option<usize>,
+    /// CORS origins.
+    pub cors_origins: Option<Vec<String>>,
+    /// Folder served at `/`.
+    pub web_root: Option<PathBuf>,
+    /// Drain timeout in seconds.
+    pub drain_timeout: Option<u64>,
+    /// The models to serve; the first is the default.
+    #[serde(default)]
+    pub models: Vec<ModelEntry>,
+}
+
+/// A resolved model to serve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// The id clients send (`None`: derive it from the source).
+    pub id: Option<String>,
+    /// Path, URL or hf: source.
+    pub source: String,
+    /// Other names.
+    pub aliases: Vec<String>,
+}
+
+/// The resolved configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Models; the first is the default.
+    pub models: Vec<ModelSpec>,
+    /// Compute backend.
+    pub backend: BackendKind,
+    /// CPU threads (0 = all).
+    pub threads: usize,
+    /// Context size (0 = the model's, capped).
+    pub ctx_size: usize,
+    /// Most running sequences.
+    pub max_seqs: usize,
+    /// Token budget per step.
+    pub max_batch_tokens: usize,
+    /// KV blocks (0 = four full contexts).
+    pub kv_blocks: usize,
+    /// Most waiting requests.
+    pub max_waiting: usize,
+    /// Largest body in bytes.
+    pub body_limit: usize,
+    /// CORS origins.
+    pub cors_origins: Vec<String>,
+    /// Folder served at `/`, if any.
+    pub web_root: Option<PathBuf>,
+    /// How long in-flight requests may run after a shutdown signal.
+    pub drain_timeout: Duration,
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("parsing {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// A value is out of range or missing.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Reads a `tandem.toml`.
+pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_file(&text).map_err(|message| ConfigError::Parse {
+        path: path.to_owned(),
+        message,
+    })
+}
+
+/// Parses the text of a `tandem.toml`.
+pub fn parse_file(text: &str) -> Result<FileConfig, String> {
+    toml::from_str(text).map_err(|e| e.to_string())
+}
+
+impl ServeConfig {
+    /// Resolves flags/environment over the file over the defaults.
+    pub fn resolve(args: ServeArgs, file: FileConfig) -> Result<ServeConfig, ConfigError> {
+        let models = match args.model {
+            Some(source) => vec![ModelSpec {
+                id: args.model_id,
+                source,
+                aliases: args.alias,
+            }],
+            None => file
+                .models
+                .into_iter()
+                .map(|m| ModelSpec {
+                    id: m.id,
+                    source: m.source,
+                    aliases: m.aliases,
+                })
+                .collect(),
+        };
+        if models.is_empty() {
+            return Err(ConfigError::Invalid(
+                "no model to serve: pass --model PATH|URL|hf:OWNER/REPO/FILE (or TANDEM_MODEL, or [[models]] in tandem.toml)".into(),
+            ));
+        }
+        let cfg = ServeConfig {
+            host: args
+                .host
+                .or(file.host)
+                .unwrap_or_else(|| "127.0.0.1".into()),
+            port: args.port.or(file.port).unwrap_or(DEFAULT_PORT),
+            models,
+            backend: args.backend.or(file.backend).unwrap_or(BackendKind::Cpu),
+            threads: args.threads.or(file.threads).unwrap_or(0),
+            ctx_size: args.ctx_size.or(file.ctx_size).unwrap_or(2048),
+            max_seqs: args.max_seqs.or(file.max_seqs).unwrap_or(16),
+            max_batch_tokens: args
+                .max_batch_tokens
+                .or(file.max_batch_tokens)
+                .unwrap_or(512),
+            kv_blocks: args.kv_blocks.or(file.kv_blocks).unwrap_or(0),
+            max_waiting: args.max_waiting.or(file.max_waiting).unwrap_or(64),
+            body_limit: args
+                .body_limit
+                .or(file.body_limit)
+                .unwrap_or(4 * 1024 * 1024),
+            cors_origins: if args.cors_origins.is_empty() {
+                file.cors_origins.unwrap_or_default()
+            } else {
+                args.cors_origins
+            },
+            web_root: args.web_root.or(file.web_root),
+            drain_timeout: Duration::from_secs(
+                args.drain_timeout.or(file.drain_timeout).unwrap_or(30),
+            ),
+        };
+        if cfg.max_seqs == 0 {
+            return Err(ConfigError::Invalid("max_seqs must be at least 1".into()));
+        }
+        if cfg.max_batch_tokens == 0 {
+            return Err(ConfigError::Invalid(
+                "max_batch_tokens must be at least 1".into(),
+            ));
+        }
+        if cfg.body_limit < 1024 {
+            return Err(ConfigError::Invalid(
+                "body_limit must be at least 1024 bytes".into(),
+            ));
+        }
+        Ok(cfg)
+    }
+
+    /// Loads the file named by `--config` (if any) and resolves everything.
+    pub fn load(args: ServeArgs) -> Result<ServeConfig, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        ServeConfig::resolve(args, file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+host = "0.0.0.0"
+port = 9000
+threads = 2
+max_seqs = 8
+cors_origins = ["http://localhost:3000"]
+
+[[models]]
+id = "smollm2"
+source = "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+aliases = ["default", "gpt-4o-mini"]
+
+[[models]]
+source = "hf:owner/repo/other.gguf"
+"#;
+
+    #[test]
+    fn file_values_apply_and_flags_override_them() {
+        let file = parse_file(EXAMPLE).unwrap();
+        let cfg = ServeConfig::resolve(ServeArgs::default(), file.clone()).unwrap();
+        assert_eq!(cfg.host, "0.0.0.0");
+        assert_eq!(cfg.port, 9000);
+        assert_eq!(cfg.threads, 2);
+        assert_eq!(cfg.max_seqs, 8);
+        assert_eq!(cfg.models.len(), 2);
+        assert_eq!(cfg.models[0].id.as_deref(), Some("smollm2"));
+        assert_eq!(cfg.models[0].aliases, ["default", "gpt-4o-mini"]);
+        assert_eq!(cfg.cors_origins, ["http://localhost:3000"]);
+        assert_eq!(cfg.max_batch_tokens, 512);
+
+        let args = ServeArgs {
+            port: Some(1234),
+            model: Some("m.gguf".into()),
+            cors_origins: vec!["*".into()],
+            ..ServeArgs::default()
+        };
+        let cfg = ServeConfig::resolve(args, file).unwrap();
+        assert_eq!(cfg.port, 1234);
+        assert_eq!(cfg.host, "0.0.0.0");
+        assert_eq!(cfg.models.len(), 1);
+        assert_eq!(cfg.models[0].source, "m.gguf");
+        assert_eq!(cfg.cors_origins, ["*"]);
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_models_are_errors() {
+        assert!(parse_file("prot = 1").is_err());
+        assert!(parse_file("backend = \"tpu\"").is_err());
+        assert!(matches!(
+            ServeConfig::resolve(ServeArgs::default(), FileConfig::default()),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
+}

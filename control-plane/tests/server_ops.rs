@@ -1,0 +1,176 @@
+//! Operating `tandem serve`: configuration precedence (file < environment < flags), a full
+//! queue answered 429 with Retry-After, SIGTERM draining in-flight streams, and the WebGPU
+//! backend failing clearly until it exists.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Server, default_model, user};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn config_file_environment_and_flags_in_that_order() {
+    let dir = std::env::temp_dir().join(format!("tandem-serve-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tandem.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "ctx_size = 512\nmax_seqs = 3\n\n[[models]]\nid = \"smol\"\nsource = {:?}\naliases = [\"gpt-4o-mini\"]\n",
+            default_model().to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let config = file.to_str().unwrap();
+    let context = |server: &Server| {
+        let server_url = server.url("/v1/models/smol");
+        let client = server.client.clone();
+        async move {
+            let v: Value = client
+                .get(server_url)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["max_model_len"].as_u64().unwrap()
+        }
+    };
+    // The file alone.
+    let server = Server::start_raw(&["--config", config], &[]);
+    assert_eq!(context(&server).await, 512);
+    let (_, models) = server.get("/v1/models").await;
+    assert!(models.contains("gpt-4o-mini"));
+    drop(server);
+    // The environment overrides the file.
+    let server = Server::start_raw(
+        &[],
+        &[("TANDEM_CONFIG", config), ("TANDEM_CTX_SIZE", "1024")],
+    );
+    assert_eq!(context(&server).await, 1024);
+    drop(server);
+    // A flag overrides the environment.
+    let server = Server::start_raw(
+        &["--ctx-size", "768"],
+        &[("TANDEM_CONFIG", config), ("TANDEM_CTX_SIZE", "1024")],
+    );
+    assert_eq!(context(&server).await, 768);
+    drop(server);
+
+    // A bad file is a clear error, not a panic.
+    std::fs::write(&file, "prot = 8080\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["serve", "--config", config])
+        .env_remove("TANDEM_MODEL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("prot") && stderr.contains("tandem.toml"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn webgpu_backend_fails_clearly_for_now() {
+    let model = default_model();
+    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["serve", "--port", "0", "--backend", "webgpu", "--model"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("webgpu backend is not available"),
+        "{stderr}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["serve", "--backend", "tpu", "--model"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cpu"));
+}
+
+#[tokio::test]
+async fn a_full_queue_is_429_with_retry_after() {
+    let server = Server::start(&["--max-seqs", "1", "--max-waiting", "0"]);
+    let mut hog = server
+        .client
+        .post(server.url("/v1/chat/completions"))
+        .json(&json!({"messages": user("Tell me a long story."), "max_tokens": 1500, "ignore_eos": true, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hog.status(), 200);
+    hog.chunk().await.unwrap();
+    let (status, retry, err) = server
+        .post_raw(
+            "/v1/chat/completions",
+            serde_json::to_vec(&json!({"messages": user("Hi"), "max_tokens": 2})).unwrap(),
+        )
+        .await;
+    assert_eq!(status, 429, "{err}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert_eq!(err["error"]["type"], "rate_limit_error");
+    drop(hog);
+    let mut answered = false;
+    for _ in 0..200 {
+        let (status, _) = server
+            .post(
+                "/v1/chat/completions",
+                &json!({"messages": user("Hi"), "max_tokens": 2}),
+            )
+            .await;
+        if status == 200 {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(answered, "the slot was not freed after the client left");
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_streams_finish_then_exits_zero() {
+    let mut server = Server::start(&[]);
+    let mut resp = server
+        .client
+        .post(server.url("/v1/chat/completions"))
+        .json(&json!({"messages": user("Tell me a story."), "max_tokens": 48, "ignore_eos": true, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = String::from_utf8(resp.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    server.terminate();
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let chunks = common::parse_sse(&body);
+    assert_eq!(chunks.last().unwrap(), "[DONE]", "{body}");
+    let finish = &chunks[chunks.len() - 2]["choices"][0]["finish_reason"];
+    assert_eq!(finish, "length", "the stream was cut: {body}");
+    let mut status = None;
+    for _ in 0..600 {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = status.unwrap_or_else(|| panic!("still running:\n{}", server.log.lock().unwrap()));
+    assert!(
+        status.success(),
+        "exit {status:?}:\n{}",
+        server.log.lock().unwrap()
+    );
+    assert!(server.log.lock().unwrap().contains("shutting down"));
+}

@@ -1,0 +1,410 @@
+//! The continuous-batching scheduler on the default model: batching, chunked prefill and
+//! preemption never change what a greedy request generates; cancelled and finished sequences give
+//! their KV blocks back; the engine service runs the same way on its own thread.
+
+mod common;
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use engine_core::backend::cpu::{CpuBackend, CpuOptions};
+use engine_core::engine::{
+    Engine, EngineConfig, EngineService, Event, FinishReason, PromptLogprob, Request,
+    ServiceOptions, SubmitError,
+};
+use engine_core::gguf::{GgufFile, ModelBytes};
+use engine_core::sampler::SamplingParams;
+
+fn file() -> GgufFile {
+    GgufFile::new(ModelBytes::from_vec(common::default_model_bytes())).unwrap()
+}
+
+fn engine(file: &GgufFile, config: EngineConfig) -> Engine<CpuBackend> {
+    let backend = CpuBackend::new(CpuOptions::default()).unwrap();
+    Engine::new(backend, file, config).unwrap()
+}
+
+/// Varied prompts: different lengths so that prefill chunks and decodes mix.
+fn prompts(engine: &Engine<CpuBackend>, n: usize) -> Vec<Vec<u32>> {
+    let topics = [
+        "Why is the sky blue?",
+        "Write a haiku about rain.",
+        "List three fruits.",
+        "What is the capital of France? Answer in one sentence and explain how you know.",
+        "Explain photosynthesis to a child.",
+        "Count from one to ten.",
+        "What is 2 + 2?",
+        "Describe a cat.",
+    ];
+    (0..n)
+        .map(|i| {
+            let text = format!(
+                "<|im_start|>user\n{} (#{i}){}<|im_end|>\n<|im_start|>assistant\n",
+                topics[i % topics.len()],
+                " Please be detailed.".repeat(i % 5)
+            );
+            engine.tokenizer().encode(&text, false, true)
+        })
+        .collect()
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Outcome {
+    tokens: Vec<u32>,
+    text: String,
+    finish: Option<FinishReason>,
+    prompt_logprobs: Option<Vec<PromptLogprob>>,
+}
+
+fn collect(rx: &mpsc::Receiver<Event>) -> Outcome {
+    let mut out = Outcome::default();
+    for ev in rx.try_iter() {
+        match ev {
+            Event::Token { token, text } => {
+                out.tokens.push(token.id);
+                out.text.push_str(&text);
+            }
+            Event::Finished { reason, text, .. } => {
+                out.text.push_str(&text);
+                out.finish = Some(reason);
+            }
+            Event::PromptLogprobs(p) => out.prompt_logprobs = Some(p),
+            Event::Failed(e) => panic!("sequence failed: {e}"),
+        }
+    }
+    out
+}
+
+/// Runs the requests together (all added up front) to completion.
+fn run_all(engine: &mut Engine<CpuBackend>, reqs: Vec<Request>) -> (Vec<Outcome>, usize) {
+    let mut rxs = Vec::new();
+    for req in reqs {
+        let (tx, rx) = mpsc::channel();
+        engine
+            .add(req, Box::new(move |ev| tx.send(ev).is_ok()))
+            .unwrap();
+        rxs.push(rx);
+    }
+    let mut preempted = 0;
+    let mut steps = 0;
+    while engine.has_work() {
+        let report = pollster::block_on(engine.step()).unwrap();
+        preempted += report.preempted;
+        steps += 1;
+        assert!(steps < 100_000, "the engine does not make progress");
+    }
+    (rxs.iter().map(collect).collect(), preempted)
+}
+
+#[test]
+fn batching_and_preemption_do_not_change_greedy_outputs() {
+    let file = file();
+    let config = EngineConfig {
+        context_size: 512,
+        max_seqs: 16,
+        max_batch_tokens: 96,
+        kv_tokens: 16 * 128,
+        ..EngineConfig::default()
+    };
+    let mut alone = engine(&file, config.clone());
+    let prompts = prompts(&alone, 16);
+    let reqs: Vec<Request> = prompts
+        .iter()
+        .map(|p| Request::greedy(p.clone(), 24))
+        .collect();
+    let singles: Vec<Outcome> = reqs
+        .iter()
+        .map(|r| run_all(&mut alone, vec![r.clone()]).0.remove(0))
+        .collect();
+    for s in &singles {
+        assert!(!s.tokens.is_empty());
+        assert!(s.finish.is_some());
+    }
+    assert_eq!(alone.kv_usage(), 0.0);
+
+    // 16 at once, with a small token budget so that prefill is chunked and mixed with decodes.
+    let (together, preempted) = run_all(&mut alone, reqs.clone());
+    assert_eq!(preempted, 0);
+    for (i, (a, b)) in singles.iter().zip(&together).enumerate() {
+        assert_eq!(a, b, "request {i} differs when batched with 15 others");
+    }
+    assert_eq!(alone.kv_usage(), 0.0);
+
+    // A cache too small for all of them at once: sequences are preempted and recomputed.
+    let longest = prompts.iter().map(Vec::len).max().unwrap() + 24;
+    let mut tight = engine(
+        &file,
+        EngineConfig {
+            kv_tokens: longest * 3,
+            ..config
+        },
+    );
+    let (squeezed, preempted) = run_all(&mut tight, reqs);
+    assert_eq!(tight.kv_usage(), 0.0);
+    for (i, (a, b)) in singles.iter().zip(&squeezed).enumerate() {
+        assert_eq!(a, b, "request {i} differs under memory pressure");
+    }
+    eprintln!("preemptions under memory pressure: {preempted}");
+}
+
+#[test]
+fn prompt_logprobs_survive_chunking_and_preemption() {
+    let file = file();
+    let mut e = engine(
+        &file,
+        EngineConfig {
+            context_size: 512,
+            ..EngineConfig::default()
+        },
+    );
+    let long: Vec<u32> = {
+        let text = "The quick brown fox jumps over the lazy dog. ".repeat(20);
+        e.tokenizer().encode(&text, false, false)
+    };
+    assert!(long.len() > 130, "the prompt spans several logprob chunks");
+    let req = Request {
+        prompt_logprobs: Some(2),
+        ..Request::greedy(long.clone(), 0)
+    };
+    let (mut out, _) = run_all(&mut e, vec![req.clone()]);
+    let reference = out.remove(0);
+    let lp = reference.prompt_logprobs.clone().expect("prompt logprobs");
+    assert_eq!(lp.len(), long.len());
+    assert_eq!(lp[0].logprob, None);
+    assert!(lp[1..].iter().all(|p| p.logprob.is_some_and(|l| l <= 0.0)));
+    assert!(lp[1..].iter().all(|p| p.top.len() == 2));
+    assert_eq!(reference.finish, Some(FinishReason::Length));
+    assert!(reference.tokens.is_empty());
+
+    // A scorer beside a decoder in caches too small for both: with small blocks the decoder
+    // keeps needing new ones while the scorer is still in prefill, so the scorer is preempted
+    // and recomputed. Its prompt log-probabilities must come out whole and unchanged.
+    let mut decoder = Request::greedy(long[..40].to_vec(), 60);
+    decoder.ignore_eos = true;
+    let (alone, _) = run_all(&mut e, vec![decoder.clone()]);
+    let scorer_blocks = (long.len() + 1).div_ceil(4);
+    let mut preemptions = 0;
+    for extra in 9..14 {
+        let mut tight = engine(
+            &file,
+            EngineConfig {
+                context_size: 512,
+                kv_tokens: (scorer_blocks + extra) * 4,
+                block_size: 4,
+                max_batch_tokens: 32,
+                ..EngineConfig::default()
+            },
+        );
+        let (outs, preempted) = run_all(&mut tight, vec![decoder.clone(), req.clone()]);
+        preemptions += preempted;
+        assert_eq!(tight.kv_usage(), 0.0);
+        assert_eq!(
+            outs[0], alone[0],
+            "the decoder changed (cache of {extra} spare blocks)"
+        );
+        let got = outs[1].prompt_logprobs.as_ref().unwrap_or_else(|| {
+            panic!(
+                "no prompt logprobs with {extra} spare blocks ({preempted} preemptions): {:?}",
+                outs[1].finish
+            )
+        });
+        assert_eq!(got.len(), lp.len(), "cache of {extra} spare blocks");
+        for (a, b) in got.iter().zip(&lp) {
+            assert_eq!(a.id, b.id);
+            let (x, y) = (a.logprob.unwrap_or(0.0), b.logprob.unwrap_or(0.0));
+            assert!((x - y).abs() < 1e-3, "prompt logprob {x} vs {y}");
+        }
+    }
+    assert!(preemptions > 0, "no configuration forced a preemption");
+}
+
+#[test]
+fn cancel_and_deaf_listeners_free_blocks() {
+    let file = file();
+    let mut e = engine(
+        &file,
+        EngineConfig {
+            context_size: 256,
+            ..EngineConfig::default()
+        },
+    );
+    let prompt = prompts(&e, 1).remove(0);
+    let (tx, rx) = mpsc::channel();
+    let id = e
+        .add(
+            Request::greedy(prompt.clone(), 200),
+            Box::new(move |ev| tx.send(ev).is_ok()),
+        )
+        .unwrap();
+    for _ in 0..3 {
+        pollster::block_on(e.step()).unwrap();
+    }
+    assert!(e.kv_usage() > 0.0);
+    e.cancel(id);
+    assert_eq!(e.kv_usage(), 0.0);
+    assert!(!e.has_work());
+    let out = collect(&rx);
+    assert_eq!(out.finish, Some(FinishReason::Cancelled));
+
+    // A listener that goes away: the sequence is dropped within one step.
+    let (tx, rx) = mpsc::channel::<Event>();
+    e.add(
+        Request::greedy(prompt, 200),
+        Box::new(move |ev| tx.send(ev).is_ok()),
+    )
+    .unwrap();
+    pollster::block_on(e.step()).unwrap();
+    drop(rx);
+    pollster::block_on(e.step()).unwrap();
+    pollster::block_on(e.step()).unwrap();
+    assert_eq!(e.running(), 0);
+    assert_eq!(e.kv_usage(), 0.0);
+}
+
+#[test]
+fn sequences_larger_than_the_cache_end_instead_of_hanging() {
+    let file = file();
+    let mut e = engine(
+        &file,
+        EngineConfig {
+            context_size: 512,
+            kv_tokens: 64,
+            block_size: 16,
+            ..EngineConfig::default()
+        },
+    );
+    let prompt = prompts(&e, 1).remove(0);
+    assert!(prompt.len() < 60);
+    let mut req = Request::greedy(prompt.clone(), 400);
+    req.ignore_eos = true;
+    let (outs, _) = run_all(&mut e, vec![req.clone(), req]);
+    for o in outs {
+        assert_eq!(o.finish, Some(FinishReason::Length));
+        // The last token is sampled, never stored.
+        assert!(prompt.len() + o.tokens.len() <= 65);
+    }
+    assert_eq!(e.kv_usage(), 0.0);
+}
+
+#[test]
+fn service_runs_requests_and_reports_gauges() {
+    let file = file();
+    let e = engine(
+        &file,
+        EngineConfig {
+            context_size: 256,
+            max_seqs: 2,
+            ..EngineConfig::default()
+        },
+    );
+    let prompt = prompts(&e, 1).remove(0);
+    let mut single = engine(
+        &file,
+        EngineConfig {
+            context_size: 256,
+            ..EngineConfig::default()
+        },
+    );
+    let (mut want, _) = run_all(&mut single, vec![Request::greedy(prompt.clone(), 16)]);
+    let want = want.remove(0);
+
+    let service = EngineService::start(e, ServiceOptions { max_waiting: 1 });
+    assert_eq!(service.info().config.max_seqs, 2);
+    let submit = |req: Request| {
+        let (tx, rx) = mpsc::channel();
+        let (rtx, rrx) = mpsc::channel();
+        service
+            .submit(
+                req,
+                Box::new(move |ev| tx.send(ev).is_ok()),
+                Box::new(move |r| rtx.send(r.map_err(|e| e.to_string())).is_ok()),
+            )
+            .map(|()| (rx, rrx))
+    };
+    // An invalid request is refused through the reply.
+    let (_, reply) = submit(Request::greedy(Vec::new(), 4)).unwrap();
+    assert!(reply.recv().unwrap().unwrap_err().contains("empty"));
+
+    let (rx, reply) = submit(Request::greedy(prompt.clone(), 16)).unwrap();
+    reply.recv().unwrap().unwrap();
+    let mut got = Outcome::default();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(60)).unwrap() {
+            Event::Token { token, text } => {
+                got.tokens.push(token.id);
+                got.text.push_str(&text);
+            }
+            Event::Finished { reason, text, .. } => {
+                got.text.push_str(&text);
+                got.finish = Some(reason);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(got, want);
+
+    // Fill the queue: 2 running + 1 waiting, then the next is refused.
+    let mut long = Request::greedy(prompt.clone(), 200);
+    long.ignore_eos = true;
+    let held: Vec<_> = (0..3).map(|_| submit(long.clone()).unwrap()).collect();
+    for (_, reply) in &held {
+        reply.recv().unwrap().unwrap();
+    }
+    match submit(long.clone()) {
+        Err(SubmitError::QueueFull { limit: 3, .. }) => {}
+        other => panic!("expected a full queue, got {:?}", other.map(|_| ())),
+    }
+    // Every listener goes away: the engine drops the sequences and the cache empties.
+    drop(held);
+    let mut idle = false;
+    for _ in 0..600 {
+        let s = service.stats();
+        if s.running == 0 && s.waiting == 0 && s.kv_usage == 0.0 {
+            idle = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        idle,
+        "the engine did not drop abandoned sequences: {:?}",
+        service.stats()
+    );
+    let stats = service.stats();
+    assert!(stats.generated_tokens >= 16);
+    assert!(stats.prefill_tokens >= prompt.len() as u64);
+    service.shutdown();
+}
+
+#[test]
+fn seeded_sampling_is_batch_independent() {
+    let file = file();
+    let mut e = engine(
+        &file,
+        EngineConfig {
+            context_size: 256,
+            ..EngineConfig::default()
+        },
+    );
+    let prompts = prompts(&e, 4);
+    let reqs: Vec<Request> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Request {
+            params: SamplingParams {
+                temperature: 0.9,
+                top_p: 0.95,
+                seed: Some(i as u64),
+                ..SamplingParams::default()
+            },
+            ..Request::greedy(p.clone(), 16)
+        })
+        .collect();
+    let singles: Vec<Outcome> = reqs
+        .iter()
+        .map(|r| run_all(&mut e, vec![r.clone()]).0.remove(0))
+        .collect();
+    let (together, _) = run_all(&mut e, reqs);
+    assert_eq!(singles, together);
+}

@@ -1,0 +1,113 @@
+// The official `openai` npm SDK against `tandem serve`: completions streamed and not, usage,
+// stop strings, lengths, seeds, logprobs, models, and errors as the SDK's typed errors.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import OpenAI from "openai";
+import { MODEL_ID, startServer } from "./server.mjs";
+
+const ASK = [{ role: "user", content: "Count from 1 to 20, separated by commas." }];
+let server, client;
+
+before(async () => {
+  server = await startServer("--ctx-size", "512", "--body-limit", "65536");
+  client = new OpenAI({ baseURL: server.base + "/v1", apiKey: "not-needed", maxRetries: 0 });
+});
+after(async () => { await server.stop(); });
+
+test("chat completion", async () => {
+  const r = await client.chat.completions.create({ model: MODEL_ID, messages: ASK, max_tokens: 24, temperature: 0 });
+  assert.equal(r.object, "chat.completion");
+  assert.match(r.id, /^chatcmpl-/);
+  assert.equal(r.model, MODEL_ID);
+  assert.match(r.system_fingerprint, /^fp_/);
+  assert.equal(r.choices[0].message.role, "assistant");
+  assert.ok(r.choices[0].message.content.length > 0);
+  assert.equal(r.usage.total_tokens, r.usage.prompt_tokens + r.usage.completion_tokens);
+});
+
+test("streaming with usage equals the whole answer", async () => {
+  const whole = await client.chat.completions.create({ model: MODEL_ID, messages: ASK, max_tokens: 24, temperature: 0 });
+  const stream = await client.chat.completions.create({ model: MODEL_ID, messages: ASK, max_tokens: 24, temperature: 0, stream: true, stream_options: { include_usage: true } });
+  const chunks = [];
+  for await (const c of stream) chunks.push(c);
+  assert.equal(chunks[0].choices[0].delta.role, "assistant");
+  const text = chunks.filter((c) => c.choices.length).map((c) => c.choices[0].delta.content || "").join("");
+  assert.equal(text, whole.choices[0].message.content);
+  const last = chunks.at(-1);
+  assert.deepEqual(last.choices, []);
+  assert.deepEqual(last.usage, whole.usage);
+  assert.equal(chunks.at(-2).choices[0].finish_reason, whole.choices[0].finish_reason);
+});
+
+test("stop strings, max_tokens and seeds", async () => {
+  const plain = await client.chat.completions.create({ model: MODEL_ID, messages: ASK, max_tokens: 40, temperature: 0 });
+  const text = plain.choices[0].message.content;
+  assert.ok(text.includes("5"), text);
+  const stopped = await client.chat.completions.create({ model: MODEL_ID, messages: ASK, max_tokens: 40, temperature: 0, stop: "5" });
+  assert.equal(stopped.choices[0].message.content, text.slice(0, text.indexOf("5")));
+  assert.equal(stopped.choices[0].finish_reason, "stop");
+  const short = await client.chat.completions.create({ model: MODEL_ID, messages: ASK, max_tokens: 3, temperature: 0 });
+  assert.equal(short.choices[0].finish_reason, "length");
+  assert.equal(short.usage.completion_tokens, 3);
+  const sample = async (seed) => (await client.chat.completions.create({ model: MODEL_ID, messages: [{ role: "user", content: "Tell me a story." }], max_tokens: 32, temperature: 1, seed })).choices[0].message.content;
+  assert.equal(await sample(5), await sample(5));
+  assert.notEqual(await sample(5), await sample(6));
+});
+
+test("logprobs", async () => {
+  const r = await client.chat.completions.create({ model: MODEL_ID, messages: ASK, max_tokens: 4, temperature: 0, logprobs: true, top_logprobs: 2 });
+  const content = r.choices[0].logprobs.content;
+  assert.equal(content.length, 4);
+  for (const t of content) {
+    assert.ok(t.logprob <= 0);
+    assert.equal(t.top_logprobs.length, 2);
+    assert.equal(t.top_logprobs[0].token, t.token);
+  }
+  const scored = await client.completions.create({ model: MODEL_ID, prompt: "The capital of France is Paris", max_tokens: 0, echo: true, logprobs: 1 });
+  const lp = scored.choices[0].logprobs;
+  assert.equal(lp.tokens.join(""), "The capital of France is Paris");
+  assert.equal(lp.token_logprobs[0], null);
+  assert.ok(lp.token_logprobs.slice(1).every((x) => x <= 0));
+});
+
+test("models", async () => {
+  const ids = [];
+  for await (const m of client.models.list()) ids.push(m.id);
+  assert.deepEqual(ids, [MODEL_ID]);
+  assert.equal((await client.models.retrieve(MODEL_ID)).owned_by, "tandem");
+});
+
+test("errors are typed", async () => {
+  for (const body of [
+    { messages: [] },
+    { messages: [{ role: "wizard", content: "x" }] },
+    { messages: ASK, n: 2 },
+    { messages: [{ role: "user", content: "word ".repeat(600) }] },
+  ]) {
+    await assert.rejects(client.chat.completions.create({ model: MODEL_ID, ...body }), (e) => {
+      assert.ok(e instanceof OpenAI.BadRequestError, String(e));
+      assert.equal(e.status, 400);
+      assert.equal(e.type, "invalid_request_error");
+      return true;
+    });
+  }
+  await assert.rejects(client.chat.completions.create({ model: "gpt-17", messages: ASK }), (e) => e instanceof OpenAI.NotFoundError && e.code === "model_not_found");
+  await assert.rejects(client.chat.completions.create({ model: MODEL_ID, messages: [{ role: "user", content: "a".repeat(100000) }] }), (e) => e instanceof OpenAI.APIError && e.status === 413);
+  const ok = await client.chat.completions.create({ model: MODEL_ID, messages: ASK, max_tokens: 2, frobnicate: { a: 1 } });
+  assert.ok(ok.choices[0].message.content);
+});
+
+test("a full queue is a RateLimitError", async () => {
+  const busy = await startServer("--max-seqs", "1", "--max-waiting", "0");
+  try {
+    const c = new OpenAI({ baseURL: busy.base + "/v1", apiKey: "x", maxRetries: 0 });
+    const controller = new AbortController();
+    const stream = await c.chat.completions.create({ model: MODEL_ID, messages: [{ role: "user", content: "Tell me a long story." }], max_tokens: 1500, stream: true, ignore_eos: true }, { signal: controller.signal });
+    const it = stream[Symbol.asyncIterator]();
+    await it.next();
+    await assert.rejects(c.chat.completions.create({ model: MODEL_ID, messages: ASK, max_tokens: 2 }), (e) => e instanceof OpenAI.RateLimitError && e.headers.get("retry-after") === "1");
+    controller.abort();
+  } finally {
+    await busy.stop();
+  }
+});
