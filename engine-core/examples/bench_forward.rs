@@ -27,6 +27,13 @@ fn main() {
     let path = &args[1];
     let threads: usize = args.get(2).map_or(0, |t| t.parse().unwrap());
     let only: &str = args.get(3).map_or("all", |s| s.as_str());
+    if only == "batch" {
+        for batch in [1, 4, 16] {
+            let rate = batched_decode(path, threads, batch, 128, 32);
+            println!("batch {batch}: {rate:.1} tok/s aggregate");
+        }
+        return;
+    }
     let file = std::fs::File::open(path).unwrap();
     let map = unsafe { memmap2::Mmap::map(&file).unwrap() };
     let file = GgufFile::new(ModelBytes::from_mmap(map)).unwrap();
@@ -111,4 +118,53 @@ fn main() {
         dt * 1e3 / n as f64,
         cpu * 1e3 / n.max(1) as f64
     );
+}
+
+/// Decode steps of `batch` sequences at once (one token each), after `ctx` cached tokens each.
+#[allow(dead_code)]
+pub fn batched_decode(path: &str, threads: usize, batch: usize, ctx: usize, steps: usize) -> f64 {
+    let file = std::fs::File::open(path).unwrap();
+    let map = unsafe { memmap2::Mmap::map(&file).unwrap() };
+    let file = GgufFile::new(ModelBytes::from_mmap(map)).unwrap();
+    let b = CpuBackend::new(CpuOptions { threads, isa: None }).unwrap();
+    let model = LlamaModel::load(&b, &file).unwrap();
+    let c = model.config().clone();
+    let bs = 16;
+    let per_seq = (ctx + steps).div_ceil(bs) + 1;
+    let layout = KvLayout {
+        n_layers: c.n_layers,
+        n_kv_heads: c.n_kv_heads,
+        head_dim: c.head_dim,
+        block_size: bs,
+        n_blocks: per_seq * batch,
+        dtype: KvDtype::F16,
+    };
+    let mut kv = b.alloc_kv(&layout).unwrap();
+    let mut alloc = BlockAllocator::new(layout.n_blocks, bs);
+    let tables: Vec<BlockTable> = (0..batch)
+        .map(|_| {
+            let mut t = BlockTable::new();
+            t.reserve(&mut alloc, ctx + steps).unwrap();
+            t
+        })
+        .collect();
+    let mut scratch = Scratch::default();
+    let t = Instant::now();
+    for i in 0..steps {
+        let toks: Vec<[u32; 1]> = (0..batch)
+            .map(|s| [((i * 31 + s * 7) as u32) % 49152])
+            .collect();
+        let chunks: Vec<SeqChunk> = (0..batch)
+            .map(|s| SeqChunk {
+                start_pos: ctx + i,
+                tokens: &toks[s],
+                block_table: tables[s].blocks(),
+                logits: LogitsWanted::Last,
+            })
+            .collect();
+        let step = StepInput::build(&chunks, bs, &c.rope);
+        b.install(|| model.forward(&b, &step, &mut kv, &mut scratch))
+            .unwrap();
+    }
+    (batch * steps) as f64 / t.elapsed().as_secs_f64()
 }

@@ -26,6 +26,8 @@ pub struct QuantActs {
     pub d: Vec<f32>,
     /// Scale times the sum of the block's `128 * hi + lo`.
     pub ds: Vec<f32>,
+    /// The sum of the block's `128 * hi + lo`.
+    pub sum: Vec<i32>,
 }
 
 /// One row of [`QuantActs`].
@@ -65,24 +67,27 @@ impl QuantActs {
         self.lo.resize(rows * cols, 0);
         self.d.resize(rows * nb, 0.0);
         self.ds.resize(rows * nb, 0.0);
+        self.sum.resize(rows * nb, 0);
         let planes = Planes {
             hi: SharedMut(self.hi.as_mut_ptr()),
             lo: SharedMut(self.lo.as_mut_ptr()),
             d: SharedMut(self.d.as_mut_ptr()),
             ds: SharedMut(self.ds.as_mut_ptr()),
+            sum: SharedMut(self.sum.as_mut_ptr()),
         };
         pool.for_ranges(rows, 1, ROWS_PER_TASK, 1, |range| {
             let (a, b) = (range.start * cols, range.end * cols);
             // SAFETY: every worker gets a disjoint range of rows, inside the buffers sized above.
-            let (hi, lo, d, ds) = unsafe {
+            let (hi, lo, d, ds, sum) = unsafe {
                 (
                     std::slice::from_raw_parts_mut(planes.hi.get().add(a), b - a),
                     std::slice::from_raw_parts_mut(planes.lo.get().add(a), b - a),
                     std::slice::from_raw_parts_mut(planes.d.get().add(a / QK), (b - a) / QK),
                     std::slice::from_raw_parts_mut(planes.ds.get().add(a / QK), (b - a) / QK),
+                    std::slice::from_raw_parts_mut(planes.sum.get().add(a / QK), (b - a) / QK),
                 )
             };
-            quantize_rows(isa, &x[a..b], hi, lo, d, ds);
+            quantize_rows(isa, &x[a..b], hi, lo, (d, ds, sum));
         });
     }
 
@@ -107,11 +112,12 @@ struct Planes {
     lo: SharedMut<i8>,
     d: SharedMut<f32>,
     ds: SharedMut<f32>,
+    sum: SharedMut<i32>,
 }
 
 dispatch!(
     /// Quantizes whole blocks of `x`, compiled for the instruction set.
-    fn quantize_rows => quantize_rows_with(x: &[f32], hi: &mut [i8], lo: &mut [i8], d: &mut [f32], ds: &mut [f32]) -> ()
+    fn quantize_rows => quantize_rows_with(x: &[f32], hi: &mut [i8], lo: &mut [i8], scales: (&mut [f32], &mut [f32], &mut [i32])) -> ()
 );
 
 #[inline(always)]
@@ -119,18 +125,18 @@ fn quantize_rows_with<S: Simd>(
     x: &[f32],
     hi: &mut [i8],
     lo: &mut [i8],
-    d: &mut [f32],
-    ds: &mut [f32],
+    (d, ds, sums): (&mut [f32], &mut [f32], &mut [i32]),
 ) {
-    for (((xs, hi), lo), (d, ds)) in x
+    for (((xs, hi), lo), ((d, ds), s)) in x
         .chunks_exact(QK)
         .zip(hi.chunks_exact_mut(QK))
         .zip(lo.chunks_exact_mut(QK))
-        .zip(d.iter_mut().zip(ds.iter_mut()))
+        .zip(d.iter_mut().zip(ds.iter_mut()).zip(sums.iter_mut()))
     {
         let (scale, sum) = quantize_block(xs, hi, lo);
         *d = scale;
         *ds = scale * sum as f32;
+        *s = sum;
     }
 }
 

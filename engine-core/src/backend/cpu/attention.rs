@@ -55,10 +55,10 @@ pub struct CpuKvStore {
     data: KvData,
 }
 
-/// One work item: a head of some query rows of one sequence.
+/// One work item: the query heads that share one KV head, for some query rows of one sequence.
 struct Item<'a> {
     seq: &'a StepSeq,
-    head: usize,
+    kv_head: usize,
     rows: std::ops::Range<usize>,
 }
 
@@ -149,13 +149,13 @@ impl CpuKvStore {
         let l = self.layout;
         let mut items = Vec::new();
         for seq in &step.seqs {
-            for head in 0..n_heads {
+            for kv_head in 0..l.n_kv_heads {
                 let mut r = seq.rows.start;
                 while r < seq.rows.end {
                     let end = (r + ROWS_PER_TASK).min(seq.rows.end);
                     items.push(Item {
                         seq,
-                        head,
+                        kv_head,
                         rows: r..end,
                     });
                     r = end;
@@ -193,65 +193,67 @@ fn attend_rows<S: Simd, E: Elem>(sh: &Shared<'_>, item: &Item<'_>, keys: &[E], v
     let l = sh.store.layout;
     let (hd, bs) = (l.head_dim, l.block_size);
     let seq = item.seq;
-    let kvh = item.head / sh.group;
     let n_rows = item.rows.len();
     let first_pos = seq.start_pos + (item.rows.start - seq.rows.start);
     // Row i sees keys 0..=first_pos + i.
     let n_blocks = (first_pos + n_rows).div_ceil(bs);
     let width = n_blocks * bs;
-    let mut scores = vec![f32::NEG_INFINITY; n_rows * width];
+    // Queries: the group's heads for each row; query qi is head h0 + qi / n_rows of row qi % n_rows.
+    let h0 = item.kv_head * sh.group;
+    let n_q = sh.group * n_rows;
+    let row_of = |qi: usize| qi % n_rows;
+    let q_at = |qi: usize| {
+        let (h, r) = (h0 + qi / n_rows, item.rows.start + qi % n_rows);
+        &sh.q[r * sh.q_width + h * hd..r * sh.q_width + (h + 1) * hd]
+    };
+    let out_at = |qi: usize| {
+        let (h, r) = (h0 + qi / n_rows, item.rows.start + qi % n_rows);
+        // SAFETY: (row r, head h) of `out` belongs to this work item alone.
+        unsafe { std::slice::from_raw_parts_mut(sh.out.get().add(r * sh.q_width + h * hd), hd) }
+    };
+    let mut scores = vec![f32::NEG_INFINITY; n_q * width];
     let mut tile = vec![0.0f32; hd * bs];
-    let q: Vec<&[f32]> = (0..n_rows)
-        .map(|i| {
-            let r = item.rows.start + i;
-            &sh.q[r * sh.q_width + item.head * hd..r * sh.q_width + (item.head + 1) * hd]
-        })
-        .collect();
     for kb in 0..n_blocks {
-        let base = tile_base(&l, sh.layer, seq.block_table[kb] as usize, kvh);
+        let base = tile_base(&l, sh.layer, seq.block_table[kb] as usize, item.kv_head);
         // SAFETY: the caller compiled this for an instruction set the CPU has.
         unsafe { E::widen::<S>(&keys[base..base + hd * bs], &mut tile) };
         let t0 = kb * bs;
-        for i in t0.saturating_sub(first_pos)..n_rows {
-            let visible = (first_pos + i + 1 - t0).min(bs);
-            let row = &mut scores[i * width + t0..i * width + t0 + bs];
+        for qi in 0..n_q {
+            let pos = first_pos + row_of(qi);
+            if pos < t0 {
+                continue;
+            }
+            let visible = (pos + 1 - t0).min(bs);
+            let row = &mut scores[qi * width + t0..qi * width + t0 + bs];
             if bs == 16 {
-                block_scores::<S, 16>(q[i], &tile, sh.scale, row);
+                block_scores::<S, 16>(q_at(qi), &tile, sh.scale, row);
             } else {
-                block_scores_any::<S>(q[i], &tile, bs, sh.scale, row);
+                block_scores_any::<S>(q_at(qi), &tile, bs, sh.scale, row);
             }
             row[visible..].fill(f32::NEG_INFINITY);
         }
     }
-    for i in 0..n_rows {
-        let row = &mut scores[i * width..i * width + first_pos + i + 1];
+    for qi in 0..n_q {
+        let row = &mut scores[qi * width..qi * width + first_pos + row_of(qi) + 1];
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         row.iter_mut().for_each(|s| *s = crate::math::exp(*s - max));
         let inv = 1.0 / lane_sum(row);
         row.iter_mut().for_each(|s| *s *= inv);
-        let r = item.rows.start + i;
-        // SAFETY: (row r, this head) of `out` belongs to this work item alone.
-        let o = unsafe {
-            std::slice::from_raw_parts_mut(sh.out.get().add(r * sh.q_width + item.head * hd), hd)
-        };
-        o.fill(0.0);
+        out_at(qi).fill(0.0);
     }
     for kb in 0..n_blocks {
-        let base = tile_base(&l, sh.layer, seq.block_table[kb] as usize, kvh);
+        let base = tile_base(&l, sh.layer, seq.block_table[kb] as usize, item.kv_head);
         // SAFETY: as above.
         unsafe { E::widen::<S>(&values[base..base + hd * bs], &mut tile) };
         let t0 = kb * bs;
-        for i in t0.saturating_sub(first_pos)..n_rows {
-            let visible = (first_pos + i + 1 - t0).min(bs);
-            let r = item.rows.start + i;
-            // SAFETY: (row r, this head) of `out` belongs to this work item alone.
-            let o = unsafe {
-                std::slice::from_raw_parts_mut(
-                    sh.out.get().add(r * sh.q_width + item.head * hd),
-                    hd,
-                )
-            };
-            let p = &scores[i * width + t0..i * width + t0 + visible];
+        for qi in 0..n_q {
+            let pos = first_pos + row_of(qi);
+            if pos < t0 {
+                continue;
+            }
+            let visible = (pos + 1 - t0).min(bs);
+            let o = out_at(qi);
+            let p = &scores[qi * width + t0..qi * width + t0 + visible];
             for (j, &pj) in p.iter().enumerate() {
                 for (o, &v) in o.iter_mut().zip(&tile[j * hd..(j + 1) * hd]) {
                     *o = S::fma(pj, v, *o);

@@ -2,7 +2,7 @@
 
 use super::CpuMatrix;
 use super::acts::QuantActs;
-use super::kernels::{TILE_ROWS, TILE_TOKENS, Tile, TileFn};
+use super::kernels::{Kernel, Tile};
 use super::threads::{Pool, SharedMut};
 use crate::quant::GgmlType;
 
@@ -14,7 +14,7 @@ const TOKENS_PER_PASS: usize = 64;
 /// One product of a [`matmul_quantized`] call: `out[t][n] = dot(w[n], acts[t])`.
 pub struct QuantJob<'a> {
     /// The tile kernel for `w`'s type.
-    pub kernel: TileFn,
+    pub kernel: Kernel,
     /// The weights.
     pub w: &'a CpuMatrix,
     /// The output, `acts.rows` rows of `w.rows`.
@@ -36,11 +36,11 @@ pub fn matmul_quantized(pool: &Pool, jobs: &mut [QuantJob<'_>], acts: &QuantActs
     }
     let total: usize = jobs.iter().map(|j| j.w.rows).sum();
     let parts = pool.threads() * 4;
-    let chunk = (total.div_ceil(parts.max(1)))
-        .max(MIN_ROWS_PER_TASK)
-        .next_multiple_of(TILE_ROWS);
     let mut items = Vec::new();
     for (j, job) in jobs.iter().enumerate() {
+        let chunk = (total.div_ceil(parts.max(1)))
+            .max(MIN_ROWS_PER_TASK)
+            .next_multiple_of(job.kernel.rows);
         let mut start = 0;
         while start < job.w.rows {
             let end = (start + chunk).min(job.w.rows);
@@ -56,14 +56,14 @@ pub fn matmul_quantized(pool: &Pool, jobs: &mut [QuantJob<'_>], acts: &QuantActs
             let t1 = (t0 + TOKENS_PER_PASS).min(rows);
             let mut r = start;
             while r < end {
-                let nr = (end - r).min(TILE_ROWS);
+                let nr = (end - r).min(job.kernel.rows);
                 let mut t = t0;
                 while t < t1 {
-                    let nt = (t1 - t).min(TILE_TOKENS);
+                    let nt = (t1 - t).min(job.kernel.tokens);
                     // SAFETY: rows r..r+nr and tokens t..t+nt lie inside this job's output
                     // (checked above), and each work item owns a disjoint range of its rows.
                     unsafe {
-                        (job.kernel)(&Tile {
+                        (job.kernel.run)(&Tile {
                             w: &data[r * rb..(r + nr) * rb],
                             row_bytes: rb,
                             rows: nr,

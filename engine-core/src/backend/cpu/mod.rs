@@ -34,7 +34,7 @@ pub struct CpuMatrix {
     pub row_bytes: usize,
     bytes: ModelBytes,
     start: usize,
-    kernel: Option<kernels::TileFn>,
+    kernel: Option<kernels::Kernel>,
 }
 
 impl CpuMatrix {
@@ -202,7 +202,7 @@ impl Backend for CpuBackend {
             )));
         }
         let kernel = if src.cols.is_multiple_of(acts::QK) {
-            self.isa.tile_or_scalar(src.ty)
+            self.isa.kernel_or_scalar(src.ty)
         } else {
             None
         };

@@ -1,17 +1,21 @@
-//! AVX-512 VNNI kernels on 512-bit vectors: each step takes two 32-weight blocks (or two
-//! sub-blocks of a k-quant super-block) of a row, one `vpdpbusd` per activation row, and keeps
-//! the per-block scales in vector lanes so nothing is done in scalar per block.
+//! AVX-512 VNNI kernels on 512-bit vectors.
+//!
+//! - The 32-weight block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) use sixteen-row tiles: sixteen
+//!   rows' blocks are transposed on the fly so that each 32-bit lane holds four weights of one
+//!   row, and one `vpdpbusd` advances all sixteen rows at once (see [`kernel`]).
+//! - The k-quants (Q4_K, Q6_K) take two 32-weight sub-blocks of one row per step, with the
+//!   sub-block scales in vector lanes.
 //!
 //! Exactness: the integer part of every block dot is exact (weight offsets such as Q4_0's `-8`
-//! enter through the `vpdpbusd` accumulator as `-offset * sum(x)`), and each (row, token) pair
-//! goes through the same operations whatever the tile shape, so batching never changes results.
+//! are subtracted as `offset * sum(x)` in integers), and each (row, token) pair goes through the
+//! same operations whatever the tile shape, so batching never changes results.
 
 #![allow(clippy::missing_safety_doc, clippy::needless_range_loop)]
 
 use std::arch::x86_64::*;
 
 use super::super::acts::{HI_SHIFT, QK, QuantActs};
-use super::{Tile, TileFn};
+use super::{Kernel, Tile, TileFn};
 use crate::quant::GgmlType;
 
 /// Whether this CPU runs these kernels.
@@ -42,8 +46,6 @@ struct Pair {
 
 /// A weight format seen as a sequence of block pairs per row.
 trait Format {
-    /// 32-weight blocks per (super-)block.
-    const SUBS: usize;
     /// Bytes of a row per pair of blocks (rounded up).
     const PAIR_BYTES: usize;
     /// The unsigned weight value that means zero (8 for Q4_0), subtracted exactly.
@@ -54,8 +56,6 @@ trait Format {
     type Cache: Copy + Default;
     /// Pair `p` (blocks `2p` and `2p + 1`) of the row at `row`.
     unsafe fn pair(row: *const u8, p: usize, cache: &mut Self::Cache) -> Pair;
-    /// The last, unpaired block `b` of a row whose block count is odd (upper half zero).
-    unsafe fn single(row: *const u8, b: usize) -> Pair;
 }
 
 #[inline(always)]
@@ -67,280 +67,6 @@ unsafe fn idx_halves() -> __m512i {
 #[inline(always)]
 unsafe fn spread2(v: __m128) -> __m512 {
     unsafe { _mm512_permutexvar_ps(idx_halves(), _mm512_castps128_ps512(v)) }
-}
-
-/// Two f16 at `a` and `b` as f32 lanes 0 and 1.
-#[inline(always)]
-unsafe fn halfs2(a: *const u8, b: *const u8) -> __m128 {
-    unsafe {
-        let v = _mm_insert_epi16(
-            _mm_cvtsi32_si128(i32::from(std::ptr::read_unaligned(a as *const u16))),
-            i32::from(std::ptr::read_unaligned(b as *const u16)),
-            1,
-        );
-        _mm_cvtph_ps(v)
-    }
-}
-
-/// Two (d, m) f16 pairs at `a` and `b` as f32 lanes `[d_a, m_a, d_b, m_b]`.
-#[inline(always)]
-unsafe fn half_pairs2(a: *const u8, b: *const u8) -> __m128 {
-    unsafe {
-        let v = _mm_insert_epi32(
-            _mm_cvtsi32_si128(std::ptr::read_unaligned(a as *const i32)),
-            std::ptr::read_unaligned(b as *const i32),
-            1,
-        );
-        _mm_cvtph_ps(v)
-    }
-}
-
-/// 16 + 16 packed nibble bytes of two blocks -> 64 bytes in element order.
-#[inline(always)]
-unsafe fn nibbles2(a: *const u8, b: *const u8) -> __m512i {
-    unsafe {
-        let v = _mm256_inserti128_si256(
-            _mm256_castsi128_si256(_mm_loadu_si128(a as *const __m128i)),
-            _mm_loadu_si128(b as *const __m128i),
-            1,
-        );
-        let m = _mm256_set1_epi8(0x0f);
-        let lo = _mm256_and_si256(v, m);
-        let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m);
-        let z = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-        // [lo_a, lo_b, hi_a, hi_b] -> [lo_a, hi_a, lo_b, hi_b]
-        _mm512_shuffle_i64x2(z, z, 0b11_01_10_00)
-    }
-}
-
-/// Nibbles of one block -> 32 bytes in the lower half, zero upper half.
-#[inline(always)]
-unsafe fn nibbles1(a: *const u8) -> __m512i {
-    unsafe {
-        let v = _mm_loadu_si128(a as *const __m128i);
-        let m = _mm_set1_epi8(0x0f);
-        let lo = _mm_and_si128(v, m);
-        let hi = _mm_and_si128(_mm_srli_epi16(v, 4), m);
-        _mm512_castsi256_si512(_mm256_set_m128i(hi, lo))
-    }
-}
-
-struct Q4_0;
-impl Format for Q4_0 {
-    const PAIR_BYTES: usize = 36;
-    const SUBS: usize = 1;
-    const OFFSET: u8 = 8;
-    const HAS_MIN: bool = false;
-    type Cache = ();
-    #[inline(always)]
-    unsafe fn pair(row: *const u8, p: usize, _: &mut ()) -> Pair {
-        unsafe {
-            let a = row.add(2 * p * 18);
-            let b = a.add(18);
-            Pair {
-                w: nibbles2(a.add(2), b.add(2)),
-                scale: spread2(halfs2(a, b)),
-                min8: _mm512_setzero_ps(),
-            }
-        }
-    }
-    #[inline(always)]
-    unsafe fn single(row: *const u8, b: usize) -> Pair {
-        unsafe {
-            let a = row.add(b * 18);
-            let d = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(std::ptr::read_unaligned(
-                a as *const u16,
-            ))));
-            Pair {
-                w: nibbles1(a.add(2)),
-                scale: spread2(d),
-                min8: _mm512_setzero_ps(),
-            }
-        }
-    }
-}
-
-struct Q4_1;
-impl Format for Q4_1 {
-    const PAIR_BYTES: usize = 40;
-    const SUBS: usize = 1;
-    const OFFSET: u8 = 0;
-    const HAS_MIN: bool = true;
-    type Cache = ();
-    #[inline(always)]
-    unsafe fn pair(row: *const u8, p: usize, _: &mut ()) -> Pair {
-        unsafe {
-            let a = row.add(2 * p * 20);
-            let b = a.add(20);
-            let dm = half_pairs2(a, b);
-            let d = _mm_shuffle_ps(dm, dm, 0b10_00_10_00);
-            let m = _mm_mul_ps(_mm_shuffle_ps(dm, dm, 0b11_01_11_01), _mm_set1_ps(0.125));
-            Pair {
-                w: nibbles2(a.add(4), b.add(4)),
-                scale: spread2(d),
-                min8: spread2(m),
-            }
-        }
-    }
-    #[inline(always)]
-    unsafe fn single(row: *const u8, b: usize) -> Pair {
-        unsafe {
-            let a = row.add(b * 20);
-            let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(a as *const i32)));
-            let d = _mm_shuffle_ps(dm, _mm_setzero_ps(), 0b00_00_11_00);
-            let m = _mm_mul_ps(
-                _mm_shuffle_ps(dm, _mm_setzero_ps(), 0b00_00_11_01),
-                _mm_set1_ps(0.125),
-            );
-            Pair {
-                w: nibbles1(a.add(4)),
-                scale: spread2(d),
-                min8: spread2(m),
-            }
-        }
-    }
-}
-
-/// Bits of the two 32-bit words at `a` and `b` as a 64-lane byte mask.
-#[inline(always)]
-unsafe fn high_bits2(a: *const u8, b: *const u8) -> __mmask64 {
-    unsafe {
-        let lo = u64::from(std::ptr::read_unaligned(a as *const u32));
-        let hi = u64::from(std::ptr::read_unaligned(b as *const u32));
-        _cvtu64_mask64(lo | (hi << 32))
-    }
-}
-
-struct Q5_0;
-impl Format for Q5_0 {
-    const PAIR_BYTES: usize = 44;
-    const SUBS: usize = 1;
-    const OFFSET: u8 = 16;
-    const HAS_MIN: bool = false;
-    type Cache = ();
-    #[inline(always)]
-    unsafe fn pair(row: *const u8, p: usize, _: &mut ()) -> Pair {
-        unsafe {
-            let a = row.add(2 * p * 22);
-            let b = a.add(22);
-            let w = nibbles2(a.add(6), b.add(6));
-            let w =
-                _mm512_mask_add_epi8(w, high_bits2(a.add(2), b.add(2)), w, _mm512_set1_epi8(16));
-            Pair {
-                w,
-                scale: spread2(halfs2(a, b)),
-                min8: _mm512_setzero_ps(),
-            }
-        }
-    }
-    #[inline(always)]
-    unsafe fn single(row: *const u8, b: usize) -> Pair {
-        unsafe {
-            let a = row.add(b * 22);
-            let w = nibbles1(a.add(6));
-            let k = _cvtu64_mask64(u64::from(std::ptr::read_unaligned(a.add(2) as *const u32)));
-            let w = _mm512_mask_add_epi8(w, k, w, _mm512_set1_epi8(16));
-            let d = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(std::ptr::read_unaligned(
-                a as *const u16,
-            ))));
-            Pair {
-                w,
-                scale: spread2(d),
-                min8: _mm512_setzero_ps(),
-            }
-        }
-    }
-}
-
-struct Q5_1;
-impl Format for Q5_1 {
-    const PAIR_BYTES: usize = 48;
-    const SUBS: usize = 1;
-    const OFFSET: u8 = 0;
-    const HAS_MIN: bool = true;
-    type Cache = ();
-    #[inline(always)]
-    unsafe fn pair(row: *const u8, p: usize, _: &mut ()) -> Pair {
-        unsafe {
-            let a = row.add(2 * p * 24);
-            let b = a.add(24);
-            let w = nibbles2(a.add(8), b.add(8));
-            let w =
-                _mm512_mask_add_epi8(w, high_bits2(a.add(4), b.add(4)), w, _mm512_set1_epi8(16));
-            let dm = half_pairs2(a, b);
-            let d = _mm_shuffle_ps(dm, dm, 0b10_00_10_00);
-            let m = _mm_mul_ps(_mm_shuffle_ps(dm, dm, 0b11_01_11_01), _mm_set1_ps(0.125));
-            Pair {
-                w,
-                scale: spread2(d),
-                min8: spread2(m),
-            }
-        }
-    }
-    #[inline(always)]
-    unsafe fn single(row: *const u8, b: usize) -> Pair {
-        unsafe {
-            let a = row.add(b * 24);
-            let w = nibbles1(a.add(8));
-            let k = _cvtu64_mask64(u64::from(std::ptr::read_unaligned(a.add(4) as *const u32)));
-            let w = _mm512_mask_add_epi8(w, k, w, _mm512_set1_epi8(16));
-            let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(a as *const i32)));
-            let d = _mm_shuffle_ps(dm, _mm_setzero_ps(), 0b00_00_11_00);
-            let m = _mm_mul_ps(
-                _mm_shuffle_ps(dm, _mm_setzero_ps(), 0b00_00_11_01),
-                _mm_set1_ps(0.125),
-            );
-            Pair {
-                w,
-                scale: spread2(d),
-                min8: spread2(m),
-            }
-        }
-    }
-}
-
-struct Q8_0;
-impl Format for Q8_0 {
-    const PAIR_BYTES: usize = 68;
-    const SUBS: usize = 1;
-    const OFFSET: u8 = 128;
-    const HAS_MIN: bool = false;
-    type Cache = ();
-    #[inline(always)]
-    unsafe fn pair(row: *const u8, p: usize, _: &mut ()) -> Pair {
-        unsafe {
-            let a = row.add(2 * p * 34);
-            let b = a.add(34);
-            let v = _mm512_inserti64x4(
-                _mm512_castsi256_si512(_mm256_loadu_si256(a.add(2) as *const __m256i)),
-                _mm256_loadu_si256(b.add(2) as *const __m256i),
-                1,
-            );
-            // Signed q + 128 as an unsigned byte.
-            let w = _mm512_xor_si512(v, _mm512_set1_epi8(-128));
-            Pair {
-                w,
-                scale: spread2(halfs2(a, b)),
-                min8: _mm512_setzero_ps(),
-            }
-        }
-    }
-    #[inline(always)]
-    unsafe fn single(row: *const u8, b: usize) -> Pair {
-        unsafe {
-            let a = row.add(b * 34);
-            let v = _mm512_castsi256_si512(_mm256_loadu_si256(a.add(2) as *const __m256i));
-            let w = _mm512_maskz_xor_epi64(0x0f, v, _mm512_set1_epi8(-128));
-            let d = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(std::ptr::read_unaligned(
-                a as *const u16,
-            ))));
-            Pair {
-                w,
-                scale: spread2(d),
-                min8: _mm512_setzero_ps(),
-            }
-        }
-    }
 }
 
 /// `[a x8 | b x8]`.
@@ -358,7 +84,6 @@ unsafe fn set2(a: f32, b: f32) -> __m512 {
 struct Q4K;
 impl Format for Q4K {
     const PAIR_BYTES: usize = 36;
-    const SUBS: usize = 8;
     const OFFSET: u8 = 0;
     const HAS_MIN: bool = true;
     type Cache = ([f32; 8], [f32; 8]);
@@ -390,16 +115,11 @@ impl Format for Q4K {
             }
         }
     }
-    #[inline(always)]
-    unsafe fn single(_: *const u8, _: usize) -> Pair {
-        unreachable!("k-quant rows hold whole super-blocks of eight blocks")
-    }
 }
 
 struct Q6K;
 impl Format for Q6K {
     const PAIR_BYTES: usize = 53;
-    const SUBS: usize = 8;
     const OFFSET: u8 = 32;
     const HAS_MIN: bool = false;
     type Cache = f32;
@@ -451,10 +171,6 @@ impl Format for Q6K {
             }
         }
     }
-    #[inline(always)]
-    unsafe fn single(_: *const u8, _: usize) -> Pair {
-        unreachable!("k-quant rows hold whole super-blocks of eight blocks")
-    }
 }
 
 /// One token's activations for a block pair.
@@ -470,28 +186,19 @@ struct ActPair {
 }
 
 #[inline(always)]
-unsafe fn act_pair<F: Format>(acts: &QuantActs, t: usize, b: usize, single: bool) -> ActPair {
+unsafe fn act_pair<F: Format>(acts: &QuantActs, t: usize, b: usize) -> ActPair {
     unsafe {
         let nb = acts.cols / QK;
         let at = t * acts.cols + b * QK;
         let (hp, lp) = (acts.hi.as_ptr().add(at), acts.lo.as_ptr().add(at));
         let dp = acts.d.as_ptr().add(t * nb + b);
         let sp = acts.ds.as_ptr().add(t * nb + b);
-        let (hi, lo, d2, s2) = if single {
-            (
-                _mm512_maskz_loadu_epi8(0xffff_ffff, hp),
-                _mm512_maskz_loadu_epi8(0xffff_ffff, lp),
-                _mm_load_ss(dp),
-                _mm_load_ss(sp),
-            )
-        } else {
-            (
-                _mm512_loadu_si512(hp as *const __m512i),
-                _mm512_loadu_si512(lp as *const __m512i),
-                _mm_castpd_ps(_mm_load_sd(dp as *const f64)),
-                _mm_castpd_ps(_mm_load_sd(sp as *const f64)),
-            )
-        };
+        let (hi, lo, d2, s2) = (
+            _mm512_loadu_si512(hp as *const __m512i),
+            _mm512_loadu_si512(lp as *const __m512i),
+            _mm_castpd_ps(_mm_load_sd(dp as *const f64)),
+            _mm_castpd_ps(_mm_load_sd(sp as *const f64)),
+        );
         let base = if F::OFFSET == 0 {
             _mm512_setzero_si512()
         } else {
@@ -549,7 +256,7 @@ unsafe fn tile_impl<F: Format, const NR: usize, const NT: usize>(
         for p in 0..nb / 2 {
             let mut a = [std::mem::MaybeUninit::<ActPair>::uninit(); NT];
             for t in 0..NT {
-                a[t].write(act_pair::<F>(acts, t0 + t, 2 * p, false));
+                a[t].write(act_pair::<F>(acts, t0 + t, 2 * p));
             }
             for r in 0..NR {
                 let row = wp.add(r * job.row_bytes);
@@ -563,16 +270,6 @@ unsafe fn tile_impl<F: Format, const NR: usize, const NT: usize>(
                 let w = F::pair(row, p, &mut cache[r]);
                 for t in 0..NT {
                     accumulate::<F>(&mut acc[r][t], &w, a[t].assume_init_ref());
-                }
-            }
-        }
-        if F::SUBS == 1 && nb % 2 == 1 {
-            let b = nb - 1;
-            for t in 0..NT {
-                let a = act_pair::<F>(acts, t0 + t, b, true);
-                for r in 0..NR {
-                    let w = F::single(wp.add(r * job.row_bytes), b);
-                    accumulate::<F>(&mut acc[r][t], &w, &a);
                 }
             }
         }
@@ -611,24 +308,306 @@ macro_rules! kernel {
     };
 }
 
-kernel!(tile_q4_0, Q4_0);
-kernel!(tile_q4_1, Q4_1);
-kernel!(tile_q5_0, Q5_0);
-kernel!(tile_q5_1, Q5_1);
-kernel!(tile_q8_0, Q8_0);
 kernel!(tile_q4_k, Q4K);
 kernel!(tile_q6_k, Q6K);
 
 /// The AVX-512 VNNI tile kernel for a weight type.
-pub fn tile(ty: GgmlType) -> Option<TileFn> {
+pub fn kernel(ty: GgmlType) -> Option<Kernel> {
+    let rows16 = |run: TileFn| Kernel {
+        run,
+        rows: R16,
+        tokens: T16,
+    };
     Some(match ty {
-        GgmlType::Q4_0 => tile_q4_0,
-        GgmlType::Q4_1 => tile_q4_1,
-        GgmlType::Q5_0 => tile_q5_0,
-        GgmlType::Q5_1 => tile_q5_1,
-        GgmlType::Q8_0 => tile_q8_0,
-        GgmlType::Q4_K => tile_q4_k,
-        GgmlType::Q6_K => tile_q6_k,
+        GgmlType::Q4_0 => rows16(rows16_q4_0),
+        GgmlType::Q4_1 => rows16(rows16_q4_1),
+        GgmlType::Q5_0 => rows16(rows16_q5_0),
+        GgmlType::Q5_1 => rows16(rows16_q5_1),
+        GgmlType::Q8_0 => rows16(rows16_q8_0),
+        GgmlType::Q4_K => Kernel::small(tile_q4_k),
+        GgmlType::Q6_K => Kernel::small(tile_q6_k),
         _ => return None,
     })
 }
+
+// ---------------------------------------------------------------------------------------------
+// Sixteen rows per vector: for the 32-weight block formats, a tile is 16 weight rows whose blocks
+// are transposed on the fly so that each 32-bit lane holds four weights of one row. One
+// `vpdpbusd` then advances 16 rows by four weights each against four activations broadcast to all
+// lanes, and each block is scaled once per token for all 16 rows with vector multiplies: no
+// per-row horizontal sums and no scalar work per block. The same sequence of operations runs for
+// each (row, token) whatever the tile shape, so batching never changes a result.
+
+/// Weight rows per tile.
+const R16: usize = 16;
+/// Activation rows per tile.
+const T16: usize = 8;
+
+/// A block format for the sixteen-row kernels.
+trait Rows16 {
+    /// Bytes per block.
+    const BYTES: usize;
+    /// The unsigned weight value that means zero, subtracted exactly.
+    const OFFSET: i32;
+    /// Whether blocks have a minimum (`x = d * q + m`).
+    const HAS_MIN: bool;
+    /// The block's 32 weights of 16 rows as eight vectors, vector `g` holding weights
+    /// `4g..4g + 4` of each row in its lane.
+    unsafe fn weights(rows: &[*const u8; R16], at: usize, qh: __m512i) -> [__m512i; 8];
+    /// Where the high-bit word lies in a block, for the 5-bit formats.
+    const QH_AT: Option<usize>;
+    /// Where the two f16 `(d, m)` lie in a block (`m` only with [`Rows16::HAS_MIN`]).
+    const SCALE_AT: usize = 0;
+}
+
+/// 16 bytes at `at` of each of the 16 rows, as four vectors of 32-bit columns: vector `j` holds
+/// bytes `4j..4j + 4` of row `r` in lane `r`.
+#[inline(always)]
+unsafe fn columns16(rows: &[*const u8; R16], at: usize) -> [__m512i; 4] {
+    unsafe {
+        // a[i] holds rows i, i + 4, i + 8, i + 12 in its 128-bit lanes ...
+        let mut a = [_mm512_setzero_si512(); 4];
+        for (i, a) in a.iter_mut().enumerate() {
+            let mut v = _mm512_castsi128_si512(_mm_loadu_si128(rows[i].add(at) as *const __m128i));
+            v = _mm512_inserti32x4(v, _mm_loadu_si128(rows[i + 4].add(at) as *const __m128i), 1);
+            v = _mm512_inserti32x4(v, _mm_loadu_si128(rows[i + 8].add(at) as *const __m128i), 2);
+            v = _mm512_inserti32x4(
+                v,
+                _mm_loadu_si128(rows[i + 12].add(at) as *const __m128i),
+                3,
+            );
+            *a = v;
+        }
+        // ... so a 4x4 transpose of 32-bit words inside each 128-bit lane puts row 4k + i at
+        // lane 4k + i.
+        let t0 = _mm512_unpacklo_epi32(a[0], a[1]);
+        let t1 = _mm512_unpackhi_epi32(a[0], a[1]);
+        let t2 = _mm512_unpacklo_epi32(a[2], a[3]);
+        let t3 = _mm512_unpackhi_epi32(a[2], a[3]);
+        [
+            _mm512_unpacklo_epi64(t0, t2),
+            _mm512_unpackhi_epi64(t0, t2),
+            _mm512_unpacklo_epi64(t1, t3),
+            _mm512_unpackhi_epi64(t1, t3),
+        ]
+    }
+}
+
+/// Low and high nibbles of four byte columns as the eight weight groups of a 4-bit block.
+#[inline(always)]
+unsafe fn nibble_groups(c: [__m512i; 4]) -> [__m512i; 8] {
+    unsafe {
+        let m = _mm512_set1_epi8(0x0f);
+        let lo = |v: __m512i| _mm512_and_si512(v, m);
+        let hi = |v: __m512i| _mm512_and_si512(_mm512_srli_epi16(v, 4), m);
+        [
+            lo(c[0]),
+            lo(c[1]),
+            lo(c[2]),
+            lo(c[3]),
+            hi(c[0]),
+            hi(c[1]),
+            hi(c[2]),
+            hi(c[3]),
+        ]
+    }
+}
+
+/// Adds 16 to each weight whose bit is set in the rows' high-bit words (bit `e` for weight `e`).
+#[inline(always)]
+unsafe fn add_high_bits(w: &mut [__m512i; 8], qh: __m512i) {
+    unsafe {
+        for (g, w) in w.iter_mut().enumerate() {
+            // Bits 4g..4g + 4 of each lane spread to bit 4 of its four bytes.
+            let bits = _mm512_and_si512(
+                _mm512_srlv_epi32(qh, _mm512_set1_epi32(4 * g as i32)),
+                _mm512_set1_epi32(0xf),
+            );
+            let spread = _mm512_and_si512(
+                _mm512_mullo_epi32(bits, _mm512_set1_epi32(0x0020_4081)),
+                _mm512_set1_epi32(0x0101_0101),
+            );
+            *w = _mm512_or_si512(*w, _mm512_slli_epi32(spread, 4));
+        }
+    }
+}
+
+struct R4_0;
+impl Rows16 for R4_0 {
+    const BYTES: usize = 18;
+    const OFFSET: i32 = 8;
+    const HAS_MIN: bool = false;
+    const QH_AT: Option<usize> = None;
+    #[inline(always)]
+    unsafe fn weights(rows: &[*const u8; R16], at: usize, _: __m512i) -> [__m512i; 8] {
+        unsafe { nibble_groups(columns16(rows, at + 2)) }
+    }
+}
+
+struct R4_1;
+impl Rows16 for R4_1 {
+    const BYTES: usize = 20;
+    const OFFSET: i32 = 0;
+    const HAS_MIN: bool = true;
+    const QH_AT: Option<usize> = None;
+    #[inline(always)]
+    unsafe fn weights(rows: &[*const u8; R16], at: usize, _: __m512i) -> [__m512i; 8] {
+        unsafe { nibble_groups(columns16(rows, at + 4)) }
+    }
+}
+
+struct R5_0;
+impl Rows16 for R5_0 {
+    const BYTES: usize = 22;
+    const OFFSET: i32 = 16;
+    const HAS_MIN: bool = false;
+    const QH_AT: Option<usize> = Some(2);
+    #[inline(always)]
+    unsafe fn weights(rows: &[*const u8; R16], at: usize, qh: __m512i) -> [__m512i; 8] {
+        unsafe {
+            let mut w = nibble_groups(columns16(rows, at + 6));
+            add_high_bits(&mut w, qh);
+            w
+        }
+    }
+}
+
+struct R5_1;
+impl Rows16 for R5_1 {
+    const BYTES: usize = 24;
+    const OFFSET: i32 = 0;
+    const HAS_MIN: bool = true;
+    const QH_AT: Option<usize> = Some(4);
+    #[inline(always)]
+    unsafe fn weights(rows: &[*const u8; R16], at: usize, qh: __m512i) -> [__m512i; 8] {
+        unsafe {
+            let mut w = nibble_groups(columns16(rows, at + 8));
+            add_high_bits(&mut w, qh);
+            w
+        }
+    }
+}
+
+struct R8_0;
+impl Rows16 for R8_0 {
+    const BYTES: usize = 34;
+    const OFFSET: i32 = 128;
+    const HAS_MIN: bool = false;
+    const QH_AT: Option<usize> = None;
+    #[inline(always)]
+    unsafe fn weights(rows: &[*const u8; R16], at: usize, _: __m512i) -> [__m512i; 8] {
+        unsafe {
+            let a = columns16(rows, at + 2);
+            let b = columns16(rows, at + 18);
+            // Signed q + 128 as an unsigned byte.
+            let f = |v: __m512i| _mm512_xor_si512(v, _mm512_set1_epi8(-128));
+            [
+                f(a[0]),
+                f(a[1]),
+                f(a[2]),
+                f(a[3]),
+                f(b[0]),
+                f(b[1]),
+                f(b[2]),
+                f(b[3]),
+            ]
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn rows16_impl<F: Rows16>(job: &Tile<'_>) {
+    unsafe {
+        let acts = job.acts;
+        let nb = acts.cols / QK;
+        let rb = job.row_bytes;
+        let n_rows = job.rows;
+        let n_tok = job.tokens;
+        let lanes: __mmask16 = if n_rows >= R16 {
+            0xffff
+        } else {
+            (1u16 << n_rows) - 1
+        };
+        let base = job.w.as_ptr();
+        // Missing rows of a partial tile read row 0 again; their lanes are never stored.
+        let mut rows = [base; R16];
+        for (r, p) in rows.iter_mut().enumerate().take(n_rows) {
+            *p = base.add(r * rb);
+        }
+        let offsets = _mm512_mullo_epi32(
+            _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+            _mm512_set1_epi32(rb as i32),
+        );
+        let offsets = _mm512_maskz_mov_epi32(lanes, offsets);
+        let mut acc = [_mm512_setzero_ps(); T16];
+        // Prefetch the next tile of rows (contiguous after this one), spread over the blocks.
+        let next = base.add(R16 * rb);
+        let step = (R16 * rb).div_ceil(nb.max(1)).next_multiple_of(64);
+        for b in 0..nb {
+            let at = b * F::BYTES;
+            let mut pf = next.add(b * step);
+            for _ in 0..step / 64 {
+                _mm_prefetch::<_MM_HINT_T0>(pf as *const i8);
+                pf = pf.add(64);
+            }
+            let qh = match F::QH_AT {
+                Some(q) => _mm512_i32gather_epi32::<1>(offsets, base.add(at + q) as *const i32),
+                None => _mm512_setzero_si512(),
+            };
+            let w = F::weights(&rows, at, qh);
+            let dm = _mm512_i32gather_epi32::<1>(offsets, base.add(at + F::SCALE_AT) as *const i32);
+            let d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm));
+            let m = if F::HAS_MIN {
+                _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)))
+            } else {
+                _mm512_setzero_ps()
+            };
+            for t in 0..n_tok {
+                let row = job.t0 + t;
+                let x = row * acts.cols + b * QK;
+                let (hp, lp) = (acts.hi.as_ptr().add(x), acts.lo.as_ptr().add(x));
+                let mut hi = _mm512_setzero_si512();
+                let mut lo = _mm512_setzero_si512();
+                for (g, wg) in w.iter().enumerate() {
+                    let xh =
+                        _mm512_set1_epi32(std::ptr::read_unaligned(hp.add(4 * g) as *const i32));
+                    let xl =
+                        _mm512_set1_epi32(std::ptr::read_unaligned(lp.add(4 * g) as *const i32));
+                    hi = _mm512_dpbusd_epi32(hi, *wg, xh);
+                    lo = _mm512_dpbusd_epi32(lo, *wg, xl);
+                }
+                let mut dot = _mm512_add_epi32(_mm512_slli_epi32(hi, HI_SHIFT), lo);
+                let k = row * nb + b;
+                if F::OFFSET != 0 {
+                    dot = _mm512_sub_epi32(
+                        dot,
+                        _mm512_set1_epi32(F::OFFSET * *acts.sum.as_ptr().add(k)),
+                    );
+                }
+                let scale = _mm512_mul_ps(d, _mm512_set1_ps(*acts.d.as_ptr().add(k)));
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[t]);
+                if F::HAS_MIN {
+                    acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(*acts.ds.as_ptr().add(k)), acc[t]);
+                }
+            }
+        }
+        for (t, a) in acc.iter().enumerate().take(n_tok) {
+            _mm512_mask_storeu_ps(job.out.add(t * job.out_stride), lanes, *a);
+        }
+    }
+}
+
+macro_rules! rows16_kernel {
+    ($name:ident, $fmt:ty) => {
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,f16c,fma,avx2")]
+        unsafe fn $name(job: &Tile<'_>) {
+            unsafe { rows16_impl::<$fmt>(job) }
+        }
+    };
+}
+
+rows16_kernel!(rows16_q4_0, R4_0);
+rows16_kernel!(rows16_q4_1, R4_1);
+rows16_kernel!(rows16_q5_0, R5_0);
+rows16_kernel!(rows16_q5_1, R5_1);
+rows16_kernel!(rows16_q8_0, R8_0);

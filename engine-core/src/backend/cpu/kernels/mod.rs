@@ -1,7 +1,7 @@
 //! Matrix-product kernels, one file per instruction set, chosen at run time.
 //!
 //! A tile kernel computes `out[t * out_stride + r] = dot(weight row r, activation row t0 + t)` for
-//! up to [`TILE_ROWS`] weight rows and [`TILE_TOKENS`] activation rows.
+//! a tile of weight rows and activation rows; each [`Kernel`] says the tile shape it works on.
 
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
@@ -31,13 +31,13 @@ pub struct Tile<'a> {
     pub w: &'a [u8],
     /// Bytes per weight row.
     pub row_bytes: usize,
-    /// Weight rows in the tile (at most [`TILE_ROWS`]).
+    /// Weight rows in the tile (at most the kernel's [`Kernel::rows`]).
     pub rows: usize,
     /// The quantized activations.
     pub acts: &'a QuantActs,
     /// First activation row.
     pub t0: usize,
-    /// Activation rows in the tile (at most [`TILE_TOKENS`]).
+    /// Activation rows in the tile (at most the kernel's [`Kernel::tokens`]).
     pub tokens: usize,
     /// Where output (token 0, row 0) goes.
     pub out: *mut f32,
@@ -51,6 +51,28 @@ pub struct Tile<'a> {
 /// `tile.w` must hold `rows` rows of `row_bytes`, `acts` rows `t0..t0 + tokens`, and `out` must
 /// be valid for writes at `t * out_stride + r` for `t < tokens`, `r < rows`.
 pub type TileFn = unsafe fn(tile: &Tile<'_>);
+
+/// A tile kernel with the tile shape it works best on.
+#[derive(Clone, Copy, Debug)]
+pub struct Kernel {
+    /// The kernel.
+    pub run: TileFn,
+    /// Weight rows per tile (the kernel takes fewer at the end of a matrix).
+    pub rows: usize,
+    /// Activation rows per tile (the kernel takes fewer at the end).
+    pub tokens: usize,
+}
+
+impl Kernel {
+    /// A kernel on [`TILE_ROWS`] x [`TILE_TOKENS`] tiles.
+    pub fn small(run: TileFn) -> Kernel {
+        Kernel {
+            run,
+            rows: TILE_ROWS,
+            tokens: TILE_TOKENS,
+        }
+    }
+}
 
 /// An instruction set the kernels are written for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,24 +149,25 @@ impl Isa {
     }
 
     /// The tile kernel for weights of type `ty`, if this instruction set has one.
-    pub fn tile(self, ty: GgmlType) -> Option<TileFn> {
+    pub fn kernel(self, ty: GgmlType) -> Option<Kernel> {
         match self {
-            Isa::Scalar => scalar::tile(ty),
+            Isa::Scalar => scalar::tile(ty).map(Kernel::small),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => avx2::tile(ty),
+            Isa::Avx2 => avx2::tile(ty).map(Kernel::small),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => avx512::tile(ty),
+            Isa::Avx512Vnni => avx512::kernel(ty),
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon => neon::tile(ty),
+            Isa::Neon => neon::tile(ty).map(Kernel::small),
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-            Isa::Simd128 => simd128::tile(ty),
+            Isa::Simd128 => simd128::tile(ty).map(Kernel::small),
             #[allow(unreachable_patterns)]
             _ => None,
         }
     }
 
     /// The tile kernel for `ty`: this instruction set's, else the scalar one.
-    pub fn tile_or_scalar(self, ty: GgmlType) -> Option<TileFn> {
-        self.tile(ty).or_else(|| scalar::tile(ty))
+    pub fn kernel_or_scalar(self, ty: GgmlType) -> Option<Kernel> {
+        self.kernel(ty)
+            .or_else(|| scalar::tile(ty).map(Kernel::small))
     }
 }
