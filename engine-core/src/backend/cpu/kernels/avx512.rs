@@ -516,13 +516,13 @@ impl Rows16 for R8_0 {
 }
 
 #[inline(always)]
-unsafe fn rows16_impl<F: Rows16>(job: &Tile<'_>) {
+unsafe fn rows16_impl<F: Rows16, const NT: usize>(job: &Tile<'_>) {
     unsafe {
         let acts = job.acts;
         let nb = acts.cols / QK;
         let rb = job.row_bytes;
         let n_rows = job.rows;
-        let n_tok = job.tokens;
+        let n_tok = NT;
         let lanes: __mmask16 = if n_rows >= R16 {
             0xffff
         } else {
@@ -539,7 +539,7 @@ unsafe fn rows16_impl<F: Rows16>(job: &Tile<'_>) {
             _mm512_set1_epi32(rb as i32),
         );
         let offsets = _mm512_maskz_mov_epi32(lanes, offsets);
-        let mut acc = [_mm512_setzero_ps(); T16];
+        let mut acc = [_mm512_setzero_ps(); NT];
         // Prefetch the next tile of rows (contiguous after this one), spread over the blocks.
         let next = base.add(R16 * rb);
         let step = (R16 * rb).div_ceil(nb.max(1)).next_multiple_of(64);
@@ -591,7 +591,7 @@ unsafe fn rows16_impl<F: Rows16>(job: &Tile<'_>) {
                 }
             }
         }
-        for (t, a) in acc.iter().enumerate().take(n_tok) {
+        for (t, a) in acc.iter().enumerate() {
             _mm512_mask_storeu_ps(job.out.add(t * job.out_stride), lanes, *a);
         }
     }
@@ -601,7 +601,19 @@ macro_rules! rows16_kernel {
     ($name:ident, $fmt:ty) => {
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,f16c,fma,avx2")]
         unsafe fn $name(job: &Tile<'_>) {
-            unsafe { rows16_impl::<$fmt>(job) }
+            // The accumulators live in registers only when the token count is a constant.
+            unsafe {
+                match job.tokens {
+                    8 => rows16_impl::<$fmt, 8>(job),
+                    7 => rows16_impl::<$fmt, 7>(job),
+                    6 => rows16_impl::<$fmt, 6>(job),
+                    5 => rows16_impl::<$fmt, 5>(job),
+                    4 => rows16_impl::<$fmt, 4>(job),
+                    3 => rows16_impl::<$fmt, 3>(job),
+                    2 => rows16_impl::<$fmt, 2>(job),
+                    _ => rows16_impl::<$fmt, 1>(job),
+                }
+            }
         }
     };
 }
