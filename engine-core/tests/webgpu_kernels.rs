@@ -38,10 +38,11 @@ struct Gpu {
     name: &'static str,
 }
 
-fn open(precision: Precision, subgroups: bool) -> Option<WebGpuBackend> {
+fn open(precision: Precision, subgroups: bool, cpu_kernels: bool) -> Option<WebGpuBackend> {
     match WebGpuBackend::new_blocking(WebGpuOptions {
         precision,
         subgroups,
+        cpu_kernels: Some(cpu_kernels),
         ..WebGpuOptions::default()
     }) {
         Ok(b) => Some(b),
@@ -52,13 +53,14 @@ fn open(precision: Precision, subgroups: bool) -> Option<WebGpuBackend> {
     }
 }
 
-/// The f32 path, the f16 path when the adapter has shader-f16, and the f32 path with the
-/// workgroup-memory reductions when it has subgroups (so that both reductions are tested).
+/// Every kernel variant this adapter can run: the f32 path with the GPU kernels, the f16 path
+/// (when the adapter has shader-f16), the workgroup-memory reductions (when it has subgroups,
+/// so both reductions are tested), and the matrix kernels for CPU adapters on each precision.
 fn gpus() -> &'static [Gpu] {
     static GPUS: OnceLock<Vec<Gpu>> = OnceLock::new();
     GPUS.get_or_init(|| {
         let mut v = Vec::new();
-        let Some(b) = open(Precision::F32, true) else {
+        let Some(b) = open(Precision::F32, true, false) else {
             return v;
         };
         eprintln!("{}", b.report());
@@ -68,19 +70,30 @@ fn gpus() -> &'static [Gpu] {
             tol: TOL_F32,
             name: "f32",
         });
-        if f16 && let Some(b) = open(Precision::F16, true) {
-            v.push(Gpu {
-                b,
-                tol: TOL_F16,
-                name: "f16",
-            });
+        let mut more = vec![(
+            Precision::F32,
+            true,
+            true,
+            TOL_F32,
+            "f32, CPU-adapter kernels",
+        )];
+        if f16 {
+            more.push((Precision::F16, true, false, TOL_F16, "f16"));
+            more.push((
+                Precision::F16,
+                true,
+                true,
+                TOL_F16,
+                "f16, CPU-adapter kernels",
+            ));
         }
-        if subgroups && let Some(b) = open(Precision::F32, false) {
-            v.push(Gpu {
-                b,
-                tol: TOL_F32,
-                name: "f32, no subgroups",
-            });
+        if subgroups {
+            more.push((Precision::F32, false, false, TOL_F32, "f32, no subgroups"));
+        }
+        for (precision, subgroups, cpu_kernels, tol, name) in more {
+            if let Some(b) = open(precision, subgroups, cpu_kernels) {
+                v.push(Gpu { b, tol, name });
+            }
         }
         v
     })
@@ -264,6 +277,7 @@ fn matrices_split_across_bindings() {
     // Bindings of 16 KiB force every matrix below into several row parts.
     let b = WebGpuBackend::new_blocking(WebGpuOptions {
         precision: Precision::F32,
+        cpu_kernels: Some(false),
         max_binding_size: Some(16384),
         ..WebGpuOptions::default()
     })

@@ -31,6 +31,9 @@ pub struct WebGpuOptions {
     /// Bind at most this many bytes of a tensor at once (lowered to the adapter's limit); tensors
     /// larger than this are split across bindings. `None` = the adapter's limit.
     pub max_binding_size: Option<u64>,
+    /// Use the kernels made for CPU adapters (one invocation per output feature, no workgroup
+    /// reductions): `None` = when the adapter is a CPU (lavapipe, SwiftShader).
+    pub cpu_kernels: Option<bool>,
     /// Device memory the model, its KV cache and scratch may take, for [`super::WebGpuBackend::check_model`].
     /// `None` = no budget (WebGPU does not report the device's memory).
     pub memory_budget: Option<u64>,
@@ -44,6 +47,7 @@ impl Default for WebGpuOptions {
             adapter: None,
             high_performance: true,
             max_binding_size: None,
+            cpu_kernels: None,
             memory_budget: None,
         }
     }
@@ -82,6 +86,8 @@ pub struct AdapterReport {
     pub using_subgroups: bool,
     /// The binding size tensors are split at.
     pub binding_limit: u64,
+    /// Whether the matrix products use the kernels made for CPU adapters.
+    pub cpu_kernels: bool,
 }
 
 impl fmt::Display for AdapterReport {
@@ -110,12 +116,17 @@ impl fmt::Display for AdapterReport {
         )?;
         write!(
             f,
-            "using: {} arithmetic, {} reductions, tensors split at {} MiB",
+            "using: {} arithmetic, {} reductions, {} matrix kernels, tensors split at {} MiB",
             if self.using_f16 { "f16" } else { "f32" },
             if self.using_subgroups {
                 "subgroup"
             } else {
                 "workgroup-memory"
+            },
+            if self.cpu_kernels {
+                "CPU-adapter"
+            } else {
+                "GPU"
             },
             self.binding_limit >> 20
         )
@@ -262,6 +273,9 @@ pub(crate) async fn open(
         using_f16,
         using_subgroups,
         binding_limit,
+        cpu_kernels: options
+            .cpu_kernels
+            .unwrap_or(info.device_type == wgpu::DeviceType::Cpu),
     };
     Ok(DeviceSetup {
         device,

@@ -43,6 +43,7 @@ use crate::model::ModelConfig;
 const S_QUANT: &str = include_str!("shaders/quant.wgsl");
 const S_MATVEC: &str = include_str!("shaders/matvec.wgsl");
 const S_MATMUL: &str = include_str!("shaders/matmul.wgsl");
+const S_ROWWISE: &str = include_str!("shaders/rowwise.wgsl");
 const S_NORM: &str = include_str!("shaders/norm.wgsl");
 const S_OPS: &str = include_str!("shaders/ops.wgsl");
 const S_EMBED: &str = include_str!("shaders/embed.wgsl");
@@ -85,6 +86,7 @@ pub struct WebGpuBackend {
     queue: wgpu::Queue,
     report: AdapterReport,
     max_groups: u32,
+    cpu_kernels: bool,
     budget: Option<u64>,
     pool: Arc<Pool>,
     pipelines: Pipelines,
@@ -143,6 +145,7 @@ impl WebGpuBackend {
             device: setup.device,
             queue: setup.queue,
             max_groups: setup.limits.max_compute_workgroups_per_dimension,
+            cpu_kernels: setup.report.cpu_kernels,
             report: setup.report,
             budget: options.memory_budget,
             pool,
@@ -342,6 +345,49 @@ impl WebGpuBackend {
         }
         let f16 = self.report.using_f16;
         let flag = w.layout.flag;
+        let nb = w.blocks_per_row() as u32;
+        if self.cpu_kernels && rows <= MATVEC_MAX_ROWS {
+            let r = rows.next_power_of_two() as u32;
+            let spec = KernelSpec {
+                source: S_ROWWISE,
+                key: format!("rw:{flag}:{r}:{f16}"),
+                flags: vec![flag],
+                consts: vec![("R", r)],
+                extra: &[S_QUANT],
+                bindings: &[R, R, RW],
+                f16,
+            };
+            let Some(kernel) = self.kernel(spec) else {
+                return;
+            };
+            for part in &w.parts {
+                let params = [
+                    w.cols as u32,
+                    part.rows as u32,
+                    w.rows as u32,
+                    part.row0 as u32,
+                    rows as u32,
+                    nb,
+                    part.scale_offset,
+                    0,
+                ];
+                let binds = [
+                    Bind {
+                        id: part.id,
+                        buf: &part.buf,
+                    },
+                    bind(x),
+                    bind(out),
+                ];
+                self.dispatch(
+                    &kernel,
+                    &params,
+                    &binds,
+                    [part.rows.div_ceil(64) as u32, 1, 1],
+                );
+            }
+            return;
+        }
         let (kernel, per_wg) = if rows <= MATVEC_MAX_ROWS {
             let r = rows.next_power_of_two() as u32;
             let nr: u32 = if r >= 8 { 2 } else { 4 };
@@ -370,7 +416,6 @@ impl WebGpuBackend {
         let Some(kernel) = kernel else {
             return;
         };
-        let nb = w.blocks_per_row() as u32;
         for part in &w.parts {
             let params = [
                 w.cols as u32,

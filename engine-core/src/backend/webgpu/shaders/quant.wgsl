@@ -8,6 +8,12 @@ fn h2(w: u32) -> vec2<hf> {
     return vec2<hf>(unpack2x16float(w));
 }
 
+// The f16 scale of block `b` in a region of two scales per word.
+fn scale_of(soff: u32, b: u32) -> hf {
+    let v = h2(W[soff + b / 2u]);
+    return select(v.x, v.y, (b & 1u) == 1u);
+}
+
 // The four nibbles at bit `sh` of each byte of `w`.
 fn nib4(w: u32, sh: u32) -> vec4<u32> {
     return (vec4<u32>(w) >> vec4<u32>(sh, sh + 8u, sh + 16u, sh + 24u)) & vec4<u32>(15u);
@@ -43,7 +49,7 @@ fn dq8(row: u32, g: u32, nb: u32, soff: u32) -> array<vec4<hf>, 2> {
     let gi = g % 4u;
     let at = b * 4u + (gi & 1u) * 2u;
     let sh = (gi >> 1u) * 4u;
-    let d = h2(W[soff + b / 2u])[b & 1u];
+    let d = scale_of(soff, b);
     let q0 = vec4<hf>(nib4(W[at], sh)) - hf(8.0);
     let q1 = vec4<hf>(nib4(W[at + 1u], sh)) - hf(8.0);
     return array<vec4<hf>, 2>(q0 * d, q1 * d);
@@ -70,7 +76,7 @@ const GPB: u32 = 4u;
 fn dq8(row: u32, g: u32, nb: u32, soff: u32) -> array<vec4<hf>, 2> {
     let b = row * nb + g / 4u;
     let at = b * 8u + (g % 4u) * 2u;
-    let d = h2(W[soff + b / 2u])[b & 1u];
+    let d = scale_of(soff, b);
     return array<vec4<hf>, 2>(vec4<hf>(sb4(W[at])) * d, vec4<hf>(sb4(W[at + 1u])) * d);
 }
 //#endif
