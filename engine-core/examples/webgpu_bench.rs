@@ -250,11 +250,22 @@ fn run() -> Result<(), String> {
     let adapter = b.report().name.clone();
     let prec = if b.uses_f16() { "f16" } else { "f32" };
     println!(
-        "| model | size | params | backend | adapter | test | t/s |\n| --- | --- | --- | --- | --- | --- | --- |"
+        "adapter: {adapter} ({}, {}); {} matrix kernels\n",
+        b.report().api,
+        b.report().device_type,
+        if b.report().cpu_kernels {
+            "CPU-adapter"
+        } else {
+            "GPU"
+        }
     );
+    println!(
+        "| model | size | params | backend | test | t/s |\n| --- | --- | --- | --- | --- | --- |"
+    );
+    let mut notes = Vec::new();
     let row = |test: String, tps: f64| {
         println!(
-            "| {name} | {:.0} MiB | {:.2} B | webgpu {prec} | {adapter} | {test} | {tps:.2} |",
+            "| {name} | {:.0} MiB | {:.2} B | webgpu {prec} | {test} | {tps:.2} |",
             plan.weights as f64 / (1 << 20) as f64,
             params as f64 / 1e9,
         )
@@ -335,22 +346,25 @@ fn run() -> Result<(), String> {
         row(format!("tg{} x{batch}", args.generate), tps);
         if batch == 1 {
             let per_token = matrix_bytes as f64;
-            match args.bandwidth {
+            notes.push(match args.bandwidth {
                 Some(bw) => {
                     let roof = bw * 1e9 / per_token;
-                    println!(
-                        "\ndecode reads {:.0} MiB of weights per token; at {bw} GB/s the roofline is {roof:.1} tok/s: measured {tps:.2} tok/s = {:.0}% of it\n",
+                    format!(
+                        "decode reads {:.0} MiB of weights per token; at {bw} GB/s the roofline is {roof:.1} tok/s: measured {tps:.2} tok/s = {:.0}% of it",
                         per_token / (1 << 20) as f64,
                         100.0 * tps / roof
-                    );
+                    )
                 }
-                None => println!(
-                    "\ndecode reads {:.0} MiB of weights per token ({:.2} GB/s at {tps:.2} tok/s); give --bandwidth for the roofline share\n",
+                None => format!(
+                    "decode reads {:.0} MiB of weights per token, {:.2} GB/s at {tps:.2} tok/s (give --bandwidth for the roofline share)",
                     per_token / (1 << 20) as f64,
                     per_token * tps / 1e9
                 ),
-            }
+            });
         }
+    }
+    for n in notes {
+        println!("\n{n}");
     }
     Ok(())
 }

@@ -28,7 +28,9 @@ enum Task {
         #[arg(long)]
         no_lint: bool,
     },
-    /// Benchmarks (`cpu`: prefill and decode tokens/s, TTFT and memory on the default model).
+    /// Benchmarks (`cpu`: prefill and decode tokens/s, TTFT and memory on the default model;
+    /// `webgpu`: prefill and decode tokens/s on the WebGPU adapter, for the default model and a
+    /// synthetic 1B-parameter Q4_0 model).
     Bench {
         /// Which benchmark.
         #[arg(default_value = "cpu")]
@@ -36,6 +38,10 @@ enum Task {
         /// Also measure llama.cpp's own tools on the same model, side by side.
         #[arg(long)]
         llama_cpp: bool,
+        /// The adapter's memory bandwidth in GB/s (`webgpu`): decode speed is then also given as
+        /// a share of the memory-bandwidth roofline.
+        #[arg(long)]
+        bandwidth: Option<f64>,
     },
     /// Answers a prompt with the default model: `cargo xtask run -- --prompt "..."`.
     Run {
@@ -50,7 +56,11 @@ fn main() -> Result<()> {
     match cli.task {
         Task::Setup => setup::setup(),
         Task::Test { no_lint } => test::test(!no_lint),
-        Task::Bench { which, llama_cpp } => bench::bench(&which, llama_cpp),
+        Task::Bench {
+            which,
+            llama_cpp,
+            bandwidth,
+        } => bench::bench(&which, llama_cpp, bandwidth),
         Task::Run { args } => {
             let model = setup::default_model()?;
             let mut full = vec![

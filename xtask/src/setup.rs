@@ -19,8 +19,9 @@ const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea3
 /// Python packages the tests use, pinned.
 const PYTHON_REQUIREMENTS: &[&str] = &["gguf==0.19.0", "numpy==2.4.6"];
 
-/// Debian packages the tests use.
-const APT_PACKAGES: &[&str] = &[];
+/// Debian packages the tests use: Mesa's software Vulkan driver (lavapipe) and the Vulkan
+/// loader, so that the WebGPU backend's tests run without a GPU.
+const APT_PACKAGES: &[&str] = &["mesa-vulkan-drivers", "libvulkan1"];
 
 /// Rust targets the build checks.
 const RUST_TARGETS: &[&str] = &["wasm32-unknown-unknown", "aarch64-unknown-linux-gnu"];
