@@ -99,10 +99,15 @@ fn gpus() -> &'static [Gpu] {
     })
 }
 
-/// The paths to test, or `None` (after saying so) when there is no adapter.
+/// The paths to test, or `None` (after saying so) when there is no adapter. With
+/// `TANDEM_REQUIRE_WEBGPU=1` (CI, which has lavapipe) a missing adapter fails instead.
 fn paths() -> Option<&'static [Gpu]> {
     let g = gpus();
     if g.is_empty() {
+        assert!(
+            std::env::var_os("TANDEM_REQUIRE_WEBGPU").is_none(),
+            "no WebGPU adapter, and TANDEM_REQUIRE_WEBGPU is set"
+        );
         eprintln!("no WebGPU adapter: skipped");
         None
     } else {

@@ -34,7 +34,8 @@ const F16_BOUNDS: Bounds = Bounds {
 };
 
 /// The f32 path and, when the adapter has shader-f16, the f16 path; `cpu_kernels` as in
-/// [`WebGpuOptions`]. Empty (after saying so) when there is no adapter.
+/// [`WebGpuOptions`]. Empty (after saying so) when there is no adapter; with
+/// `TANDEM_REQUIRE_WEBGPU=1` (CI, which has lavapipe) a missing adapter fails instead.
 fn paths(cpu_kernels: Option<bool>) -> Vec<(WebGpuBackend, &'static str, Bounds)> {
     let open = |precision| {
         WebGpuBackend::new_blocking(WebGpuOptions {
@@ -47,6 +48,10 @@ fn paths(cpu_kernels: Option<bool>) -> Vec<(WebGpuBackend, &'static str, Bounds)
     let b = match open(Precision::F32) {
         Ok(b) => b,
         Err(e) => {
+            assert!(
+                std::env::var_os("TANDEM_REQUIRE_WEBGPU").is_none(),
+                "no WebGPU adapter ({e}), and TANDEM_REQUIRE_WEBGPU is set"
+            );
             eprintln!("{e}\nno WebGPU adapter: skipped");
             return v;
         }
