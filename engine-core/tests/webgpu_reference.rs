@@ -14,11 +14,13 @@ use engine_core::gguf::{GgufFile, ModelBytes};
 use engine_core::kv_cache::{BlockAllocator, BlockTable};
 use engine_core::model::{LlamaModel, Scratch};
 
-/// Bounds on the logit error against the exact float64 pass, per path. The f32 path keeps the
-/// README's bounds. The f16 path multiplies in f16 (activations rounded to 11 bits, products
-/// summed in f16 within groups of 8 or steps of 32) and keeps the KV cache in f16, as llama.cpp
-/// keeps its cache in f16 and its activations in 8 bits; measured on lavapipe: see the report
-/// printed by the test and BENCHMARKS.md.
+/// Bounds on the logit error against the exact float64 pass, per path. Both paths keep the
+/// README's bounds. The f32 path computes in f32 throughout (measured on lavapipe: mean 0.0000,
+/// max 0.0001). The f16 path multiplies in f16 (activations and weights rounded to 11 bits,
+/// products summed in f16 within groups of 8 weights or steps of 32) and keeps the KV cache in
+/// f16, with norms, softmax and the residual stream in f32 (measured: mean 0.020, max 0.14; as
+/// llama.cpp itself, with its f16 cache and 8-bit activations, stays within these bounds, no
+/// looser bound is needed).
 struct Bounds {
     mean: f64,
     max: f64,

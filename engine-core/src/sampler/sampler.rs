@@ -160,20 +160,26 @@ impl Sampler {
         }
     }
 
+    /// Whether the next choice can be made on the device ([`Sampler::device_sampling`]): no logit
+    /// bias, penalties or log-probabilities. Does not consume randomness.
+    pub fn can_sample_on_device(&self) -> bool {
+        let p = &self.params;
+        !(p.logprobs
+            || !p.logit_bias.is_empty()
+            || self.repetition_on()
+            || self.output_penalties_on())
+    }
+
     /// The next choice as a device-side sampling request, for backends that pick tokens on the
     /// device ([`crate::backend::Backend::sample`]); `None` when this sampler needs the logits on
     /// the host (logit bias, penalties or log-probabilities). Draws the one random number that
     /// [`Sampler::sample`] would draw (none when greedy), so a seeded sequence keeps its stream
     /// of draws; the caller then passes the chosen id to [`Sampler::accept`] as usual.
     pub fn device_sampling(&mut self) -> Option<DeviceSampling> {
-        let p = &self.params;
-        if p.logprobs
-            || !p.logit_bias.is_empty()
-            || self.repetition_on()
-            || self.output_penalties_on()
-        {
+        if !self.can_sample_on_device() {
             return None;
         }
+        let p = &self.params;
         let request = DeviceSampling {
             temperature: p.temperature,
             top_k: u32::try_from(p.top_k).unwrap_or(u32::MAX),
@@ -454,7 +460,9 @@ mod tests {
                 ..SamplingParams::default()
             },
         ] {
-            assert!(sampler(p).device_sampling().is_none());
+            let mut s = sampler(p);
+            assert!(!s.can_sample_on_device());
+            assert!(s.device_sampling().is_none());
         }
         // Seeded draws match the ones the host path makes.
         let p = SamplingParams {
