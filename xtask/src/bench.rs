@@ -20,7 +20,7 @@ const SERVE_ROUNDS: &str = "2";
 const LLAMA_CPP_VERSION: &str = "0.3.36";
 
 /// Runs benchmark `which`.
-pub fn bench(which: &str, llama_cpp: bool) -> Result<()> {
+pub fn bench(which: &str, llama_cpp: bool, bandwidth: Option<f64>) -> Result<()> {
     let model = setup::default_model()?;
     match which {
         "cpu" => {
@@ -55,7 +55,8 @@ pub fn bench(which: &str, llama_cpp: bool) -> Result<()> {
             Ok(())
         }
         "serve" => bench_serve(&model, llama_cpp),
-        other => bail!("unknown benchmark {other:?} (available: cpu, serve)"),
+        "webgpu" => webgpu(&model, bandwidth),
+        other => bail!("unknown benchmark {other:?} (available: cpu, serve, webgpu)"),
     }
 }
 
@@ -212,4 +213,59 @@ fn llama_cpp_bin() -> Result<std::path::PathBuf> {
     let out =
         shell::output(Command::new("bash").arg(&script)).context("building llama.cpp's tools")?;
     Ok(std::path::PathBuf::from(out.trim()))
+}
+
+/// The WebGPU backend on whatever adapter wgpu finds: the default model, then a synthetic
+/// Llama-3.2-1B-shaped Q4_0 model (written once into the cache) for the bandwidth roofline.
+fn webgpu(model: &std::path::Path, bandwidth: Option<f64>) -> Result<()> {
+    setup::apt_packages(&["mesa-vulkan-drivers", "libvulkan1"])?;
+    let runtime = crate::test::runtime_dir()?;
+    let example = |args: &[String]| -> Result<()> {
+        shell::run(
+            shell::cargo()
+                .args([
+                    "run",
+                    "--release",
+                    "--quiet",
+                    "-p",
+                    "engine-core",
+                    "--features",
+                    "webgpu",
+                    "--example",
+                    "webgpu_bench",
+                    "--",
+                ])
+                .args(args)
+                .env("XDG_RUNTIME_DIR", &runtime),
+        )
+    };
+    println!("## WebGPU, default model (`-p 128 -n 64 --batch 1,4`)\n");
+    example(&[
+        "--model".into(),
+        model.display().to_string(),
+        "-p".into(),
+        "128".into(),
+        "-n".into(),
+        "64".into(),
+        "--batch".into(),
+        "1,4".into(),
+    ])?;
+    let synthetic = crate::cache::dir()
+        .join("models")
+        .join("synthetic-llama-1b-q4_0.gguf");
+    println!("\n## WebGPU, synthetic 1.24B-parameter Q4_0 model (`-p 32 -n 16`)\n");
+    let mut args = vec![
+        "--synthetic-1b".into(),
+        synthetic.display().to_string(),
+        "-p".into(),
+        "32".into(),
+        "-n".into(),
+        "16".into(),
+        "--reps".into(),
+        "1".into(),
+    ];
+    if let Some(bw) = bandwidth {
+        args.extend(["--bandwidth".into(), bw.to_string()]);
+    }
+    example(&args)
 }

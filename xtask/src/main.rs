@@ -29,7 +29,9 @@ enum Task {
         no_lint: bool,
     },
     /// Benchmarks (`cpu`: prefill and decode tokens/s, TTFT and memory on the default model;
-    /// `serve`: the server's TTFT and aggregate decode tokens/s at 1, 4 and 16 streams).
+    /// `serve`: the server's TTFT and aggregate decode tokens/s at 1, 4 and 16 streams;
+    /// `webgpu`: prefill and decode tokens/s on the WebGPU adapter, for the default model and a
+    /// synthetic 1B-parameter Q4_0 model).
     Bench {
         /// Which benchmark.
         #[arg(default_value = "cpu")]
@@ -37,6 +39,10 @@ enum Task {
         /// Also measure llama.cpp's own tools on the same model, side by side.
         #[arg(long)]
         llama_cpp: bool,
+        /// The adapter's memory bandwidth in GB/s (`webgpu`): decode speed is then also given as
+        /// a share of the memory-bandwidth roofline.
+        #[arg(long)]
+        bandwidth: Option<f64>,
     },
     /// Serves the default model on http://127.0.0.1:8080 with the web demo at `/`
     /// (`cargo xtask serve -- --port 9000` passes flags on to `tandem serve`).
@@ -58,7 +64,11 @@ fn main() -> Result<()> {
     match cli.task {
         Task::Setup => setup::setup(),
         Task::Test { no_lint } => test::test(!no_lint),
-        Task::Bench { which, llama_cpp } => bench::bench(&which, llama_cpp),
+        Task::Bench {
+            which,
+            llama_cpp,
+            bandwidth,
+        } => bench::bench(&which, llama_cpp, bandwidth),
         Task::Serve { args } => {
             setup::setup()?;
             let model = setup::default_model()?;

@@ -25,12 +25,15 @@ const PYTHON_REQUIREMENTS: &[&str] = &[
 ];
 
 /// Debian packages the tests use: QEMU and a cross linker run the NEON kernels' tests, Chromium
-/// drives the web demo test.
+/// drives the web demo test, and Mesa's software Vulkan driver (lavapipe) with the Vulkan loader
+/// runs the WebGPU backend's tests without a GPU.
 const APT_PACKAGES: &[&str] = &[
     "qemu-user",
     "gcc-aarch64-linux-gnu",
     "libc6-dev-arm64-cross",
     "chromium",
+    "mesa-vulkan-drivers",
+    "libvulkan1",
 ];
 
 /// Rust targets the build checks.

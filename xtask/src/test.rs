@@ -11,20 +11,41 @@ pub fn test(lint: bool) -> Result<()> {
     setup::setup()?;
     if lint {
         shell::run(shell::cargo().args(["fmt", "--all", "--check"]))?;
-        shell::run(shell::cargo().args([
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ]))?;
+        for features in [&[][..], &["--features", "engine-core/webgpu"][..]] {
+            shell::run(
+                shell::cargo()
+                    .args(["clippy", "--workspace", "--all-targets"])
+                    .args(features)
+                    .args(["--", "-D", "warnings"]),
+            )?;
+        }
     }
-    shell::run(shell::cargo().args(["test", "--workspace"]))?;
+    // With the WebGPU backend: its tests run on whatever adapter there is (lavapipe in CI) and
+    // say so and pass when there is none.
+    shell::run(
+        shell::cargo()
+            .args(["test", "--workspace", "--features", "engine-core/webgpu"])
+            .env("XDG_RUNTIME_DIR", runtime_dir()?),
+    )?;
     sdk_tests()?;
     cross_checks()?;
     eprintln!("all checks passed");
     Ok(())
+}
+
+/// A private runtime directory for the Vulkan loader and Mesa (`$XDG_RUNTIME_DIR` when set).
+pub fn runtime_dir() -> Result<std::path::PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+        return Ok(dir.into());
+    }
+    let dir = crate::cache::dir().join("xdg-runtime");
+    std::fs::create_dir_all(&dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(dir)
 }
 
 /// The server against real clients: the `openai` Python SDK (pytest), the `openai` npm SDK and
@@ -54,9 +75,9 @@ fn sdk_tests() -> Result<()> {
     )
 }
 
-/// engine-core must build for the browser, and its SIMD kernels for other instruction sets must
-/// compute what the scalar ones do: the kernel tests run as WebAssembly (SIMD128) under Node and
-/// as AArch64 (NEON) under QEMU.
+/// engine-core must build for the browser (also with the WebGPU backend), and its SIMD kernels
+/// for other instruction sets must compute what the scalar ones do: the kernel tests run as
+/// WebAssembly (SIMD128) under Node and as AArch64 (NEON) under QEMU.
 fn cross_checks() -> Result<()> {
     let target = shell::root().join("target");
     let env_var = |triple: &str, what: &str| {
@@ -81,6 +102,7 @@ fn cross_checks() -> Result<()> {
         "-D warnings",
     );
     shell::run(&mut wasm)?;
+    shell::run(wasm.args(["--features", "webgpu"]))?;
 
     let runner = shell::root().join("xtask/assets/wasi-runner.mjs");
     let mut wasi = shell::cargo();

@@ -7,6 +7,8 @@
 
 pub mod cpu;
 mod step;
+#[cfg(feature = "webgpu")]
+pub mod webgpu;
 
 use std::future::Future;
 use std::ops::Range;
@@ -119,6 +121,48 @@ impl MatrixSource {
     /// The encoded rows.
     pub fn data(&self) -> &[u8] {
         &self.bytes[self.range.clone()]
+    }
+}
+
+/// How the device picks the token of one logit row (see [`Backend::sample`]): the sampler's
+/// top-k -> temperature -> softmax -> top-p -> min-p -> draw, without logit bias, penalties or
+/// log-probabilities (those need the logits on the host).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DeviceSampling {
+    /// Softmax temperature; 0 means greedy (argmax, lowest id on ties).
+    pub temperature: f32,
+    /// Keep the `top_k` most likely tokens; 0 means off (1 means greedy).
+    pub top_k: u32,
+    /// Nucleus threshold; 1 means off.
+    pub top_p: f32,
+    /// Drop tokens below `min_p` times the best token's probability; 0 means off.
+    pub min_p: f32,
+    /// The random draw, uniform in [0, 1) (ignored when greedy).
+    pub uniform: f64,
+}
+
+impl DeviceSampling {
+    /// Greedy decoding.
+    pub fn greedy() -> DeviceSampling {
+        DeviceSampling {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            uniform: 0.0,
+        }
+    }
+
+    /// `1 / temperature`, or 0 when the choice is greedy (temperature 0, top-k 1, or a
+    /// temperature so small that its inverse overflows), as the CPU sampler decides.
+    pub fn inverse_temperature(&self) -> f32 {
+        if self.temperature > 0.0 && self.top_k != 1 {
+            let inv = 1.0 / self.temperature;
+            if inv.is_finite() {
+                return inv;
+            }
+        }
+        0.0
     }
 }
 
@@ -238,4 +282,22 @@ pub trait Backend: Send + Sync + 'static {
         buf: &Self::Buffer,
         len: usize,
     ) -> impl Future<Output = Result<Vec<f32>, BackendError>>;
+
+    /// Whether [`Backend::sample`] picks tokens on the device.
+    fn supports_device_sampling(&self) -> bool {
+        false
+    }
+
+    /// Picks one token per logit row of `logits` (`rows.len()` rows of `vocab` floats) on the
+    /// device, so that only the token ids come back. `None` when the backend does not sample
+    /// (the caller reads the logits instead).
+    fn sample(
+        &self,
+        logits: &Self::Buffer,
+        vocab: usize,
+        rows: &[DeviceSampling],
+    ) -> Option<impl Future<Output = Result<Vec<u32>, BackendError>>> {
+        let _ = (logits, vocab, rows);
+        None::<std::future::Ready<Result<Vec<u32>, BackendError>>>
+    }
 }

@@ -10,6 +10,7 @@ use super::numeric::{
 };
 use super::select::{top_k_into, weighted_boundary};
 use super::{SamplerError, SamplingParams};
+use crate::backend::DeviceSampling;
 
 /// Sizes of the sorted candidate sets tried, in turn, for a nucleus (top-p) without top-k, before
 /// falling back to a weighted selection over the whole vocabulary.
@@ -157,6 +158,41 @@ impl Sampler {
                 self.window_counts.remove(&old);
             }
         }
+    }
+
+    /// Whether the next choice can be made on the device ([`Sampler::device_sampling`]): no logit
+    /// bias, penalties or log-probabilities. Does not consume randomness.
+    pub fn can_sample_on_device(&self) -> bool {
+        let p = &self.params;
+        !(p.logprobs
+            || !p.logit_bias.is_empty()
+            || self.repetition_on()
+            || self.output_penalties_on())
+    }
+
+    /// The next choice as a device-side sampling request, for backends that pick tokens on the
+    /// device ([`crate::backend::Backend::sample`]); `None` when this sampler needs the logits on
+    /// the host (logit bias, penalties or log-probabilities). Draws the one random number that
+    /// [`Sampler::sample`] would draw (none when greedy), so a seeded sequence keeps its stream
+    /// of draws; the caller then passes the chosen id to [`Sampler::accept`] as usual.
+    pub fn device_sampling(&mut self) -> Option<DeviceSampling> {
+        if !self.can_sample_on_device() {
+            return None;
+        }
+        let p = &self.params;
+        let request = DeviceSampling {
+            temperature: p.temperature,
+            top_k: u32::try_from(p.top_k).unwrap_or(u32::MAX),
+            top_p: p.top_p,
+            min_p: p.min_p,
+            uniform: 0.0,
+        };
+        let uniform = if self.inv_temp.is_some() {
+            self.next_unit()
+        } else {
+            0.0
+        };
+        Some(DeviceSampling { uniform, ..request })
     }
 
     /// Picks the next token from `logits` (one per vocabulary entry).
@@ -399,6 +435,47 @@ mod tests {
         s.accept_prompt(&[1, 2, 3]);
         s.accept(4);
         assert!(s.window_counts.is_empty() && s.output_counts.is_empty());
+    }
+
+    #[test]
+    fn device_sampling_only_without_host_processing() {
+        let mut greedy = sampler(SamplingParams::greedy());
+        let d = greedy.device_sampling().unwrap();
+        assert_eq!((d.inverse_temperature(), d.uniform), (0.0, 0.0));
+        for p in [
+            SamplingParams {
+                repetition_penalty: 1.1,
+                ..SamplingParams::default()
+            },
+            SamplingParams {
+                presence_penalty: 0.5,
+                ..SamplingParams::default()
+            },
+            SamplingParams {
+                logit_bias: vec![(1, 2.0)],
+                ..SamplingParams::default()
+            },
+            SamplingParams {
+                logprobs: true,
+                ..SamplingParams::default()
+            },
+        ] {
+            let mut s = sampler(p);
+            assert!(!s.can_sample_on_device());
+            assert!(s.device_sampling().is_none());
+        }
+        // Seeded draws match the ones the host path makes.
+        let p = SamplingParams {
+            temperature: 0.7,
+            top_k: 5,
+            seed: Some(3),
+            ..SamplingParams::default()
+        };
+        let (mut a, mut b) = (sampler(p.clone()), sampler(p));
+        let d = a.device_sampling().unwrap();
+        assert_eq!((d.top_k, d.temperature), (5, 0.7));
+        assert_eq!(d.uniform, b.next_unit());
+        assert!((0.0..1.0).contains(&d.uniform));
     }
 
     #[test]
