@@ -2,8 +2,12 @@
 //! backend and starts it as an [`EngineService`]. Adding a backend is one more match arm.
 
 use engine_core::backend::cpu::{CpuBackend, CpuOptions};
+#[cfg(feature = "webgpu")]
+use engine_core::backend::webgpu::{WebGpuBackend, WebGpuOptions};
 use engine_core::engine::{Engine, EngineConfig, EngineError, EngineService, ServiceOptions};
 use engine_core::gguf::GgufFile;
+#[cfg(feature = "webgpu")]
+use engine_core::model::ModelConfig;
 use serde::Deserialize;
 
 /// A compute backend the server can run models on.
@@ -12,7 +16,8 @@ use serde::Deserialize;
 pub enum BackendKind {
     /// The CPU backend (SIMD kernels, multithreaded).
     Cpu,
-    /// WebGPU (not available in this build yet).
+    /// WebGPU through wgpu: Vulkan, Metal or DX12 (needs the `webgpu` build feature, on by
+    /// default).
     Webgpu,
 }
 
@@ -30,7 +35,10 @@ impl BackendKind {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The backend is not part of this build.
-    #[error("the {0} backend is not available in this build yet (use --backend cpu)")]
+    #[cfg_attr(feature = "webgpu", allow(dead_code))]
+    #[error(
+        "the {0} backend is not part of this build (rebuild with the `{0}` feature, or use --backend cpu)"
+    )]
     Unavailable(&'static str),
     /// The backend could not be created.
     #[error(transparent)]
@@ -54,6 +62,27 @@ pub fn start_engine(
             let engine = Engine::new(backend, file, config)?;
             Ok(EngineService::start(engine, options))
         }
-        BackendKind::Webgpu => Err(StartError::Unavailable("webgpu")),
+        #[cfg(feature = "webgpu")]
+        BackendKind::Webgpu => {
+            let backend = webgpu_backend(file, &config)?;
+            let engine = Engine::new(backend, file, config)?;
+            Ok(EngineService::start(engine, options))
+        }
+        #[cfg(not(feature = "webgpu"))]
+        BackendKind::Webgpu => {
+            let _ = (threads, file, config, options);
+            Err(StartError::Unavailable("webgpu"))
+        }
     }
+}
+
+/// Opens the WebGPU adapter, reports it, and checks that the model fits it before any upload.
+#[cfg(feature = "webgpu")]
+pub fn webgpu_backend(file: &GgufFile, config: &EngineConfig) -> Result<WebGpuBackend, StartError> {
+    let backend = WebGpuBackend::new_blocking(WebGpuOptions::default())?;
+    tracing::info!("WebGPU adapter: {}", backend.report());
+    let model = ModelConfig::from_metadata(file.metadata()).map_err(EngineError::from)?;
+    let layout = config.clone().resolve(&model);
+    backend.check_model(file, &layout, config.max_batch_tokens.max(1))?;
+    Ok(backend)
 }

@@ -6,10 +6,13 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
+use engine_core::backend::Backend;
+use engine_core::backend::cpu::{CpuBackend, CpuOptions};
 use engine_core::chat::ChatRequest;
-use engine_core::engine::{EngineConfig, Event, Request};
+use engine_core::engine::{Engine, EngineConfig, Event, Request};
 use engine_core::sampler::SamplingParams;
 
+use crate::backends::{self, BackendKind};
 use crate::load::{self, LoadOptions};
 use crate::memory;
 
@@ -56,8 +59,8 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0)]
     pub ctx_size: usize,
     /// Compute backend.
-    #[arg(long, default_value = "cpu")]
-    pub backend: String,
+    #[arg(long, value_enum, default_value = "cpu", env = "TANDEM_BACKEND")]
+    pub backend: BackendKind,
     /// Hide progress bars and the statistics line.
     #[arg(long)]
     pub quiet: bool,
@@ -65,12 +68,6 @@ pub struct RunArgs {
 
 /// Runs the command.
 pub async fn run(args: RunArgs) -> Result<()> {
-    if args.backend != "cpu" {
-        bail!(
-            "backend {:?} is not available in this build (use cpu)",
-            args.backend
-        );
-    }
     let opts = LoadOptions {
         model: args.model.clone(),
         threads: args.threads,
@@ -81,8 +78,34 @@ pub async fn run(args: RunArgs) -> Result<()> {
         },
         progress: !args.quiet,
     };
-    let mut loaded = load::load(&opts).await?;
-    let engine = &mut loaded.engine;
+    let (_, path) = load::fetch(&opts).await?;
+    let bar = crate::progress::spinner(opts.progress, "loading model");
+    let file = load::open(&path)?;
+    match args.backend {
+        BackendKind::Cpu => {
+            let backend = CpuBackend::new(CpuOptions {
+                threads: args.threads,
+                isa: None,
+            })?;
+            let engine = Engine::new(backend, &file, opts.engine.clone())?;
+            bar.finish_and_clear();
+            answer(engine, &args).await
+        }
+        #[cfg(feature = "webgpu")]
+        BackendKind::Webgpu => {
+            let backend = backends::webgpu_backend(&file, &opts.engine)?;
+            let engine = Engine::new(backend, &file, opts.engine.clone())?;
+            bar.finish_and_clear();
+            answer(engine, &args).await
+        }
+        #[cfg(not(feature = "webgpu"))]
+        BackendKind::Webgpu => Err(backends::StartError::Unavailable("webgpu").into()),
+    }
+}
+
+/// Renders the prompt, generates, and streams the reply and the statistics.
+async fn answer<B: Backend>(mut engine: Engine<B>, args: &RunArgs) -> Result<()> {
+    let engine = &mut engine;
 
     let mut messages = Vec::new();
     if let Some(system) = &args.system {

@@ -258,3 +258,38 @@ fn bad_sources_fail_cleanly() {
         started.elapsed()
     );
 }
+
+#[test]
+fn answers_on_the_webgpu_backend() {
+    use engine_core::backend::webgpu::{WebGpuBackend, WebGpuOptions};
+    if let Err(e) = WebGpuBackend::new_blocking(WebGpuOptions::default()) {
+        assert!(
+            std::env::var_os("TANDEM_REQUIRE_WEBGPU").is_none(),
+            "no WebGPU adapter ({e}), and TANDEM_REQUIRE_WEBGPU is set"
+        );
+        eprintln!("no WebGPU adapter ({e}): skipped");
+        return;
+    }
+    let model = default_model();
+    let cache = temp_dir("webgpu");
+    let out = tandem(
+        &[
+            "run",
+            "--backend",
+            "webgpu",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "What is 2+2?",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "8",
+        ],
+        &cache,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!out.stdout.is_empty());
+    assert!(stderr.contains("decode:"), "{stderr}");
+}

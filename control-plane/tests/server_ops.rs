@@ -1,6 +1,6 @@
 //! Operating `tandem serve`: configuration precedence (file < environment < flags), a full
-//! queue answered 429 with Retry-After, SIGTERM draining in-flight streams, and the WebGPU
-//! backend failing clearly until it exists.
+//! queue answered 429 with Retry-After, SIGTERM draining in-flight streams, and the API served
+//! on the WebGPU backend.
 
 mod common;
 
@@ -76,20 +76,62 @@ async fn config_file_environment_and_flags_in_that_order() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn webgpu_backend_fails_clearly_for_now() {
-    let model = default_model();
-    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["serve", "--port", "0", "--backend", "webgpu", "--model"])
-        .arg(&model)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+/// Whether a WebGPU adapter exists here; without one the WebGPU test says so and passes, unless
+/// `TANDEM_REQUIRE_WEBGPU` is set (CI has Mesa's software Vulkan driver).
+fn webgpu_adapter() -> bool {
+    use engine_core::backend::webgpu::{WebGpuBackend, WebGpuOptions};
+    match WebGpuBackend::new_blocking(WebGpuOptions::default()) {
+        Ok(_) => true,
+        Err(e) => {
+            assert!(
+                std::env::var_os("TANDEM_REQUIRE_WEBGPU").is_none(),
+                "no WebGPU adapter ({e}), and TANDEM_REQUIRE_WEBGPU is set"
+            );
+            eprintln!("no WebGPU adapter ({e}): skipped");
+            false
+        }
+    }
+}
+
+#[tokio::test]
+async fn serves_the_api_on_the_webgpu_backend() {
+    if !webgpu_adapter() {
+        return;
+    }
+    let server = Server::start(&[
+        "--backend",
+        "webgpu",
+        "--ctx-size",
+        "256",
+        "--max-seqs",
+        "2",
+    ]);
+    let (status, body) = server
+        .post(
+            "/v1/chat/completions",
+            &json!({"messages": user("Say hi."), "max_tokens": 6, "temperature": 0}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["usage"]["completion_tokens"], 6, "{body}");
     assert!(
-        stderr.contains("webgpu backend is not available"),
-        "{stderr}"
+        !body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .is_empty()
     );
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(metrics.contains("tandem_requests_total"));
+    assert!(
+        server.log.lock().unwrap().contains("webgpu"),
+        "{}",
+        server.log.lock().unwrap()
+    );
+}
+
+#[test]
+fn an_unknown_backend_is_a_usage_error() {
+    let model = default_model();
     let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
         .args(["serve", "--backend", "tpu", "--model"])
         .arg(&model)

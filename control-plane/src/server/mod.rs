@@ -253,6 +253,10 @@ async fn load_model(cfg: &ServeConfig, spec: &ModelSpec) -> Result<ModelHandle> 
         )
         .with_context(|| format!("loading {}", path.display()))?;
         let info = service.info().clone();
+        eprintln!(
+            "tandem: model {id} on the {} backend ({})",
+            info.backend.name, info.backend.device
+        );
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (
             &info.backend.name,

@@ -19,7 +19,7 @@ use crate::chat::{ChatTemplate, ChatTemplateError};
 use crate::gguf::GgufFile;
 use crate::kv_cache::BlockAllocator;
 use crate::model::{LlamaModel, ModelConfig, ModelError, Scratch};
-use crate::sampler::{Sampler, SamplerError, log_softmax_top};
+use crate::sampler::{SampledToken, Sampler, SamplerError, log_softmax_top};
 use crate::tokenizer::{Tokenizer, TokenizerError};
 
 /// Most prompt rows per step for a sequence that wants prompt log-probabilities (each such row
@@ -41,6 +41,29 @@ pub struct EngineConfig {
     pub kv_tokens: usize,
     /// KV cache element type.
     pub kv_dtype: KvDtype,
+}
+
+impl EngineConfig {
+    /// Fills in the defaults for a model (`0` fields) and returns the KV cache geometry it gives.
+    pub fn resolve(&mut self, model: &ModelConfig) -> KvLayout {
+        if self.context_size == 0 {
+            self.context_size = model.context_length.min(8192);
+        }
+        self.block_size = self.block_size.max(1);
+        self.max_seqs = self.max_seqs.max(1);
+        self.max_batch_tokens = self.max_batch_tokens.max(1);
+        if self.kv_tokens == 0 {
+            self.kv_tokens = self.context_size;
+        }
+        KvLayout {
+            n_layers: model.n_layers,
+            n_kv_heads: model.n_kv_heads,
+            head_dim: model.head_dim,
+            block_size: self.block_size,
+            n_blocks: self.kv_tokens.div_ceil(self.block_size),
+            dtype: self.kv_dtype,
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -135,25 +158,8 @@ impl<B: Backend> Engine<B> {
         let model = LlamaModel::load(&backend, file)?;
         let tokenizer = Tokenizer::from_metadata(file.metadata())?;
         let template = ChatTemplate::from_metadata(file.metadata())?;
-        let mc = model.config();
-        if config.context_size == 0 {
-            config.context_size = mc.context_length.min(8192);
-        }
-        config.block_size = config.block_size.max(1);
-        config.max_seqs = config.max_seqs.max(1);
-        config.max_batch_tokens = config.max_batch_tokens.max(1);
-        if config.kv_tokens == 0 {
-            config.kv_tokens = config.context_size;
-        }
-        let n_blocks = config.kv_tokens.div_ceil(config.block_size);
-        let layout = KvLayout {
-            n_layers: mc.n_layers,
-            n_kv_heads: mc.n_kv_heads,
-            head_dim: mc.head_dim,
-            block_size: config.block_size,
-            n_blocks,
-            dtype: config.kv_dtype,
-        };
+        let layout = config.resolve(model.config());
+        let n_blocks = layout.n_blocks;
         let kv = backend.alloc_kv(&layout)?;
         Ok(Engine {
             alloc: BlockAllocator::new(n_blocks, config.block_size),
@@ -477,11 +483,28 @@ impl<B: Backend> Engine<B> {
             (&self.backend, &self.model, &mut self.kv, &mut self.scratch);
         backend.scope(|| model.forward(backend, &input, kv, scratch))?;
         let vocab = self.model.config().vocab_size;
-        let logits = if n_logits > 0 {
+        // When every logit row is the next-token distribution of a sequence whose sampler can run
+        // on the device, only the chosen ids come back; otherwise the logits do.
+        let device_ids = if n_logits > 0 && self.device_sampling_eligible(&owners) {
+            let specs: Vec<_> = owners
+                .iter()
+                .filter(|&&(_, wanted)| wanted == LogitsWanted::Last)
+                .filter_map(|&(i, _)| self.running[i].sampler.device_sampling())
+                .collect();
             let buf = self.scratch.logits().expect("forward allocates logits");
-            self.backend.read(buf, n_logits * vocab).await?
+            match self.backend.sample(buf, vocab, &specs) {
+                Some(ids) => Some(ids.await?),
+                None => None,
+            }
         } else {
-            Vec::new()
+            None
+        };
+        let logits = match (&device_ids, n_logits) {
+            (None, n) if n > 0 => {
+                let buf = self.scratch.logits().expect("forward allocates logits");
+                self.backend.read(buf, n * vocab).await?
+            }
+            _ => Vec::new(),
         };
 
         let mut row = 0;
@@ -500,7 +523,12 @@ impl<B: Backend> Engine<B> {
                 LogitsWanted::Last => 1,
                 LogitsWanted::All => take,
             };
-            let seq_logits = &logits[row * vocab..(row + rows) * vocab];
+            let seq_logits = if device_ids.is_some() {
+                &[][..]
+            } else {
+                &logits[row * vocab..(row + rows) * vocab]
+            };
+            let device_id = device_ids.as_ref().map(|ids| ids[row]);
             row += rows;
             if wanted == LogitsWanted::All {
                 // Row r (position start + r) predicts token start + r + 1.
@@ -525,8 +553,17 @@ impl<B: Backend> Engine<B> {
                 if seq.max_tokens == 0 {
                     continue;
                 }
-                let mut last = seq_logits[(rows - 1) * vocab..rows * vocab].to_vec();
-                let token = seq.sampler.sample(&mut last);
+                let token = match device_id {
+                    Some(id) => SampledToken {
+                        id,
+                        logprob: 0.0,
+                        top_logprobs: Vec::new(),
+                    },
+                    None => {
+                        let mut last = seq_logits[(rows - 1) * vocab..rows * vocab].to_vec();
+                        seq.sampler.sample(&mut last)
+                    }
+                };
                 seq.sampler.accept(token.id);
                 seq.tokens.push(token.id);
                 report.decoded += 1;
@@ -576,6 +613,27 @@ impl<B: Backend> Engine<B> {
             }
         }
         Ok(report)
+    }
+}
+
+impl<B: Backend> Engine<B> {
+    /// Whether this step's tokens can be picked on the device: the backend samples, and every
+    /// logit row is the last row of a sequence that samples a token with a sampler that needs no
+    /// host-side processing (no logit bias, penalties or log-probabilities).
+    fn device_sampling_eligible(&self, owners: &[(usize, LogitsWanted)]) -> bool {
+        self.backend.supports_device_sampling()
+            && owners.iter().all(|&(i, wanted)| {
+                let seq = &self.running[i];
+                match wanted {
+                    LogitsWanted::None => true,
+                    LogitsWanted::All => false,
+                    LogitsWanted::Last => {
+                        seq.computed + seq.scheduled == seq.tokens.len()
+                            && seq.max_tokens > 0
+                            && seq.sampler.can_sample_on_device()
+                    }
+                }
+            })
     }
 }
 
