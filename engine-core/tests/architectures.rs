@@ -2,7 +2,7 @@
 //! frequency factors, qwen2 with biases and NeoX RoPE, phi3 with fused projections and partial
 //! rotation), on tiny random models written with the GGUF writer, with weights in every quant
 //! format: logits against an independent float64 forward pass in numpy, and token-by-token decode
-//! against one batched prefill.
+//! and other KV block sizes against one batched prefill (bit for bit).
 
 mod py;
 
@@ -175,12 +175,12 @@ fn build(v: Variant, seed: u64) -> Vec<u8> {
     b.w.to_bytes().unwrap()
 }
 
-/// Logits of every position: one prefill step, or one step per token.
-fn engine_logits(file: &GgufFile, ids: &[u32], one_by_one: bool) -> Vec<Vec<f32>> {
+/// Logits of every position: one prefill step, or one step per token, with a KV cache of blocks
+/// of `bs` tokens.
+fn engine_logits(file: &GgufFile, ids: &[u32], one_by_one: bool, bs: usize) -> Vec<Vec<f32>> {
     let b = CpuBackend::new(CpuOptions::default()).unwrap();
     let model = LlamaModel::load(&b, file).unwrap();
     let c = model.config().clone();
-    let bs = 16;
     let layout = KvLayout {
         n_layers: c.n_layers,
         n_kv_heads: c.n_kv_heads,
@@ -252,8 +252,8 @@ fn check(v: Variant) {
         serde_json::from_str(&py::run("reference_forward.py", &args)).unwrap();
 
     let file = GgufFile::new(ModelBytes::from_vec(bytes)).unwrap();
-    let batched = engine_logits(&file, &ids, false);
-    let stepped = engine_logits(&file, &ids, true);
+    let batched = engine_logits(&file, &ids, false, 16);
+    let stepped = engine_logits(&file, &ids, true, 16);
     let mut worst = 0.0f64;
     for (pos, (got, want)) in batched.iter().zip(&reference).enumerate() {
         let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
@@ -273,6 +273,14 @@ fn check(v: Variant) {
             a,
             b,
             "{}: position {pos} differs between one prefill and token-by-token decode",
+            arch(v)
+        );
+    }
+    for bs in [1, 4, 7] {
+        let other = engine_logits(&file, &ids, false, bs);
+        assert!(
+            batched == other,
+            "{}: logits change with a KV block size of {bs}",
             arch(v)
         );
     }

@@ -150,9 +150,10 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     tokio::select! {
         loaded = load_models(&cfg) => {
             let models = loaded?;
-            let ids: Vec<&str> = models.iter().map(|m| m.id.as_str()).collect();
-            eprintln!("tandem: ready, serving {}", ids.join(", "));
+            let ids: Vec<String> = models.iter().map(|m| m.id.clone()).collect();
+            // Ready only once requests can see the models.
             let _ = state.models.set(models);
+            eprintln!("tandem: ready, serving {}", ids.join(", "));
         }
         () = crate::shutdown::signal() => {
             let _ = stop_tx.send(true);

@@ -294,16 +294,30 @@ fn block_scores<S: Simd, const BS: usize>(q: &[f32], tile: &[f32], scale: f32, o
     }
 }
 
-/// [`block_scores`] for any block size.
+/// [`block_scores`] for any block size, with the same operations in the same order for each
+/// score (so results do not depend on the cache's block size).
 #[inline(always)]
 fn block_scores_any<S: Simd>(q: &[f32], tile: &[f32], bs: usize, scale: f32, out: &mut [f32]) {
-    out[..bs].fill(0.0);
-    for (d, &qd) in q.iter().enumerate() {
-        for (o, &k) in out[..bs].iter_mut().zip(&tile[d * bs..(d + 1) * bs]) {
-            *o = S::fma(qd, k, *o);
+    let mut acc = vec![[0.0f32; 4]; bs];
+    let mut d = 0;
+    while d + 4 <= q.len() {
+        for k in 0..4 {
+            let col = &tile[(d + k) * bs..(d + k + 1) * bs];
+            for (a, &x) in acc.iter_mut().zip(col) {
+                a[k] = S::fma(q[d + k], x, a[k]);
+            }
         }
+        d += 4;
     }
-    out[..bs].iter_mut().for_each(|o| *o *= scale);
+    while d < q.len() {
+        for (a, &x) in acc.iter_mut().zip(&tile[d * bs..(d + 1) * bs]) {
+            a[0] = S::fma(q[d], x, a[0]);
+        }
+        d += 1;
+    }
+    for (o, a) in out.iter_mut().zip(&acc) {
+        *o = ((a[0] + a[1]) + (a[2] + a[3])) * scale;
+    }
 }
 
 /// Sum in 16 independent lanes (so it vectorizes), then across them.
