@@ -217,23 +217,10 @@ fn engine_logits(file: &GgufFile, ids: &[u32], one_by_one: bool, bs: usize) -> V
         b.scope(|| model.forward(&b, &step, &mut kv, &mut scratch))
             .unwrap();
         let n = tokens.len() * c.vocab_size;
-        let all = futures_ready(b.read(scratch.logits().unwrap(), n));
+        let all = pollster::block_on(b.read(scratch.logits().unwrap(), n)).unwrap();
         out.extend(all.chunks(c.vocab_size).map(|r| r.to_vec()));
     }
     out
-}
-
-fn futures_ready<T>(
-    f: impl std::future::Future<Output = Result<T, engine_core::backend::BackendError>>,
-) -> T {
-    let mut f = std::pin::pin!(f);
-    match f
-        .as_mut()
-        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
-    {
-        std::task::Poll::Ready(v) => v.unwrap(),
-        std::task::Poll::Pending => unreachable!("the CPU backend's reads are ready at once"),
-    }
 }
 
 fn check(v: Variant) {

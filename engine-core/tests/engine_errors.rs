@@ -130,14 +130,7 @@ fn run(engine: &mut Engine<CpuBackend>, req: Request) -> Result<Vec<u32>, Engine
     let (tx, rx) = std::sync::mpsc::channel();
     engine.add(req, Box::new(move |ev| tx.send(ev).is_ok()))?;
     while engine.has_work() {
-        let mut f = std::pin::pin!(engine.step());
-        let ready = f
-            .as_mut()
-            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
-        let std::task::Poll::Ready(r) = ready else {
-            unreachable!("CPU steps complete at once")
-        };
-        r?;
+        pollster::block_on(engine.step())?;
     }
     Ok(rx
         .try_iter()

@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::judge::{Judgement, ids, teacher_forced_logits};
+
 use engine_core::backend::webgpu::{Precision, WebGpuBackend, WebGpuOptions};
 use engine_core::backend::{
     Backend, DeviceSampling, KvDtype, KvLayout, LogitsWanted, SeqChunk, StepInput,
@@ -67,14 +69,6 @@ fn paths(cpu_kernels: Option<bool>) -> Vec<(WebGpuBackend, &'static str, Bounds)
     v
 }
 
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect()
-}
-
 fn layout(model: &LlamaModel<WebGpuBackend>, tokens: usize) -> KvLayout {
     let c = model.config();
     KvLayout {
@@ -87,48 +81,6 @@ fn layout(model: &LlamaModel<WebGpuBackend>, tokens: usize) -> KvLayout {
     }
 }
 
-fn teacher_forced_logits(
-    b: &WebGpuBackend,
-    model: &LlamaModel<WebGpuBackend>,
-    ids: &[u32],
-    from: usize,
-) -> Vec<Vec<f32>> {
-    let c = model.config();
-    let layout = layout(model, ids.len());
-    let mut kv = b.alloc_kv(&layout).unwrap();
-    let mut alloc = BlockAllocator::new(layout.n_blocks, layout.block_size);
-    let mut table = BlockTable::new();
-    table.reserve(&mut alloc, ids.len()).unwrap();
-    let mut step = StepInput::build(
-        &[SeqChunk {
-            start_pos: 0,
-            tokens: ids,
-            block_table: table.blocks(),
-            logits: LogitsWanted::All,
-        }],
-        layout.block_size,
-        &c.rope,
-    );
-    // Only the generated positions are judged: skip the prompt's logits.
-    step.logit_rows.retain(|&r| r as usize >= from);
-    let mut scratch = Scratch::default();
-    model.forward(b, &step, &mut kv, &mut scratch).unwrap();
-    let v = c.vocab_size;
-    let n = ids.len() - from;
-    let logits = pollster::block_on(b.read(scratch.logits().unwrap(), n * v)).unwrap();
-    logits.chunks_exact(v).map(<[f32]>::to_vec).collect()
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
 #[test]
 fn teacher_forced_agreement_and_logit_error() {
     let paths = paths(None);
@@ -139,52 +91,10 @@ fn teacher_forced_agreement_and_logit_error() {
     let reference = common::reference_json("generate.json");
     for (b, name, bounds) in &paths {
         let model = LlamaModel::load(b, &file).unwrap();
-        let (mut confident, mut agree) = (0, 0);
-        let (mut err_sum, mut err_n, mut err_max) = (0.0f64, 0usize, 0.0f64);
-        for case in reference["cases"].as_array().unwrap() {
-            let prompt = ids(&case["prompt_ids"]);
-            let generated = ids(&case["generated_ids"]);
-            let all: Vec<u32> = prompt.iter().chain(&generated).copied().collect();
-            let logits = teacher_forced_logits(b, &model, &all[..all.len() - 1], prompt.len() - 1);
-            for (i, step) in case["steps"].as_array().unwrap().iter().enumerate() {
-                let row = &logits[i];
-                let margin = step["margin"].as_f64().unwrap();
-                let top1 = step["top5"][0][0].as_u64().unwrap() as u32;
-                if margin >= 0.3 {
-                    confident += 1;
-                    if argmax(row) == top1 {
-                        agree += 1;
-                    }
-                }
-                for pair in step["exact_top5"].as_array().unwrap() {
-                    let id = pair[0].as_u64().unwrap() as usize;
-                    let want = pair[1].as_f64().unwrap();
-                    let e = (f64::from(row[id]) - want).abs();
-                    err_sum += e;
-                    err_n += 1;
-                    err_max = err_max.max(e);
-                }
-            }
-        }
-        let rate = f64::from(agree) / f64::from(confident);
-        let mean = err_sum / err_n as f64;
-        eprintln!(
-            "[{name}] agreement {agree}/{confident} = {rate:.4}; logit error mean {mean:.4} max {err_max:.4}"
-        );
-        assert!(
-            rate >= 0.98,
-            "[{name}] teacher-forced agreement {rate:.4} < 0.98"
-        );
-        assert!(
-            mean <= bounds.mean,
-            "[{name}] mean logit error {mean:.4} > {}",
-            bounds.mean
-        );
-        assert!(
-            err_max <= bounds.max,
-            "[{name}] max logit error {err_max:.4} > {}",
-            bounds.max
-        );
+        let j = Judgement::of_cases(&reference, |ids, from| {
+            teacher_forced_logits(b, &model, ids, from, KvDtype::F32)
+        });
+        j.check(&format!("webgpu {name}"), bounds.mean, bounds.max);
     }
 }
 

@@ -2,6 +2,8 @@
 //! outputs live.
 #![allow(dead_code)]
 
+pub mod judge;
+
 use std::path::PathBuf;
 
 /// File name of the default model.
