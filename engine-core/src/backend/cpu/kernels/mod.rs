@@ -11,6 +11,11 @@ mod x86;
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+#[cfg(any(
+    target_arch = "aarch64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+))]
+mod lanes128;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
