@@ -27,6 +27,13 @@ fn main() {
     let path = &args[1];
     let threads: usize = args.get(2).map_or(0, |t| t.parse().unwrap());
     let only: &str = args.get(3).map_or("all", |s| s.as_str());
+    if only == "long" {
+        for ctx in [128, 1024, 4000] {
+            let rate = batched_decode(path, threads, 1, ctx, 128);
+            println!("decode after {ctx} tokens: {rate:.1} tok/s");
+        }
+        return;
+    }
     if only == "batch" {
         for batch in [1, 4, 16] {
             let rate = batched_decode(path, threads, batch, 128, 32);

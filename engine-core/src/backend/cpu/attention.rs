@@ -252,14 +252,47 @@ fn attend_rows<S: Simd, E: Elem>(sh: &Shared<'_>, item: &Item<'_>, keys: &[E], v
                 continue;
             }
             let visible = (pos + 1 - t0).min(bs);
-            let o = out_at(qi);
             let p = &scores[qi * width + t0..qi * width + t0 + visible];
-            for (j, &pj) in p.iter().enumerate() {
-                for (o, &v) in o.iter_mut().zip(&tile[j * hd..(j + 1) * hd]) {
-                    *o = S::fma(pj, v, *o);
+            accumulate_values::<S>(out_at(qi), p, &tile, hd);
+        }
+    }
+}
+
+/// `o += sum_j p[j] * value_j` over a value tile (`tile[j * hd + d]`). With a head size that is a
+/// multiple of 16, four 16-float slices of `o` stay in registers across the keys (four
+/// independent chains of multiply-adds).
+#[inline(always)]
+fn accumulate_values<S: Simd>(o: &mut [f32], p: &[f32], tile: &[f32], hd: usize) {
+    if !hd.is_multiple_of(16) {
+        for (j, &pj) in p.iter().enumerate() {
+            for (o, &v) in o.iter_mut().zip(&tile[j * hd..(j + 1) * hd]) {
+                *o = S::fma(pj, v, *o);
+            }
+        }
+        return;
+    }
+    let mut d0 = 0;
+    while d0 < hd {
+        let n = ((hd - d0) / 16).min(4);
+        let mut acc = [[0.0f32; 16]; 4];
+        for (k, a) in acc.iter_mut().enumerate().take(n) {
+            *a = o[d0 + 16 * k..d0 + 16 * (k + 1)]
+                .try_into()
+                .expect("16 floats");
+        }
+        for (j, &pj) in p.iter().enumerate() {
+            for (k, a) in acc.iter_mut().enumerate().take(n) {
+                let at = j * hd + d0 + 16 * k;
+                let v: &[f32; 16] = tile[at..at + 16].try_into().expect("16 floats");
+                for l in 0..16 {
+                    a[l] = S::fma(pj, v[l], a[l]);
                 }
             }
         }
+        for (k, a) in acc.iter().enumerate().take(n) {
+            o[d0 + 16 * k..d0 + 16 * (k + 1)].copy_from_slice(a);
+        }
+        d0 += 16 * n;
     }
 }
 
