@@ -22,12 +22,21 @@ pub struct BenchArgs {
     /// Thread counts to measure.
     #[arg(short, long, value_delimiter = ',', default_value = "1,2")]
     pub threads: Vec<usize>,
-    /// Prompt lengths for the prefill tests.
+    /// Prompt lengths for the prefill tests (0: none).
     #[arg(short = 'p', long, value_delimiter = ',', default_value = "128,512")]
     pub prompt: Vec<usize>,
     /// Tokens to generate in the decode test.
     #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
     pub n_gen: usize,
+    /// Context depths of the decode test: each is measured after a prompt of that many tokens
+    /// (`tgN @ dD`, as llama-bench's `-d`; 0 is a one-token prompt).
+    #[arg(
+        short = 'd',
+        long = "depth",
+        value_delimiter = ',',
+        default_value = "0"
+    )]
+    pub depth: Vec<usize>,
     /// Repetitions of each test (after one warm-up).
     #[arg(short, long, default_value_t = 3)]
     pub reps: usize,
@@ -54,7 +63,7 @@ pub async fn bench(args: BenchArgs) -> Result<()> {
                     .copied()
                     .max()
                     .unwrap_or(0)
-                    .max(args.n_gen + 1)
+                    .max(args.n_gen + 1 + args.depth.iter().copied().max().unwrap_or(0))
                     + 16,
                 ..EngineConfig::default()
             },
@@ -84,7 +93,7 @@ pub async fn bench(args: BenchArgs) -> Result<()> {
         };
         let vocab = loaded.engine.model_config().vocab_size as u32;
         let mut rng = rand::rngs::StdRng::seed_from_u64(42);
-        for &n in &args.prompt {
+        for &n in args.prompt.iter().filter(|&&n| n > 0) {
             let mut times = Vec::new();
             for rep in 0..=args.reps {
                 let prompt: Vec<u32> = (0..n).map(|_| rng.random_range(32..vocab)).collect();
@@ -96,20 +105,22 @@ pub async fn bench(args: BenchArgs) -> Result<()> {
             let mean = mean_secs(&times);
             row(&format!("pp{n}"), n as f64 / mean, Some(mean * 1e3));
         }
-        if args.n_gen > 0 {
+        for &depth in args.depth.iter().filter(|_| args.n_gen > 0) {
             let mut rates = Vec::new();
             for rep in 0..=args.reps {
-                let prompt = vec![rng.random_range(32..vocab)];
+                let prompt: Vec<u32> = (0..depth.max(1))
+                    .map(|_| rng.random_range(32..vocab))
+                    .collect();
                 let (ttft, total) = generate(&mut loaded.engine, prompt, args.n_gen + 1).await?;
                 if rep > 0 {
                     rates.push(args.n_gen as f64 / (total - ttft).as_secs_f64());
                 }
             }
-            row(
-                &format!("tg{}", args.n_gen),
-                rates.iter().sum::<f64>() / rates.len() as f64,
-                None,
-            );
+            let test = match depth {
+                0 => format!("tg{}", args.n_gen),
+                d => format!("tg{} @ d{d}", args.n_gen),
+            };
+            row(&test, rates.iter().sum::<f64>() / rates.len() as f64, None);
         }
     }
     println!();

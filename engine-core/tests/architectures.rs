@@ -2,7 +2,8 @@
 //! frequency factors, qwen2 with biases and NeoX RoPE, phi3 with fused projections and partial
 //! rotation), on tiny random models written with the GGUF writer, with weights in every quant
 //! format: logits against an independent float64 forward pass in numpy, and token-by-token decode
-//! and other KV block sizes against one batched prefill (bit for bit).
+//! and other KV block sizes against one batched prefill (bit for bit), also over contexts long
+//! enough for attention to split its keys.
 
 mod py;
 
@@ -223,7 +224,9 @@ fn engine_logits(file: &GgufFile, ids: &[u32], one_by_one: bool, bs: usize) -> V
     out
 }
 
-fn check(v: Variant) {
+/// Checks `v` on `n` random tokens against the reference, token-by-token decode and the KV block
+/// sizes `block_sizes`.
+fn check(v: Variant, n: usize, block_sizes: &[usize]) {
     let seed: u64 = rand::rng().random();
     eprintln!("{}: seed {seed}", arch(v));
     let bytes = build(v, seed);
@@ -231,7 +234,7 @@ fn check(v: Variant) {
     let path = dir.join("model.gguf");
     std::fs::write(&path, &bytes).unwrap();
     let mut rng = StdRng::seed_from_u64(seed ^ 1);
-    let ids: Vec<u32> = (0..40).map(|_| rng.random_range(0..VOCAB as u32)).collect();
+    let ids: Vec<u32> = (0..n).map(|_| rng.random_range(0..VOCAB as u32)).collect();
     let mut args: Vec<std::ffi::OsString> = vec![path.clone().into()];
     args.extend(ids.iter().map(|i| i.to_string().into()));
     let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
@@ -263,7 +266,7 @@ fn check(v: Variant) {
             arch(v)
         );
     }
-    for bs in [1, 4, 7] {
+    for &bs in block_sizes {
         let other = engine_logits(&file, &ids, false, bs);
         assert!(
             batched == other,
@@ -275,20 +278,27 @@ fn check(v: Variant) {
 
 #[test]
 fn llama_with_linear_rope_scaling_and_frequency_factors() {
-    check(Variant::LlamaLinear);
+    check(Variant::LlamaLinear, 40, &[1, 4, 7]);
 }
 
 #[test]
 fn llama_with_yarn() {
-    check(Variant::LlamaYarn);
+    check(Variant::LlamaYarn, 40, &[1, 4, 7]);
 }
 
 #[test]
 fn qwen2_with_biases_and_tied_embeddings() {
-    check(Variant::Qwen2);
+    check(Variant::Qwen2, 40, &[1, 4, 7]);
 }
 
 #[test]
 fn phi3_with_fused_projections_and_partial_rotation() {
-    check(Variant::Phi3);
+    check(Variant::Phi3, 40, &[1, 4, 7]);
+}
+
+/// Attention over a long context is computed in fixed ranges of key positions merged in order:
+/// 600 positions cross those ranges, and a block size of 48 straddles their boundaries.
+#[test]
+fn long_context_attention_is_the_same_however_it_is_split() {
+    check(Variant::LlamaLinear, 600, &[48, 7]);
 }

@@ -26,22 +26,40 @@ pub fn bench(which: &str, llama_cpp: bool, bandwidth: Option<f64>) -> Result<()>
         "cpu" => {
             shell::run(shell::cargo().args(["build", "--release", "-p", "control-plane"]))?;
             let tandem = shell::root().join("target/release/tandem");
-            println!("## Tandem (`tandem bench --threads 1,2 -p 128,512 -n 128`)\n");
-            shell::run(
-                Command::new(&tandem)
-                    .args(["bench", "--model"])
-                    .arg(&model)
-                    .args([
-                        "--threads",
-                        "1,2",
-                        "-p",
-                        "128,512",
-                        "-n",
-                        "128",
-                        "--reps",
-                        "3",
-                    ]),
-            )?;
+            let tandem_bench = |args: &[&str]| -> Result<()> {
+                println!("## Tandem (`tandem bench {}`)\n", args.join(" "));
+                shell::run(
+                    Command::new(&tandem)
+                        .args(["bench", "--model"])
+                        .arg(&model)
+                        .args(args),
+                )
+            };
+            tandem_bench(&[
+                "--threads",
+                "1,2",
+                "-p",
+                "128,512",
+                "-n",
+                "128",
+                "--reps",
+                "3",
+            ])?;
+            // Decode deep into the context, in a process of its own so that the peak memory
+            // above is that of the short tests (4000 tokens of f16 KV cache take 92 MiB).
+            println!();
+            tandem_bench(&[
+                "--threads",
+                "1,2",
+                "-p",
+                "0",
+                "-n",
+                "128",
+                "-d",
+                "4000",
+                "--reps",
+                "3",
+            ])?;
             if llama_cpp {
                 let bin = llama_cpp_bin()?;
                 println!("\n## llama.cpp (`llama-bench -t 1,2 -p 128,512 -n 128 -r 3`)\n");
@@ -50,6 +68,13 @@ pub fn bench(which: &str, llama_cpp: bool, bandwidth: Option<f64>) -> Result<()>
                         .arg("-m")
                         .arg(&model)
                         .args(["-t", "1,2", "-p", "128,512", "-n", "128", "-r", "3"]),
+                )?;
+                println!("\n## llama.cpp (`llama-bench -t 1,2 -p 0 -n 128 -d 4000 -r 3`)\n");
+                shell::run(
+                    Command::new(bin.join("llama-bench"))
+                        .arg("-m")
+                        .arg(&model)
+                        .args(["-t", "1,2", "-p", "0", "-n", "128", "-d", "4000", "-r", "3"]),
                 )?;
             }
             Ok(())

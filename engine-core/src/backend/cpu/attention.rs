@@ -6,7 +6,7 @@
 //! `block_size x head_dim` tile of values.
 
 use super::kernels::Isa;
-use super::simd::{Simd, dispatch};
+use super::simd::{Simd, dispatch, prefetch};
 use super::threads::{Pool, SharedMut};
 use crate::backend::{KvDtype, KvLayout, StepInput, StepSeq};
 
@@ -53,13 +53,32 @@ pub struct CpuKvStore {
     /// The geometry.
     pub layout: KvLayout,
     data: KvData,
+    /// Room for the partial results of attention's work items, kept between calls (every call
+    /// writes all of the part it uses before reading it).
+    partials: std::sync::Mutex<Vec<f32>>,
 }
 
-/// One work item: the query heads that share one KV head, for some query rows of one sequence.
+/// Keys per work item. A query's keys are split at fixed positions (multiples of this), each
+/// range's softmax is computed on its own and the ranges are merged in order, so a long context
+/// spreads over every worker while each result depends only on the query's position: not on the
+/// batch, the cache's block size or the number of threads.
+const KEY_CHUNK: usize = 256;
+
+/// One work item: the query heads that share one KV head, for some query rows of one sequence,
+/// over one range of key positions.
 struct Item<'a> {
     seq: &'a StepSeq,
     kv_head: usize,
     rows: std::ops::Range<usize>,
+    keys: std::ops::Range<usize>,
+    /// Where the item's partial results start in the partials buffer: for each query, the
+    /// range's maximum score, its sum of exponentials and its unnormalized output.
+    partial: usize,
+}
+
+/// The items of one (sequence, KV head, query rows): their partials are merged into the output.
+struct Group {
+    items: std::ops::Range<usize>,
 }
 
 /// What every work item of one attention call shares.
@@ -70,7 +89,7 @@ struct Shared<'a> {
     q_width: usize,
     group: usize,
     scale: f32,
-    out: SharedMut<f32>,
+    partials: SharedMut<f32>,
 }
 
 /// Where the key and value tiles of `head` in `block` of `layer` start.
@@ -97,7 +116,11 @@ impl CpuKvStore {
                 v: super::zeroed_vec(n)?,
             },
         };
-        Some(CpuKvStore { layout, data })
+        Some(CpuKvStore {
+            layout,
+            data,
+            partials: Default::default(),
+        })
     }
 
     /// Writes the step's keys and values of `layer` into their slots.
@@ -147,31 +170,91 @@ impl CpuKvStore {
         out: &mut [f32],
     ) {
         let l = self.layout;
-        let mut items = Vec::new();
+        let group = n_heads / l.n_kv_heads;
+        let stride = l.head_dim + 2;
+        let (mut items, mut groups, mut len) = (Vec::new(), Vec::new(), 0);
         for seq in &step.seqs {
             for kv_head in 0..l.n_kv_heads {
                 let mut r = seq.rows.start;
                 while r < seq.rows.end {
                     let end = (r + ROWS_PER_TASK).min(seq.rows.end);
-                    items.push(Item {
-                        seq,
-                        kv_head,
-                        rows: r..end,
+                    // The last row sees the most keys: positions 0..=last.
+                    let last = seq.start_pos + (end - 1 - seq.rows.start);
+                    let first = items.len();
+                    for c0 in (0..=last).step_by(KEY_CHUNK) {
+                        items.push(Item {
+                            seq,
+                            kv_head,
+                            rows: r..end,
+                            keys: c0..(c0 + KEY_CHUNK).min(last + 1),
+                            partial: len,
+                        });
+                        len += group * (end - r) * stride;
+                    }
+                    groups.push(Group {
+                        items: first..items.len(),
                     });
                     r = end;
                 }
             }
+        }
+        let mut partials = self.partials.lock().unwrap_or_else(|e| e.into_inner());
+        if partials.len() < len {
+            partials.resize(len, 0.0);
         }
         let shared = Shared {
             store: self,
             layer,
             q,
             q_width: n_heads * l.head_dim,
-            group: n_heads / l.n_kv_heads,
+            group,
             scale: 1.0 / (l.head_dim as f32).sqrt(),
-            out: SharedMut(out.as_mut_ptr()),
+            partials: SharedMut(partials.as_mut_ptr()),
         };
         pool.for_each(items.len(), |i| attend_item(isa, &shared, &items[i]));
+        let out = SharedMut(out.as_mut_ptr());
+        let (items, partials) = (&items, &partials[..len]);
+        pool.for_each(groups.len(), |g| {
+            let at = &groups[g].items;
+            // SAFETY: the group's (row, head) slices of `out` belong to it alone.
+            unsafe { merge(&shared, &items[at.clone()], partials, out) }
+        });
+    }
+}
+
+/// Merges the partial results of one group's key ranges, in order, into `out`.
+///
+/// # Safety
+/// `out` must point at the step's output, and no other thread may write this group's rows.
+unsafe fn merge(sh: &Shared<'_>, items: &[Item<'_>], partials: &[f32], out: SharedMut<f32>) {
+    let hd = sh.store.layout.head_dim;
+    let stride = hd + 2;
+    let first = &items[0];
+    let n_rows = first.rows.len();
+    let h0 = first.kv_head * sh.group;
+    let mut acc = vec![0.0f32; hd];
+    for qi in 0..sh.group * n_rows {
+        let part =
+            |it: &Item<'_>| &partials[it.partial + qi * stride..it.partial + (qi + 1) * stride];
+        let live = || items.iter().map(part).filter(|p| p[1] > 0.0);
+        let max = live().map(|p| p[0]).fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0f32;
+        acc.fill(0.0);
+        for p in live() {
+            let w = crate::math::exp(p[0] - max);
+            sum += w * p[1];
+            for (a, &o) in acc.iter_mut().zip(&p[2..]) {
+                *a += w * o;
+            }
+        }
+        let inv = 1.0 / sum;
+        let (h, r) = (h0 + qi / n_rows, first.rows.start + qi % n_rows);
+        // SAFETY: (row r, head h) of `out` belongs to this group alone (the caller's promise).
+        let dst =
+            unsafe { std::slice::from_raw_parts_mut(out.get().add(r * sh.q_width + h * hd), hd) };
+        for (d, &a) in dst.iter_mut().zip(&acc) {
+            *d = a * inv;
+        }
     }
 }
 
@@ -188,6 +271,8 @@ fn attend_item_with<S: Simd>(sh: &Shared<'_>, item: &Item<'_>) {
     }
 }
 
+/// One item's partial results: for each query, the maximum score over the item's key range, the
+/// sum of the exponentials of the scores minus that maximum, and the values weighted by them.
 #[inline(always)]
 fn attend_rows<S: Simd, E: Elem>(sh: &Shared<'_>, item: &Item<'_>, keys: &[E], values: &[E]) {
     let l = sh.store.layout;
@@ -195,132 +280,149 @@ fn attend_rows<S: Simd, E: Elem>(sh: &Shared<'_>, item: &Item<'_>, keys: &[E], v
     let seq = item.seq;
     let n_rows = item.rows.len();
     let first_pos = seq.start_pos + (item.rows.start - seq.rows.start);
-    // Row i sees keys 0..=first_pos + i.
-    let n_blocks = (first_pos + n_rows).div_ceil(bs);
-    let width = n_blocks * bs;
+    let (c0, c1) = (item.keys.start, item.keys.end);
+    let width = c1 - c0;
     // Queries: the group's heads for each row; query qi is head h0 + qi / n_rows of row qi % n_rows.
     let h0 = item.kv_head * sh.group;
     let n_q = sh.group * n_rows;
-    let row_of = |qi: usize| qi % n_rows;
+    let pos_of = |qi: usize| first_pos + qi % n_rows;
+    // Keys of the range that query qi sees: c0..seen(qi).
+    let seen = |qi: usize| (pos_of(qi) + 1).clamp(c0, c1);
     let q_at = |qi: usize| {
         let (h, r) = (h0 + qi / n_rows, item.rows.start + qi % n_rows);
         &sh.q[r * sh.q_width + h * hd..r * sh.q_width + (h + 1) * hd]
     };
-    let out_at = |qi: usize| {
-        let (h, r) = (h0 + qi / n_rows, item.rows.start + qi % n_rows);
-        // SAFETY: (row r, head h) of `out` belongs to this work item alone.
-        unsafe { std::slice::from_raw_parts_mut(sh.out.get().add(r * sh.q_width + h * hd), hd) }
+    let stride = hd + 2;
+    let part_at = |qi: usize| {
+        // SAFETY: the item's slice of the partials belongs to it alone.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                sh.partials.get().add(item.partial + qi * stride),
+                stride,
+            )
+        }
     };
     let mut scores = vec![f32::NEG_INFINITY; n_q * width];
     let mut tile = vec![0.0f32; hd * bs];
-    for kb in 0..n_blocks {
+    let mut block = vec![0.0f32; bs];
+    let blocks = c0 / bs..(c1 - 1) / bs + 1;
+    let tile_at = |kb: usize| {
         let base = tile_base(&l, sh.layer, seq.block_table[kb] as usize, item.kv_head);
+        base..base + hd * bs
+    };
+    for kb in blocks.clone() {
+        // Start loading the next tile (the values' first one after the last key tile): tiles of
+        // one head are strided, and a range is too short for the hardware to learn the stride.
+        match kb + 1 < blocks.end {
+            true => prefetch(&keys[tile_at(kb + 1)]),
+            false => prefetch(&values[tile_at(blocks.start)]),
+        }
         // SAFETY: the caller compiled this for an instruction set the CPU has.
-        unsafe { E::widen::<S>(&keys[base..base + hd * bs], &mut tile) };
+        unsafe { E::widen::<S>(&keys[tile_at(kb)], &mut tile) };
         let t0 = kb * bs;
+        let lo = t0.max(c0);
         for qi in 0..n_q {
-            let pos = first_pos + row_of(qi);
-            if pos < t0 {
+            let hi = seen(qi).min(t0 + bs);
+            if hi <= lo {
                 continue;
             }
-            let visible = (pos + 1 - t0).min(bs);
-            let row = &mut scores[qi * width + t0..qi * width + t0 + bs];
             if bs == 16 {
-                block_scores::<S, 16>(q_at(qi), &tile, sh.scale, row);
+                block_scores::<S, 16>(q_at(qi), &tile, sh.scale, &mut block);
             } else {
-                block_scores_any::<S>(q_at(qi), &tile, bs, sh.scale, row);
+                block_scores_any::<S>(q_at(qi), &tile, bs, sh.scale, &mut block);
             }
-            row[visible..].fill(f32::NEG_INFINITY);
+            scores[qi * width + lo - c0..qi * width + hi - c0]
+                .copy_from_slice(&block[lo - t0..hi - t0]);
         }
     }
     for qi in 0..n_q {
-        let row = &mut scores[qi * width..qi * width + first_pos + row_of(qi) + 1];
+        let part = part_at(qi);
+        part[2..].fill(0.0);
+        let n = seen(qi) - c0;
+        if n == 0 {
+            part[..2].copy_from_slice(&[f32::NEG_INFINITY, 0.0]);
+            continue;
+        }
+        let row = &mut scores[qi * width..qi * width + n];
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         row.iter_mut().for_each(|s| *s = crate::math::exp(*s - max));
-        let inv = 1.0 / lane_sum(row);
-        row.iter_mut().for_each(|s| *s *= inv);
-        out_at(qi).fill(0.0);
+        part[0] = max;
+        part[1] = lane_sum(row);
     }
-    for kb in 0..n_blocks {
-        let base = tile_base(&l, sh.layer, seq.block_table[kb] as usize, item.kv_head);
+    for kb in blocks.clone() {
+        if kb + 1 < blocks.end {
+            prefetch(&values[tile_at(kb + 1)]);
+        }
         // SAFETY: as above.
-        unsafe { E::widen::<S>(&values[base..base + hd * bs], &mut tile) };
+        unsafe { E::widen::<S>(&values[tile_at(kb)], &mut tile) };
         let t0 = kb * bs;
+        let lo = t0.max(c0);
         for qi in 0..n_q {
-            let pos = first_pos + row_of(qi);
-            if pos < t0 {
+            let hi = seen(qi).min(t0 + bs);
+            if hi <= lo {
                 continue;
             }
-            let visible = (pos + 1 - t0).min(bs);
-            let p = &scores[qi * width + t0..qi * width + t0 + visible];
-            accumulate_values::<S>(out_at(qi), p, &tile, hd);
+            let p = &scores[qi * width + lo - c0..qi * width + hi - c0];
+            accumulate_values::<S>(&mut part_at(qi)[2..], p, &tile[(lo - t0) * hd..], hd);
         }
     }
 }
 
-/// `o += sum_j p[j] * value_j` over a value tile (`tile[j * hd + d]`). With a head size that is a
-/// multiple of 16, four 16-float slices of `o` stay in registers across the keys (four
-/// independent chains of multiply-adds).
+/// `o += sum_j p[j] * value_j` over a value tile (`tile[j * hd + d]`), one chain of multiply-adds
+/// per element of `o`, in key order (so splitting the keys over several calls changes nothing).
 #[inline(always)]
 fn accumulate_values<S: Simd>(o: &mut [f32], p: &[f32], tile: &[f32], hd: usize) {
-    if !hd.is_multiple_of(16) {
-        for (j, &pj) in p.iter().enumerate() {
-            for (o, &v) in o.iter_mut().zip(&tile[j * hd..(j + 1) * hd]) {
-                *o = S::fma(pj, v, *o);
-            }
-        }
-        return;
-    }
-    let mut d0 = 0;
-    while d0 < hd {
-        let n = ((hd - d0) / 16).min(4);
-        let mut acc = [[0.0f32; 16]; 4];
-        for (k, a) in acc.iter_mut().enumerate().take(n) {
-            *a = o[d0 + 16 * k..d0 + 16 * (k + 1)]
-                .try_into()
-                .expect("16 floats");
-        }
-        for (j, &pj) in p.iter().enumerate() {
-            for (k, a) in acc.iter_mut().enumerate().take(n) {
-                let at = j * hd + d0 + 16 * k;
-                let v: &[f32; 16] = tile[at..at + 16].try_into().expect("16 floats");
-                for l in 0..16 {
-                    a[l] = S::fma(pj, v[l], a[l]);
+    match hd {
+        64 => accumulate_fixed::<S, 64>(o, p, tile),
+        128 => accumulate_fixed::<S, 128>(o, p, tile),
+        _ => {
+            for (&pj, v) in p.iter().zip(tile.chunks_exact(hd)) {
+                for (o, &v) in o.iter_mut().zip(v) {
+                    *o = S::fma(pj, v, *o);
                 }
             }
         }
-        for (k, a) in acc.iter().enumerate().take(n) {
-            o[d0 + 16 * k..d0 + 16 * (k + 1)].copy_from_slice(a);
-        }
-        d0 += 16 * n;
     }
+}
+
+/// [`accumulate_values`] for a head size known at compile time: `o` stays in registers.
+#[inline(always)]
+fn accumulate_fixed<S: Simd, const HD: usize>(o: &mut [f32], p: &[f32], tile: &[f32]) {
+    let o: &mut [f32; HD] = (&mut o[..HD]).try_into().expect("a whole head");
+    let mut acc = *o;
+    for (&pj, v) in p.iter().zip(tile.chunks_exact(HD)) {
+        let v: &[f32; HD] = v.try_into().expect("a whole value row");
+        for d in 0..HD {
+            acc[d] = S::fma(pj, v[d], acc[d]);
+        }
+    }
+    *o = acc;
 }
 
 /// `out[j] = scale * q . key_j` for the `BS` keys of a transposed tile (`tile[d * BS + j]`).
 #[inline(always)]
 fn block_scores<S: Simd, const BS: usize>(q: &[f32], tile: &[f32], scale: f32, out: &mut [f32]) {
-    // Four partial sums over the dimensions, so the multiply-adds do not wait on each other.
+    // Four partial sums over the dimensions (dimension d goes to sum d % 4), so the multiply-adds
+    // do not wait on each other.
     let mut acc = [[0.0f32; BS]; 4];
-    let mut d = 0;
-    while d + 4 <= q.len() {
+    let whole = q.len() / 4 * 4;
+    for (qd, rows) in q[..whole].chunks_exact(4).zip(tile.chunks_exact(4 * BS)) {
         for (k, part) in acc.iter_mut().enumerate() {
-            let col: &[f32; BS] = tile[(d + k) * BS..(d + k + 1) * BS]
+            let col: &[f32; BS] = rows[k * BS..(k + 1) * BS]
                 .try_into()
                 .expect("a whole tile row");
             for j in 0..BS {
-                part[j] = S::fma(q[d + k], col[j], part[j]);
+                part[j] = S::fma(qd[k], col[j], part[j]);
             }
         }
-        d += 4;
     }
-    while d < q.len() {
+    for d in whole..q.len() {
         let col: &[f32; BS] = tile[d * BS..(d + 1) * BS]
             .try_into()
             .expect("a whole tile row");
         for j in 0..BS {
             acc[0][j] = S::fma(q[d], col[j], acc[0][j]);
         }
-        d += 1;
     }
     for (j, o) in out.iter_mut().enumerate().take(BS) {
         *o = ((acc[0][j] + acc[1][j]) + (acc[2][j] + acc[3][j])) * scale;

@@ -14,6 +14,22 @@ pub(crate) trait Simd {
     fn fma(a: f32, b: f32, c: f32) -> f32;
 }
 
+/// Asks the cache to start loading every line of `bytes` (a hint: does nothing where the target
+/// has no prefetch instruction).
+#[inline(always)]
+pub(crate) fn prefetch<T>(bytes: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (p, n) = (bytes.as_ptr() as *const i8, std::mem::size_of_val(bytes));
+        for off in (0..n).step_by(64) {
+            // SAFETY: a prefetch is only a hint; the address lies inside `bytes`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(off)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
+}
+
 #[inline(always)]
 fn h2f(h: u16) -> f32 {
     half::f16::from_bits(h).to_f32()
