@@ -181,7 +181,7 @@ fn integer_kernels_match_reference_on_every_isa() {
             } else {
                 96
             };
-            for &(rows, tokens) in &[(1, 1), (4, 1), (7, 3), (13, 9), (37, 4), (5, 70)] {
+            for &(rows, tokens) in &[(1, 1), (4, 1), (7, 3), (13, 9), (37, 4), (5, 70), (17, 31)] {
                 check(isa, ty, rows, cols, tokens, false, &mut rng);
                 check(isa, ty, rows, cols, tokens, true, &mut rng);
             }

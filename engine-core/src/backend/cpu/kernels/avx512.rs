@@ -341,7 +341,7 @@ pub fn kernel(ty: GgmlType) -> Option<Kernel> {
 /// Weight rows per tile.
 const R16: usize = 16;
 /// Activation rows per tile.
-const T16: usize = 8;
+const T16: usize = 16;
 
 /// A block format for the sixteen-row kernels.
 trait Rows16 {
@@ -601,9 +601,17 @@ macro_rules! rows16_kernel {
     ($name:ident, $fmt:ty) => {
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,f16c,fma,avx2")]
         unsafe fn $name(job: &Tile<'_>) {
-            // The accumulators live in registers only when the token count is a constant.
+            // A constant token count lets the compiler unroll and place the accumulators.
             unsafe {
                 match job.tokens {
+                    16 => rows16_impl::<$fmt, 16>(job),
+                    15 => rows16_impl::<$fmt, 15>(job),
+                    14 => rows16_impl::<$fmt, 14>(job),
+                    13 => rows16_impl::<$fmt, 13>(job),
+                    12 => rows16_impl::<$fmt, 12>(job),
+                    11 => rows16_impl::<$fmt, 11>(job),
+                    10 => rows16_impl::<$fmt, 10>(job),
+                    9 => rows16_impl::<$fmt, 9>(job),
                     8 => rows16_impl::<$fmt, 8>(job),
                     7 => rows16_impl::<$fmt, 7>(job),
                     6 => rows16_impl::<$fmt, 6>(job),
