@@ -1,10 +1,10 @@
 //! AVX-512 VNNI kernels on 512-bit vectors.
 //!
-//! - The 32-weight block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) use sixteen-row tiles: sixteen
-//!   rows' blocks are transposed on the fly so that each 32-bit lane holds four weights of one
-//!   row, and one `vpdpbusd` advances all sixteen rows at once (see [`kernel`]).
-//! - The k-quants (Q4_K, Q6_K) take two 32-weight sub-blocks of one row per step, with the
-//!   sub-block scales in vector lanes.
+//! - The 32-weight block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) and Q4_K use sixteen-row tiles:
+//!   sixteen rows' blocks are transposed on the fly so that each 32-bit lane holds four weights
+//!   of one row, and one `vpdpbusd` advances all sixteen rows at once (see [`kernel`]).
+//! - Q6_K takes two 32-weight sub-blocks of one row per step, with the sub-block scales in
+//!   vector lanes.
 //!
 //! Exactness: the integer part of every block dot is exact (weight offsets such as Q4_0's `-8`
 //! are subtracted as `offset * sum(x)` in integers), and each (row, token) pair goes through the
@@ -67,54 +67,6 @@ unsafe fn idx_halves() -> __m512i {
 #[inline(always)]
 unsafe fn spread2(v: __m128) -> __m512 {
     unsafe { _mm512_permutexvar_ps(idx_halves(), _mm512_castps128_ps512(v)) }
-}
-
-/// `[a x8 | b x8]`.
-#[inline(always)]
-unsafe fn set2(a: f32, b: f32) -> __m512 {
-    unsafe {
-        _mm512_insertf32x8(
-            _mm512_castps256_ps512(_mm256_set1_ps(a)),
-            _mm256_set1_ps(b),
-            1,
-        )
-    }
-}
-
-struct Q4K;
-impl Format for Q4K {
-    const PAIR_BYTES: usize = 36;
-    const OFFSET: u8 = 0;
-    const HAS_MIN: bool = true;
-    type Cache = ([f32; 8], [f32; 8]);
-    #[inline(always)]
-    unsafe fn pair(row: *const u8, p: usize, cache: &mut Self::Cache) -> Pair {
-        unsafe {
-            let blk = row.add((p / 4) * 144);
-            if p.is_multiple_of(4) {
-                let d = half::f16::from_bits(std::ptr::read_unaligned(blk as *const u16)).to_f32();
-                let dmin = half::f16::from_bits(std::ptr::read_unaligned(blk.add(2) as *const u16))
-                    .to_f32();
-                let s = std::slice::from_raw_parts(blk.add(4), 12);
-                for j in 0..8 {
-                    let (sc, m) = super::scalar::scale_min_k4(j, s);
-                    cache.0[j] = d * f32::from(sc);
-                    cache.1[j] = -dmin * f32::from(m) * 0.125;
-                }
-            }
-            let q = p % 4;
-            let v = _mm256_loadu_si256(blk.add(16 + 32 * q) as *const __m256i);
-            let m = _mm256_set1_epi8(0x0f);
-            let lo = _mm256_and_si256(v, m);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m);
-            let w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-            Pair {
-                w,
-                scale: set2(cache.0[2 * q], cache.0[2 * q + 1]),
-                min8: set2(cache.1[2 * q], cache.1[2 * q + 1]),
-            }
-        }
-    }
 }
 
 struct Q6K;
@@ -308,7 +260,6 @@ macro_rules! kernel {
     };
 }
 
-kernel!(tile_q4_k, Q4K);
 kernel!(tile_q6_k, Q6K);
 
 /// The AVX-512 VNNI tile kernel for a weight type.
@@ -324,7 +275,7 @@ pub fn kernel(ty: GgmlType) -> Option<Kernel> {
         GgmlType::Q5_0 => rows16(rows16_q5_0),
         GgmlType::Q5_1 => rows16(rows16_q5_1),
         GgmlType::Q8_0 => rows16(rows16_q8_0),
-        GgmlType::Q4_K => Kernel::small(tile_q4_k),
+        GgmlType::Q4_K => rows16(rows16_q4_k),
         GgmlType::Q6_K => Kernel::small(tile_q6_k),
         _ => return None,
     })
@@ -515,41 +466,107 @@ impl Rows16 for R8_0 {
     }
 }
 
+/// The row pointers, stored-lane mask and gather offsets of a sixteen-row tile. Missing rows of
+/// a partial tile read row 0 again; their lanes are never stored.
 #[inline(always)]
-unsafe fn rows16_impl<F: Rows16, const NT: usize>(job: &Tile<'_>) {
+unsafe fn tile_rows(job: &Tile<'_>) -> ([*const u8; R16], __mmask16, __m512i) {
     unsafe {
-        let acts = job.acts;
-        let nb = acts.cols / QK;
-        let rb = job.row_bytes;
         let n_rows = job.rows;
-        let n_tok = NT;
         let lanes: __mmask16 = if n_rows >= R16 {
             0xffff
         } else {
             (1u16 << n_rows) - 1
         };
         let base = job.w.as_ptr();
-        // Missing rows of a partial tile read row 0 again; their lanes are never stored.
         let mut rows = [base; R16];
         for (r, p) in rows.iter_mut().enumerate().take(n_rows) {
-            *p = base.add(r * rb);
+            *p = base.add(r * job.row_bytes);
         }
         let offsets = _mm512_mullo_epi32(
             _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-            _mm512_set1_epi32(rb as i32),
+            _mm512_set1_epi32(job.row_bytes as i32),
         );
-        let offsets = _mm512_maskz_mov_epi32(lanes, offsets);
+        (rows, lanes, _mm512_maskz_mov_epi32(lanes, offsets))
+    }
+}
+
+/// Prefetches `bytes` bytes from `from` (a part of the next tile, which follows this one).
+#[inline(always)]
+unsafe fn prefetch_span(from: *const u8, bytes: usize) {
+    unsafe {
+        for k in 0..bytes / 64 {
+            _mm_prefetch::<_MM_HINT_T0>(from.add(64 * k) as *const i8);
+        }
+    }
+}
+
+/// Adds one 32-weight block of the tile's 16 rows times activation block `b` of each of its
+/// tokens to `acc`: `w` holds the unsigned weights (minus `offset` each), `d` the rows' scales
+/// and, with `has_min`, `m` their minimums (`x = d * (q - offset) + m`).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn block_tokens<const NT: usize>(
+    acc: &mut [__m512; NT],
+    w: &[__m512i; 8],
+    (d, m): (__m512, __m512),
+    (offset, has_min): (i32, bool),
+    acts: &QuantActs,
+    t0: usize,
+    nb: usize,
+    b: usize,
+) {
+    unsafe {
+        for t in 0..NT {
+            let row = t0 + t;
+            let x = row * acts.cols + b * QK;
+            let (hp, lp) = (acts.hi.as_ptr().add(x), acts.lo.as_ptr().add(x));
+            let mut hi = _mm512_setzero_si512();
+            let mut lo = _mm512_setzero_si512();
+            for (g, wg) in w.iter().enumerate() {
+                let xh = _mm512_set1_epi32(std::ptr::read_unaligned(hp.add(4 * g) as *const i32));
+                let xl = _mm512_set1_epi32(std::ptr::read_unaligned(lp.add(4 * g) as *const i32));
+                hi = _mm512_dpbusd_epi32(hi, *wg, xh);
+                lo = _mm512_dpbusd_epi32(lo, *wg, xl);
+            }
+            let mut dot = _mm512_add_epi32(_mm512_slli_epi32(hi, HI_SHIFT), lo);
+            let k = row * nb + b;
+            if offset != 0 {
+                dot = _mm512_sub_epi32(dot, _mm512_set1_epi32(offset * *acts.sum.as_ptr().add(k)));
+            }
+            let scale = _mm512_mul_ps(d, _mm512_set1_ps(*acts.d.as_ptr().add(k)));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[t]);
+            if has_min {
+                acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(*acts.ds.as_ptr().add(k)), acc[t]);
+            }
+        }
+    }
+}
+
+/// Stores the tile's accumulators.
+#[inline(always)]
+unsafe fn store_tile<const NT: usize>(job: &Tile<'_>, acc: &[__m512; NT], lanes: __mmask16) {
+    unsafe {
+        for (t, a) in acc.iter().enumerate() {
+            _mm512_mask_storeu_ps(job.out.add(t * job.out_stride), lanes, *a);
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn rows16_impl<F: Rows16, const NT: usize>(job: &Tile<'_>) {
+    unsafe {
+        let acts = job.acts;
+        let nb = acts.cols / QK;
+        let rb = job.row_bytes;
+        let (rows, lanes, offsets) = tile_rows(job);
+        let base = job.w.as_ptr();
         let mut acc = [_mm512_setzero_ps(); NT];
         // Prefetch the next tile of rows (contiguous after this one), spread over the blocks.
         let next = base.add(R16 * rb);
         let step = (R16 * rb).div_ceil(nb.max(1)).next_multiple_of(64);
         for b in 0..nb {
             let at = b * F::BYTES;
-            let mut pf = next.add(b * step);
-            for _ in 0..step / 64 {
-                _mm_prefetch::<_MM_HINT_T0>(pf as *const i8);
-                pf = pf.add(64);
-            }
+            prefetch_span(next.add(b * step), step);
             let qh = match F::QH_AT {
                 Some(q) => _mm512_i32gather_epi32::<1>(offsets, base.add(at + q) as *const i32),
                 None => _mm512_setzero_si512(),
@@ -562,38 +579,135 @@ unsafe fn rows16_impl<F: Rows16, const NT: usize>(job: &Tile<'_>) {
             } else {
                 _mm512_setzero_ps()
             };
-            for t in 0..n_tok {
-                let row = job.t0 + t;
-                let x = row * acts.cols + b * QK;
-                let (hp, lp) = (acts.hi.as_ptr().add(x), acts.lo.as_ptr().add(x));
-                let mut hi = _mm512_setzero_si512();
-                let mut lo = _mm512_setzero_si512();
-                for (g, wg) in w.iter().enumerate() {
-                    let xh =
-                        _mm512_set1_epi32(std::ptr::read_unaligned(hp.add(4 * g) as *const i32));
-                    let xl =
-                        _mm512_set1_epi32(std::ptr::read_unaligned(lp.add(4 * g) as *const i32));
-                    hi = _mm512_dpbusd_epi32(hi, *wg, xh);
-                    lo = _mm512_dpbusd_epi32(lo, *wg, xl);
+            block_tokens(
+                &mut acc,
+                &w,
+                (d, m),
+                (F::OFFSET, F::HAS_MIN),
+                acts,
+                job.t0,
+                nb,
+                b,
+            );
+        }
+        store_tile(job, &acc, lanes);
+    }
+}
+
+/// Byte `k` of each 32-bit lane.
+#[inline(always)]
+unsafe fn lane_byte(v: __m512i, k: u32) -> __m512i {
+    unsafe {
+        _mm512_and_si512(
+            _mm512_srlv_epi32(v, _mm512_set1_epi32(8 * k as i32)),
+            _mm512_set1_epi32(0xff),
+        )
+    }
+}
+
+/// The sixteen-row kernel for Q4_K: super-blocks of 256 weights (144 bytes: f16 `d` and `dmin`,
+/// twelve bytes of 6-bit sub-block scales and minimums, 128 bytes of nibbles). Each pair of
+/// 32-weight sub-blocks shares 32 bytes (low nibbles: the first, high nibbles: the second); a
+/// sub-block's weights are `d * scale * q - dmin * min`.
+#[inline(always)]
+unsafe fn rows16_q4k_impl<const NT: usize>(job: &Tile<'_>) {
+    unsafe {
+        const SUPER: usize = 144;
+        let acts = job.acts;
+        let nb = acts.cols / QK;
+        let n_super = acts.cols / 256;
+        let rb = job.row_bytes;
+        let (rows, lanes, offsets) = tile_rows(job);
+        let base = job.w.as_ptr();
+        let mut acc = [_mm512_setzero_ps(); NT];
+        let next = base.add(R16 * rb);
+        let step = (R16 * rb).div_ceil(n_super.max(1)).next_multiple_of(64);
+        let nibble = _mm512_set1_epi8(0x0f);
+        for s in 0..n_super {
+            let at = s * SUPER;
+            prefetch_span(next.add(s * step), step);
+            // The rows' super-block after next, in case this tile was not prefetched.
+            if s + 2 < n_super {
+                for r in rows {
+                    let p = r.add(at + 2 * SUPER);
+                    _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(p.add(64) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(p.add(128) as *const i8);
                 }
-                let mut dot = _mm512_add_epi32(_mm512_slli_epi32(hi, HI_SHIFT), lo);
-                let k = row * nb + b;
-                if F::OFFSET != 0 {
-                    dot = _mm512_sub_epi32(
-                        dot,
-                        _mm512_set1_epi32(F::OFFSET * *acts.sum.as_ptr().add(k)),
+            }
+            let gather =
+                |off: usize| _mm512_i32gather_epi32::<1>(offsets, base.add(at + off) as *const i32);
+            let dd = gather(0);
+            let (s0, s1, s2) = (gather(4), gather(8), gather(12));
+            let d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dd));
+            let dmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dd, 16)));
+            for h in 0..4u32 {
+                let a = columns16(&rows, at + 16 + 32 * h as usize);
+                let b = columns16(&rows, at + 32 + 32 * h as usize);
+                let lo = |v: __m512i| _mm512_and_si512(v, nibble);
+                let hi = |v: __m512i| _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
+                let halves = [
+                    [
+                        lo(a[0]),
+                        lo(a[1]),
+                        lo(a[2]),
+                        lo(a[3]),
+                        lo(b[0]),
+                        lo(b[1]),
+                        lo(b[2]),
+                        lo(b[3]),
+                    ],
+                    [
+                        hi(a[0]),
+                        hi(a[1]),
+                        hi(a[2]),
+                        hi(a[3]),
+                        hi(b[0]),
+                        hi(b[1]),
+                        hi(b[2]),
+                        hi(b[3]),
+                    ],
+                ];
+                for (e, w) in halves.iter().enumerate() {
+                    let j = 2 * h + e as u32;
+                    // The 6-bit scale and minimum of sub-block j (ggml's get_scale_min_k4).
+                    let six = _mm512_set1_epi32(63);
+                    let (sc, mn) = if j < 4 {
+                        (
+                            _mm512_and_si512(lane_byte(s0, j), six),
+                            _mm512_and_si512(lane_byte(s1, j), six),
+                        )
+                    } else {
+                        let (q8, q0, q4) = (
+                            lane_byte(s2, j - 4),
+                            lane_byte(s0, j - 4),
+                            lane_byte(s1, j - 4),
+                        );
+                        let top = |v: __m512i| _mm512_slli_epi32(_mm512_srli_epi32(v, 6), 4);
+                        (
+                            _mm512_or_si512(_mm512_and_si512(q8, _mm512_set1_epi32(0xf)), top(q0)),
+                            _mm512_or_si512(_mm512_srli_epi32(q8, 4), top(q4)),
+                        )
+                    };
+                    let dj = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
+                    let mj = _mm512_sub_ps(
+                        _mm512_setzero_ps(),
+                        _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(mn)),
                     );
-                }
-                let scale = _mm512_mul_ps(d, _mm512_set1_ps(*acts.d.as_ptr().add(k)));
-                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[t]);
-                if F::HAS_MIN {
-                    acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(*acts.ds.as_ptr().add(k)), acc[t]);
+                    block_tokens(
+                        &mut acc,
+                        w,
+                        (dj, mj),
+                        (0, true),
+                        acts,
+                        job.t0,
+                        nb,
+                        8 * s + j as usize,
+                    );
                 }
             }
         }
-        for (t, a) in acc.iter().enumerate() {
-            _mm512_mask_storeu_ps(job.out.add(t * job.out_stride), lanes, *a);
-        }
+        store_tile(job, &acc, lanes);
     }
 }
 
@@ -631,3 +745,28 @@ rows16_kernel!(rows16_q4_1, R4_1);
 rows16_kernel!(rows16_q5_0, R5_0);
 rows16_kernel!(rows16_q5_1, R5_1);
 rows16_kernel!(rows16_q8_0, R8_0);
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,f16c,fma,avx2")]
+unsafe fn rows16_q4_k(job: &Tile<'_>) {
+    // A constant token count lets the compiler unroll and place the accumulators.
+    unsafe {
+        match job.tokens {
+            16 => rows16_q4k_impl::<16>(job),
+            15 => rows16_q4k_impl::<15>(job),
+            14 => rows16_q4k_impl::<14>(job),
+            13 => rows16_q4k_impl::<13>(job),
+            12 => rows16_q4k_impl::<12>(job),
+            11 => rows16_q4k_impl::<11>(job),
+            10 => rows16_q4k_impl::<10>(job),
+            9 => rows16_q4k_impl::<9>(job),
+            8 => rows16_q4k_impl::<8>(job),
+            7 => rows16_q4k_impl::<7>(job),
+            6 => rows16_q4k_impl::<6>(job),
+            5 => rows16_q4k_impl::<5>(job),
+            4 => rows16_q4k_impl::<4>(job),
+            3 => rows16_q4k_impl::<3>(job),
+            2 => rows16_q4k_impl::<2>(job),
+            _ => rows16_q4k_impl::<1>(job),
+        }
+    }
+}
