@@ -622,11 +622,10 @@ unsafe fn rows16_q4k_impl<const NT: usize>(job: &Tile<'_>) {
         let mut acc = [_mm512_setzero_ps(); NT];
         let next = base.add(R16 * rb);
         let step = (R16 * rb).div_ceil(n_super.max(1)).next_multiple_of(64);
-        let nibble = _mm512_set1_epi8(0x0f);
         for s in 0..n_super {
             let at = s * SUPER;
             prefetch_span(next.add(s * step), step);
-            // The rows' super-block after next, in case this tile was not prefetched.
+            // The rows' super-block after next (the next-tile prefetch misses a work item's first tile).
             if s + 2 < n_super {
                 for r in rows {
                     let p = r.add(at + 2 * SUPER);
@@ -642,31 +641,12 @@ unsafe fn rows16_q4k_impl<const NT: usize>(job: &Tile<'_>) {
             let d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dd));
             let dmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dd, 16)));
             for h in 0..4u32 {
-                let a = columns16(&rows, at + 16 + 32 * h as usize);
-                let b = columns16(&rows, at + 32 + 32 * h as usize);
-                let lo = |v: __m512i| _mm512_and_si512(v, nibble);
-                let hi = |v: __m512i| _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
+                // Low nibbles of the 32 bytes: the first sub-block; high nibbles: the second.
+                let a = nibble_groups(columns16(&rows, at + 16 + 32 * h as usize));
+                let b = nibble_groups(columns16(&rows, at + 32 + 32 * h as usize));
                 let halves = [
-                    [
-                        lo(a[0]),
-                        lo(a[1]),
-                        lo(a[2]),
-                        lo(a[3]),
-                        lo(b[0]),
-                        lo(b[1]),
-                        lo(b[2]),
-                        lo(b[3]),
-                    ],
-                    [
-                        hi(a[0]),
-                        hi(a[1]),
-                        hi(a[2]),
-                        hi(a[3]),
-                        hi(b[0]),
-                        hi(b[1]),
-                        hi(b[2]),
-                        hi(b[3]),
-                    ],
+                    [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]],
+                    [a[4], a[5], a[6], a[7], b[4], b[5], b[6], b[7]],
                 ];
                 for (e, w) in halves.iter().enumerate() {
                     let j = 2 * h + e as u32;
