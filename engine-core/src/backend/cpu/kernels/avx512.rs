@@ -625,7 +625,8 @@ unsafe fn rows16_q4k_impl<const NT: usize>(job: &Tile<'_>) {
         for s in 0..n_super {
             let at = s * SUPER;
             prefetch_span(next.add(s * step), step);
-            // The rows' super-block after next (the next-tile prefetch misses a work item's first tile).
+            // The rows' super-block after next (the next-tile prefetch misses the first tile of
+            // a work item).
             if s + 2 < n_super {
                 for r in rows {
                     let p = r.add(at + 2 * SUPER);
