@@ -6,20 +6,9 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-fn default_model() -> PathBuf {
-    let cache = std::env::var_os("TANDEM_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/tandem"));
-    let path = std::env::var_os("TANDEM_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
-    assert!(
-        path.exists(),
-        "default model missing at {}: run `cargo xtask setup`",
-        path.display()
-    );
-    path
-}
+use common::default_model;
+
+mod common;
 
 fn tandem(args: &[&str], cache: &std::path::Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tandem"))

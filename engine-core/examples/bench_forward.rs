@@ -48,11 +48,7 @@ fn main() {
         }
         return;
     }
-    let file = std::fs::File::open(path).unwrap();
-    let map = unsafe { memmap2::Mmap::map(&file).unwrap() };
-    let file = GgufFile::new(ModelBytes::from_mmap(map)).unwrap();
-    let b = CpuBackend::new(CpuOptions { threads, isa: None }).unwrap();
-    let model = LlamaModel::load(&b, &file).unwrap();
+    let (b, model) = load(path, threads);
     let c = model.config().clone();
     let bs = 16;
     let layout = KvLayout {
@@ -134,6 +130,17 @@ fn main() {
     );
 }
 
+/// The CPU backend with `threads` workers and the model at `path` loaded onto it.
+fn load(path: &str, threads: usize) -> (CpuBackend, LlamaModel<CpuBackend>) {
+    let file = std::fs::File::open(path).unwrap();
+    // SAFETY: the model file is not modified while it is mapped.
+    let map = unsafe { memmap2::Mmap::map(&file).unwrap() };
+    let file = GgufFile::new(ModelBytes::from_mmap(map)).unwrap();
+    let b = CpuBackend::new(CpuOptions { threads, isa: None }).unwrap();
+    let model = LlamaModel::load(&b, &file).unwrap();
+    (b, model)
+}
+
 /// Prefills `ctx` tokens of each of `batch` sequences, then decodes `steps` steps of all of them
 /// at once (one token each): the prefill's and the decode's tokens per second.
 pub fn batched_decode(
@@ -143,11 +150,7 @@ pub fn batched_decode(
     ctx: usize,
     steps: usize,
 ) -> (f64, f64) {
-    let file = std::fs::File::open(path).unwrap();
-    let map = unsafe { memmap2::Mmap::map(&file).unwrap() };
-    let file = GgufFile::new(ModelBytes::from_mmap(map)).unwrap();
-    let b = CpuBackend::new(CpuOptions { threads, isa: None }).unwrap();
-    let model = LlamaModel::load(&b, &file).unwrap();
+    let (b, model) = load(path, threads);
     let c = model.config().clone();
     let bs = 16;
     let per_seq = (ctx + steps).div_ceil(bs) + 1;

@@ -288,6 +288,11 @@ fn attend_rows<S: Simd, E: Elem>(sh: &Shared<'_>, item: &Item<'_>, keys: &[E], v
     let pos_of = |qi: usize| first_pos + qi % n_rows;
     // Keys of the range that query qi sees: c0..seen(qi).
     let seen = |qi: usize| (pos_of(qi) + 1).clamp(c0, c1);
+    // The positions lo..hi of the block starting at t0 that query qi sees in the range, if any.
+    let span = |qi: usize, t0: usize| {
+        let (lo, hi) = (t0.max(c0), seen(qi).min(t0 + bs));
+        (lo < hi).then_some((lo, hi))
+    };
     let q_at = |qi: usize| {
         let (h, r) = (h0 + qi / n_rows, item.rows.start + qi % n_rows);
         &sh.q[r * sh.q_width + h * hd..r * sh.q_width + (h + 1) * hd]
@@ -320,12 +325,10 @@ fn attend_rows<S: Simd, E: Elem>(sh: &Shared<'_>, item: &Item<'_>, keys: &[E], v
         // SAFETY: the caller compiled this for an instruction set the CPU has.
         unsafe { E::widen::<S>(&keys[tile_at(kb)], &mut tile) };
         let t0 = kb * bs;
-        let lo = t0.max(c0);
         for qi in 0..n_q {
-            let hi = seen(qi).min(t0 + bs);
-            if hi <= lo {
+            let Some((lo, hi)) = span(qi, t0) else {
                 continue;
-            }
+            };
             if bs == 16 {
                 block_scores::<S, 16>(q_at(qi), &tile, sh.scale, &mut block);
             } else {
@@ -356,12 +359,10 @@ fn attend_rows<S: Simd, E: Elem>(sh: &Shared<'_>, item: &Item<'_>, keys: &[E], v
         // SAFETY: as above.
         unsafe { E::widen::<S>(&values[tile_at(kb)], &mut tile) };
         let t0 = kb * bs;
-        let lo = t0.max(c0);
         for qi in 0..n_q {
-            let hi = seen(qi).min(t0 + bs);
-            if hi <= lo {
+            let Some((lo, hi)) = span(qi, t0) else {
                 continue;
-            }
+            };
             let p = &scores[qi * width + lo - c0..qi * width + hi - c0];
             accumulate_values::<S>(&mut part_at(qi)[2..], p, &tile[(lo - t0) * hd..], hd);
         }
