@@ -1,12 +1,12 @@
 //! The one place that knows the compute backends: builds an engine for a model on the chosen
 //! backend and starts it as an [`EngineService`]. Adding a backend is one more match arm.
 
+use engine_core::backend::Backend;
 use engine_core::backend::cpu::{CpuBackend, CpuOptions};
 #[cfg(feature = "webgpu")]
 use engine_core::backend::webgpu::{WebGpuBackend, WebGpuOptions};
 use engine_core::engine::{Engine, EngineConfig, EngineError, EngineService, ServiceOptions};
 use engine_core::gguf::GgufFile;
-#[cfg(feature = "webgpu")]
 use engine_core::model::ModelConfig;
 use serde::Deserialize;
 
@@ -48,6 +48,90 @@ pub enum StartError {
     Engine(#[from] EngineError),
 }
 
+/// KV blocks hold this many tokens.
+pub const BLOCK_SIZE: usize = 16;
+
+/// The engine limits a server or command asks for; `0` means "the default".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineLimits {
+    /// Tokens per sequence (0: the model's, at most 8192).
+    pub ctx_size: usize,
+    /// Sequences decoded together.
+    pub max_seqs: usize,
+    /// Tokens per forward pass.
+    pub max_batch_tokens: usize,
+    /// KV blocks of [`BLOCK_SIZE`] tokens (0: four full contexts).
+    pub kv_blocks: usize,
+}
+
+impl EngineLimits {
+    /// The one place context and KV-cache defaults come from.
+    pub fn engine_config(&self, model: &ModelConfig) -> EngineConfig {
+        let context = if self.ctx_size == 0 {
+            model.context_length.min(8192)
+        } else {
+            self.ctx_size
+        };
+        let kv_tokens = if self.kv_blocks == 0 {
+            4 * context
+        } else {
+            self.kv_blocks * BLOCK_SIZE
+        };
+        EngineConfig {
+            context_size: context,
+            max_seqs: self.max_seqs.max(1),
+            max_batch_tokens: self.max_batch_tokens.max(1),
+            block_size: BLOCK_SIZE,
+            kv_tokens,
+            ..EngineConfig::default()
+        }
+    }
+}
+
+/// Something to do with an engine whatever its backend (engines are generic over it).
+pub trait WithEngine {
+    /// What it gives.
+    type Output;
+    /// Does it.
+    fn run<B: Backend + 'static>(self, engine: Engine<B>) -> Self::Output;
+}
+
+/// Builds an engine for `file` on backend `kind` and hands it to `f`.
+pub fn with_engine<F: WithEngine>(
+    kind: BackendKind,
+    threads: usize,
+    file: &GgufFile,
+    config: EngineConfig,
+    f: F,
+) -> Result<F::Output, StartError> {
+    match kind {
+        BackendKind::Cpu => {
+            let backend = CpuBackend::new(CpuOptions { threads, isa: None })?;
+            Ok(f.run(Engine::new(backend, file, config)?))
+        }
+        #[cfg(feature = "webgpu")]
+        BackendKind::Webgpu => {
+            let backend = webgpu_backend(file, &config)?;
+            Ok(f.run(Engine::new(backend, file, config)?))
+        }
+        #[cfg(not(feature = "webgpu"))]
+        BackendKind::Webgpu => {
+            let _ = (threads, file, config, f);
+            Err(StartError::Unavailable("webgpu"))
+        }
+    }
+}
+
+/// Starts an engine as a service thread.
+struct StartService(ServiceOptions);
+
+impl WithEngine for StartService {
+    type Output = EngineService;
+    fn run<B: Backend + 'static>(self, engine: Engine<B>) -> EngineService {
+        EngineService::start(engine, self.0)
+    }
+}
+
 /// Loads `file` on backend `kind` and starts its engine thread.
 pub fn start_engine(
     kind: BackendKind,
@@ -56,24 +140,7 @@ pub fn start_engine(
     config: EngineConfig,
     options: ServiceOptions,
 ) -> Result<EngineService, StartError> {
-    match kind {
-        BackendKind::Cpu => {
-            let backend = CpuBackend::new(CpuOptions { threads, isa: None })?;
-            let engine = Engine::new(backend, file, config)?;
-            Ok(EngineService::start(engine, options))
-        }
-        #[cfg(feature = "webgpu")]
-        BackendKind::Webgpu => {
-            let backend = webgpu_backend(file, &config)?;
-            let engine = Engine::new(backend, file, config)?;
-            Ok(EngineService::start(engine, options))
-        }
-        #[cfg(not(feature = "webgpu"))]
-        BackendKind::Webgpu => {
-            let _ = (threads, file, config, options);
-            Err(StartError::Unavailable("webgpu"))
-        }
-    }
+    with_engine(kind, threads, file, config, StartService(options))
 }
 
 /// Opens the WebGPU adapter, reports it, and checks that the model fits it before any upload.

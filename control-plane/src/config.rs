@@ -2,12 +2,17 @@
 //! command-line flags. Flags override the environment, which overrides the file, which overrides
 //! the defaults.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::backends::BackendKind;
+use crate::gateway::Policy;
+use crate::gateway::cost::CostModel;
+use crate::metrics::MetricsNames;
+use crate::openai::VariantCard;
 
 /// Default listening port.
 pub const DEFAULT_PORT: u16 = 8080;
@@ -63,9 +68,106 @@ pub struct ServeArgs {
     /// Seconds in-flight requests may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "TANDEM_DRAIN_TIMEOUT")]
     pub drain_timeout: Option<u64>,
+    /// A remote OpenAI-compatible server to route to, as [ID=]URL (repeatable); its models are
+    /// discovered from its /v1/models. With only upstreams, no model is loaded here.
+    #[arg(long = "upstream", env = "TANDEM_UPSTREAMS", value_delimiter = ',')]
+    pub upstreams: Vec<String>,
+    /// The routing policy among upstreams: cheapest, fastest or balanced.
+    #[arg(long, env = "TANDEM_POLICY")]
+    pub policy: Option<Policy>,
+    /// Names of the engine gauges in /metrics: tandem, or vllm (for llm-d's endpoint picker).
+    #[arg(long, env = "TANDEM_METRICS_NAMES")]
+    pub metrics_names: Option<MetricsNames>,
     /// A tandem.toml file.
     #[arg(long, env = "TANDEM_CONFIG")]
     pub config: Option<PathBuf>,
+}
+
+/// What kind of upstream an `[[upstreams]]` entry is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamKind {
+    /// A model loaded by this process (`source`).
+    Local,
+    /// A remote OpenAI-compatible server (`url`).
+    #[default]
+    Openai,
+}
+
+/// A model entry of an `[[upstreams]]` entry.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamModelEntry {
+    /// The public name clients send.
+    pub name: String,
+    /// What the upstream calls it (default: `name`).
+    pub upstream_name: Option<String>,
+    /// Other public names.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Context size in tokens.
+    pub context_length: Option<usize>,
+    /// The routing policy of this model.
+    pub policy: Option<Policy>,
+    /// Files a browser can run it from.
+    #[serde(default)]
+    pub browser_variants: Vec<VariantCard>,
+}
+
+/// One `[[upstreams]]` entry.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamEntry {
+    /// Its id in logs, metrics and `/v1/models`.
+    pub id: Option<String>,
+    /// `local` or `openai`.
+    #[serde(default)]
+    pub kind: UpstreamKind,
+    /// Base URL of a remote server (`/v1` is appended when missing).
+    pub url: Option<String>,
+    /// A local model's path, URL or `hf:` source.
+    pub source: Option<String>,
+    /// The environment variable holding the remote server's API key.
+    pub api_key_env: Option<String>,
+    /// Its models (a remote server's are discovered from `/v1/models` when none are given).
+    #[serde(default)]
+    pub models: Vec<UpstreamModelEntry>,
+    /// Most requests in flight there.
+    pub max_concurrency: Option<usize>,
+    /// Connect timeout, milliseconds.
+    pub connect_timeout_ms: Option<u64>,
+    /// Time to the first token, milliseconds.
+    pub first_token_timeout_ms: Option<u64>,
+    /// Time between tokens, milliseconds.
+    pub idle_timeout_ms: Option<u64>,
+    /// Time for the whole request, milliseconds.
+    pub total_timeout_ms: Option<u64>,
+    /// What requests cost there.
+    #[serde(default)]
+    pub cost: CostModel,
+    /// Headers sent with every request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// The `[routing]` table.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingEntry {
+    /// The default policy.
+    pub policy: Option<Policy>,
+    /// Passes over the candidates before giving up.
+    pub attempts: Option<u32>,
+    /// Backoff before the second pass, milliseconds (doubled after).
+    pub retry_backoff_ms: Option<u64>,
+    /// Consecutive failures that open an upstream's breaker.
+    pub breaker_failures: Option<u32>,
+    /// How long a breaker stays open, milliseconds.
+    pub breaker_cooldown_ms: Option<u64>,
+    /// Successes in half-open that close it.
+    pub breaker_successes: Option<u32>,
+    /// Interval of health probes, milliseconds.
+    pub health_interval_ms: Option<u64>,
 }
 
 /// One model entry of `tandem.toml`.
@@ -79,6 +181,8 @@ pub struct ModelEntry {
     /// Other names that select it.
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// The routing policy of this model.
+    pub policy: Option<Policy>,
 }
 
 /// The contents of `tandem.toml`; every field is optional.
@@ -111,13 +215,21 @@ pub struct FileConfig {
     pub web_root: Option<PathBuf>,
     /// Drain timeout in seconds.
     pub drain_timeout: Option<u64>,
-    /// The models to serve; the first is the default.
+    /// Names of the engine gauges in `/metrics`.
+    pub metrics_names: Option<MetricsNames>,
+    /// The local models to serve; the first is the default.
     #[serde(default)]
     pub models: Vec<ModelEntry>,
+    /// Upstreams: local models and remote servers.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamEntry>,
+    /// Routing settings.
+    #[serde(default)]
+    pub routing: RoutingEntry,
 }
 
 /// A resolved model to serve.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ModelSpec {
     /// The id clients send (`None`: derive it from the source).
     pub id: Option<String>,
@@ -125,6 +237,8 @@ pub struct ModelSpec {
     pub source: String,
     /// Other names.
     pub aliases: Vec<String>,
+    /// Its upstream settings (from an `[[upstreams]]` entry of kind `local`).
+    pub upstream: Option<UpstreamEntry>,
 }
 
 /// The resolved configuration.
@@ -158,6 +272,34 @@ pub struct ServeConfig {
     pub web_root: Option<PathBuf>,
     /// How long in-flight requests may run after a shutdown signal.
     pub drain_timeout: Duration,
+    /// Remote upstreams (each with an id).
+    pub upstreams: Vec<UpstreamEntry>,
+    /// Routing settings (the policy resolved from the flag and the file).
+    pub routing: RoutingEntry,
+    /// Policies of particular models.
+    pub model_policies: BTreeMap<String, Policy>,
+    /// Names of the engine gauges in `/metrics`.
+    pub metrics_names: MetricsNames,
+}
+
+/// Parses `--upstream [ID=]URL`.
+pub fn parse_upstream_flag(spec: &str, index: usize) -> Result<UpstreamEntry, ConfigError> {
+    let spec = spec.trim();
+    let (id, url) = match spec.split_once('=') {
+        Some((id, url)) if !id.contains("://") && !id.is_empty() => (id.to_owned(), url),
+        _ => (format!("upstream-{}", index + 1), spec),
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(ConfigError::Invalid(format!(
+            "--upstream wants [ID=]URL with an http(s) URL, got {spec:?}"
+        )));
+    }
+    Ok(UpstreamEntry {
+        id: Some(id),
+        kind: UpstreamKind::Openai,
+        url: Some(url.to_owned()),
+        ..UpstreamEntry::default()
+    })
 }
 
 /// Why the configuration is unusable.
@@ -204,27 +346,81 @@ pub fn parse_file(text: &str) -> Result<FileConfig, String> {
 impl ServeConfig {
     /// Resolves flags/environment over the file over the defaults.
     pub fn resolve(args: ServeArgs, file: FileConfig) -> Result<ServeConfig, ConfigError> {
-        let models = match args.model {
+        let mut model_policies = BTreeMap::new();
+        let mut models: Vec<ModelSpec> = match args.model {
             Some(source) => vec![ModelSpec {
                 id: args.model_id,
                 source,
                 aliases: args.alias,
+                upstream: None,
             }],
             None => file
                 .models
                 .into_iter()
-                .map(|m| ModelSpec {
-                    id: m.id,
-                    source: m.source,
-                    aliases: m.aliases,
+                .map(|m| {
+                    if let (Some(id), Some(p)) = (&m.id, m.policy) {
+                        model_policies.insert(id.clone(), p);
+                    }
+                    ModelSpec {
+                        id: m.id,
+                        source: m.source,
+                        aliases: m.aliases,
+                        upstream: None,
+                    }
                 })
                 .collect(),
         };
-        if models.is_empty() {
+        let mut upstreams = Vec::new();
+        for (i, u) in file.upstreams.into_iter().enumerate() {
+            for m in &u.models {
+                if let Some(p) = m.policy {
+                    model_policies.insert(m.name.clone(), p);
+                }
+            }
+            match u.kind {
+                UpstreamKind::Local => {
+                    let source = u.source.clone().ok_or_else(|| {
+                        ConfigError::Invalid(format!(
+                            "upstream {} is local and needs a source (a GGUF path, URL or hf:)",
+                            u.id.as_deref().unwrap_or("?")
+                        ))
+                    })?;
+                    let first = u.models.first();
+                    models.push(ModelSpec {
+                        id: first.map(|m| m.name.clone()).or_else(|| u.id.clone()),
+                        source,
+                        aliases: first.map(|m| m.aliases.clone()).unwrap_or_default(),
+                        upstream: Some(u),
+                    });
+                }
+                UpstreamKind::Openai => {
+                    if u.url.is_none() {
+                        return Err(ConfigError::Invalid(format!(
+                            "upstream {} needs a url",
+                            u.id.as_deref().unwrap_or("?")
+                        )));
+                    }
+                    upstreams.push(UpstreamEntry {
+                        id: Some(
+                            u.id.clone()
+                                .unwrap_or_else(|| format!("upstream-{}", i + 1)),
+                        ),
+                        ..u
+                    });
+                }
+            }
+        }
+        let offset = upstreams.len();
+        for (i, spec) in args.upstreams.iter().enumerate() {
+            upstreams.push(parse_upstream_flag(spec, offset + i)?);
+        }
+        if models.is_empty() && upstreams.is_empty() {
             return Err(ConfigError::Invalid(
-                "no model to serve: pass --model PATH|URL|hf:OWNER/REPO/FILE (or TANDEM_MODEL, or [[models]] in tandem.toml)".into(),
+                "nothing to serve: pass --model PATH|URL|hf:OWNER/REPO/FILE (or TANDEM_MODEL, or [[models]] in tandem.toml) and/or --upstream [ID=]URL".into(),
             ));
         }
+        let mut routing = file.routing;
+        routing.policy = args.policy.or(routing.policy);
         let cfg = ServeConfig {
             host: args
                 .host
@@ -255,6 +451,13 @@ impl ServeConfig {
             drain_timeout: Duration::from_secs(
                 args.drain_timeout.or(file.drain_timeout).unwrap_or(30),
             ),
+            upstreams,
+            routing,
+            model_policies,
+            metrics_names: args
+                .metrics_names
+                .or(file.metrics_names)
+                .unwrap_or_default(),
         };
         if cfg.max_seqs == 0 {
             return Err(ConfigError::Invalid("max_seqs must be at least 1".into()));
@@ -328,6 +531,76 @@ source = "hf:owner/repo/other.gguf"
         assert_eq!(cfg.models.len(), 1);
         assert_eq!(cfg.models[0].source, "m.gguf");
         assert_eq!(cfg.cors_origins, ["*"]);
+    }
+
+    #[test]
+    fn upstreams_come_from_flags_and_the_file() {
+        let file = parse_file(
+            r#"
+[routing]
+policy = "cheapest"
+breaker_cooldown_ms = 500
+
+[[upstreams]]
+id = "vllm"
+url = "http://10.0.0.5:8000/v1"
+api_key_env = "VLLM_KEY"
+max_concurrency = 64
+cost = { input_per_1m = 0.1, output_per_1m = 0.4 }
+headers = { "x-team" = "a" }
+[[upstreams.models]]
+name = "llama"
+upstream_name = "meta-llama/Llama-3.1-8B-Instruct"
+aliases = ["gpt-4o"]
+policy = "fastest"
+
+[[upstreams]]
+id = "engine"
+kind = "local"
+source = "/m/smol.gguf"
+[[upstreams.models]]
+name = "smol"
+aliases = ["small"]
+"#,
+        )
+        .unwrap();
+        let args = ServeArgs {
+            upstreams: vec!["http://127.0.0.1:9/".into(), "b=https://x".into()],
+            ..ServeArgs::default()
+        };
+        let cfg = ServeConfig::resolve(args, file).unwrap();
+        assert_eq!(cfg.models.len(), 1);
+        assert_eq!(cfg.models[0].id.as_deref(), Some("smol"));
+        assert_eq!(cfg.models[0].aliases, ["small"]);
+        let ids: Vec<_> = cfg
+            .upstreams
+            .iter()
+            .map(|u| u.id.clone().unwrap())
+            .collect();
+        assert_eq!(ids, ["vllm", "upstream-2", "b"]);
+        assert_eq!(cfg.upstreams[0].max_concurrency, Some(64));
+        assert_eq!(cfg.upstreams[0].cost.output_per_1m, 0.4);
+        assert_eq!(cfg.routing.policy, Some(Policy::Cheapest));
+        assert_eq!(cfg.model_policies["llama"], Policy::Fastest);
+        assert!(parse_upstream_flag("ftp://x", 0).is_err());
+        assert!(parse_file("[[upstreams]]\nkind = \"remote\"").is_err());
+        // Only upstreams: a pure gateway.
+        let args = ServeArgs {
+            upstreams: vec!["http://127.0.0.1:9".into()],
+            ..ServeArgs::default()
+        };
+        let cfg = ServeConfig::resolve(args, FileConfig::default()).unwrap();
+        assert!(cfg.models.is_empty());
+    }
+
+    #[test]
+    fn the_deploy_example_is_valid() {
+        let file = parse_file(include_str!("../../deploy/tandem.toml")).unwrap();
+        let cfg = ServeConfig::resolve(ServeArgs::default(), file).unwrap();
+        assert_eq!(cfg.models.len(), 1);
+        assert_eq!(cfg.models[0].id.as_deref(), Some("smollm2"));
+        assert_eq!(cfg.upstreams.len(), 2);
+        assert_eq!(cfg.model_policies["llama-3.1-8b"], Policy::Fastest);
     }
 
     #[test]

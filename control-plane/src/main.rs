@@ -1,21 +1,8 @@
-//! `tandem`: run a model from the command line, benchmark it, or serve it over an
-//! OpenAI-compatible API with continuous batching.
+//! `tandem`: run a model from the command line, benchmark it, load-test a server, or serve
+//! models and upstreams over an OpenAI-compatible API. This file only dispatches; the work is in
+//! the `control_plane` library and the commands under `cli/`.
 
-mod api;
-mod backends;
-mod bench;
-mod config;
-mod load;
-mod loadgen;
-mod memory;
-mod metrics;
-mod openai_types;
-mod progress;
-mod run;
-mod server;
-mod shutdown;
-mod source;
-mod sse;
+mod cli;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -34,14 +21,18 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Answer one prompt, streaming the reply.
-    Run(run::RunArgs),
+    Run(cli::run::RunArgs),
     /// Measure prefill and decode speed, time to first token and memory.
-    Bench(bench::BenchArgs),
-    /// Serve models over an OpenAI-compatible HTTP API (and the web demo at /).
+    Bench(cli::bench::BenchArgs),
+    /// Serve models and upstreams over an OpenAI-compatible HTTP API (and the web demo at /).
     #[command(args_override_self = true)]
-    Serve(config::ServeArgs),
+    Serve(control_plane::config::ServeArgs),
     /// Load-test an OpenAI-compatible server with concurrent streams (TTFT, decode tok/s).
-    Load(loadgen::LoadArgs),
+    Load(cli::loadgen::LoadArgs),
+    /// Measure requests per second and latency percentiles of short requests to a server.
+    Throughput(cli::throughput::ThroughputArgs),
+    /// A minimal OpenAI-compatible server that answers at once (to measure the gateway).
+    EchoUpstream(cli::echo_upstream::EchoArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -68,9 +59,11 @@ fn run() -> Result<()> {
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Run(args) => rt.block_on(run::run(args)),
-        Command::Bench(args) => rt.block_on(bench::bench(args)),
-        Command::Serve(args) => rt.block_on(server::run(args)),
-        Command::Load(args) => rt.block_on(loadgen::load(args)),
+        Command::Run(args) => rt.block_on(cli::run::run(args)),
+        Command::Bench(args) => rt.block_on(cli::bench::bench(args)),
+        Command::Serve(args) => Ok(rt.block_on(control_plane::server::run(args))?),
+        Command::Load(args) => rt.block_on(cli::loadgen::load(args)),
+        Command::Throughput(args) => rt.block_on(cli::throughput::run(args)),
+        Command::EchoUpstream(args) => rt.block_on(cli::echo_upstream::run(args)),
     }
 }

@@ -1,7 +1,10 @@
 //! Prometheus metrics in the text exposition format, named after vLLM's with a `tandem_` prefix:
 //! requests by endpoint and status, finished requests by reason, time to first token,
 //! inter-token latency and end-to-end latency histograms, prompt and generation token counters,
-//! and the engines' gauges (running and waiting sequences, KV-cache usage).
+//! the engines' gauges (running and waiting sequences, KV-cache usage and geometry; under vLLM's
+//! own names with `--metrics-names vllm`, so an llm-d endpoint picker reads them), and the
+//! gateway's: per upstream requests by outcome, routing choices by reason, in-flight requests,
+//! breaker state and TTFT/latency histograms, and `/v1/route` decisions by route and reason.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -101,6 +104,55 @@ impl ModelMetrics {
     }
 }
 
+/// Which names the engine gauges take.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsNames {
+    /// `tandem_num_requests_running`, ...
+    #[default]
+    Tandem,
+    /// vLLM's: `vllm:num_requests_running`, `vllm:num_requests_waiting`,
+    /// `vllm:kv_cache_usage_perc` (and the older `vllm:gpu_cache_usage_perc`),
+    /// `vllm:cache_config_info`.
+    Vllm,
+}
+
+/// One engine's gauges, as `/metrics` shows them.
+#[derive(Clone, Debug)]
+pub struct EngineGauges {
+    /// The model's id.
+    pub model: String,
+    /// The engine's gauges and counters.
+    pub stats: EngineStats,
+    /// Tokens per KV block.
+    pub block_size: usize,
+}
+
+/// One upstream's live state, as `/metrics` shows it.
+#[derive(Clone, Debug)]
+pub struct UpstreamGauges {
+    /// Its id.
+    pub id: String,
+    /// Requests the gateway has in flight there.
+    pub in_flight: usize,
+    /// Breaker state: 0 closed, 1 half-open, 2 open.
+    pub breaker: u8,
+    /// The router's moving average of its time to first token, seconds.
+    pub ttft_ewma: f64,
+    /// The router's moving average of its decode speed per request, tokens per second.
+    pub tok_s_ewma: f64,
+}
+
+/// Counts by upstream and one more label.
+type LabelledCounts = Mutex<BTreeMap<(String, &'static str), u64>>;
+
+/// Per-upstream histograms.
+#[derive(Debug)]
+struct UpstreamMetrics {
+    ttft: Histogram,
+    latency: Histogram,
+}
+
 /// The server's metrics registry.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -108,6 +160,21 @@ pub struct Metrics {
     models: Mutex<BTreeMap<String, ModelMetrics>>,
     /// Streams a client abandoned before they finished.
     aborted: AtomicU64,
+    /// Upstream attempts by (upstream, outcome).
+    outcomes: LabelledCounts,
+    /// Upstream choices by (upstream, reason).
+    selected: LabelledCounts,
+    /// `/v1/route` decisions by (route, reason).
+    decisions: Mutex<BTreeMap<(String, String), u64>>,
+    upstreams: Mutex<BTreeMap<String, UpstreamMetrics>>,
+}
+
+/// Adds one to a counter in a labelled map.
+fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
+    *map.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(key)
+        .or_insert(0) += 1;
 }
 
 /// Everything about one finished sequence that the metrics record.
@@ -139,6 +206,43 @@ impl Metrics {
         *map.entry((endpoint.to_owned(), status)).or_insert(0) += 1;
     }
 
+    /// Counts an attempt on an upstream by its outcome (`ok`, `client_error`, `busy`,
+    /// `connect_error`, `timeout`, ...).
+    pub fn upstream_outcome(&self, upstream: &str, outcome: &'static str) {
+        bump(&self.outcomes, (upstream.to_owned(), outcome));
+    }
+
+    /// Counts the router choosing an upstream, by reason.
+    pub fn upstream_selected(&self, upstream: &str, reason: &'static str) {
+        bump(&self.selected, (upstream.to_owned(), reason));
+    }
+
+    /// Records a finished request's time to first token and total time on an upstream.
+    pub fn upstream_latency(&self, upstream: &str, ttft: Duration, total: Duration) {
+        let mut map = self
+            .upstreams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let m = map
+            .entry(upstream.to_owned())
+            .or_insert_with(|| UpstreamMetrics {
+                ttft: Histogram::new(TTFT_BUCKETS),
+                latency: Histogram::new(E2E_BUCKETS),
+            });
+        m.ttft.observe(ttft.as_secs_f64());
+        m.latency.observe(total.as_secs_f64());
+    }
+
+    /// Counts a `/v1/route` decision by route and each of its reasons.
+    pub fn route_decision(&self, route: &str, reasons: &[String]) {
+        for r in reasons {
+            bump(&self.decisions, (route.to_owned(), r.clone()));
+        }
+        if reasons.is_empty() {
+            bump(&self.decisions, (route.to_owned(), String::new()));
+        }
+    }
+
     /// Records a finished (or abandoned) sequence of `model`.
     pub fn record_sequence(&self, model: &str, t: &SequenceTimings) {
         let mut map = self.models.lock().unwrap_or_else(PoisonError::into_inner);
@@ -160,8 +264,19 @@ impl Metrics {
         }
     }
 
-    /// The text exposition of every metric; `engines` gives each model's engine gauges.
-    pub fn render(&self, engines: &[(String, EngineStats)]) -> String {
+    /// The text exposition of every metric: each local engine's gauges (under `names`) and
+    /// each upstream's state.
+    pub fn render(
+        &self,
+        engine_gauges: &[EngineGauges],
+        upstreams: &[UpstreamGauges],
+        names: MetricsNames,
+    ) -> String {
+        let engines: Vec<(String, EngineStats)> = engine_gauges
+            .iter()
+            .map(|e| (e.model.clone(), e.stats.clone()))
+            .collect();
+        let engines = engines.as_slice();
         let mut out = String::new();
         out.push_str("# HELP tandem_requests_total HTTP requests by endpoint and status code.\n");
         out.push_str("# TYPE tandem_requests_total counter\n");
@@ -178,19 +293,23 @@ impl Metrics {
             );
         }
 
-        let gauges: [Family<EngineStats, f64>; 4] = [
+        let prefixed = |tandem: &'static str, vllm: &'static str| match names {
+            MetricsNames::Tandem => tandem,
+            MetricsNames::Vllm => vllm,
+        };
+        let mut gauges: Vec<Family<EngineStats, f64>> = vec![
             (
-                "tandem_num_requests_running",
+                prefixed("tandem_num_requests_running", "vllm:num_requests_running"),
                 "Sequences in the running batch.",
                 |s| s.running as f64,
             ),
             (
-                "tandem_num_requests_waiting",
+                prefixed("tandem_num_requests_waiting", "vllm:num_requests_waiting"),
                 "Sequences waiting for a slot or for memory.",
                 |s| (s.waiting + s.queued) as f64,
             ),
             (
-                "tandem_kv_cache_usage_perc",
+                prefixed("tandem_kv_cache_usage_perc", "vllm:kv_cache_usage_perc"),
                 "Fraction of KV-cache blocks in use (0 to 1).",
                 |s| s.kv_usage,
             ),
@@ -200,6 +319,13 @@ impl Metrics {
                 |s| s.kv_blocks_total as f64,
             ),
         ];
+        if names == MetricsNames::Vllm {
+            gauges.push((
+                "vllm:gpu_cache_usage_perc",
+                "Fraction of KV-cache blocks in use (0 to 1; vLLM's older name).",
+                |s| s.kv_usage,
+            ));
+        }
         for (name, help, get) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
             for (model, stats) in engines {
@@ -210,6 +336,20 @@ impl Metrics {
                     get(stats)
                 );
             }
+        }
+        let info = prefixed("tandem_cache_config_info", "vllm:cache_config_info");
+        let _ = writeln!(
+            out,
+            "# HELP {info} KV-cache geometry (the value is 1).\n# TYPE {info} gauge"
+        );
+        for e in engine_gauges {
+            let _ = writeln!(
+                out,
+                "{info}{{model_name=\"{}\",block_size=\"{}\",num_gpu_blocks=\"{}\"}} 1",
+                escape(&e.model),
+                e.block_size,
+                e.stats.kv_blocks_total
+            );
         }
         let _ = writeln!(
             out,
@@ -292,7 +432,107 @@ impl Metrics {
             "# HELP tandem_requests_aborted_total Streams the client left before they finished.\n# TYPE tandem_requests_aborted_total counter\ntandem_requests_aborted_total {}",
             self.aborted.load(Ordering::Relaxed)
         );
+        self.render_gateway(&mut out, upstreams);
         out
+    }
+
+    fn render_gateway(&self, out: &mut String, upstreams: &[UpstreamGauges]) {
+        let counters: [(&str, &str, &str, &LabelledCounts); 2] = [
+            (
+                "tandem_upstream_requests_total",
+                "Requests sent to each upstream, by outcome.",
+                "outcome",
+                &self.outcomes,
+            ),
+            (
+                "tandem_upstream_selected_total",
+                "Times the router chose each upstream, by reason.",
+                "reason",
+                &self.selected,
+            ),
+        ];
+        for (name, help, label, map) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for ((up, value), n) in map.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{upstream=\"{}\",{label}=\"{value}\"}} {n}",
+                    escape(up)
+                );
+            }
+        }
+        let gauges: [Family<UpstreamGauges, f64>; 4] = [
+            (
+                "tandem_upstream_in_flight",
+                "Requests in flight on each upstream.",
+                |u| u.in_flight as f64,
+            ),
+            (
+                "tandem_upstream_breaker_state",
+                "Circuit breaker of each upstream: 0 closed, 1 half-open, 2 open.",
+                |u| f64::from(u.breaker),
+            ),
+            (
+                "tandem_upstream_ttft_ewma_seconds",
+                "The router's moving average of each upstream's time to first token.",
+                |u| u.ttft_ewma,
+            ),
+            (
+                "tandem_upstream_decode_tokens_per_second",
+                "The router's moving average of each upstream's decode speed per request.",
+                |u| u.tok_s_ewma,
+            ),
+        ];
+        for (name, help, get) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for u in upstreams {
+                let _ = writeln!(out, "{name}{{upstream=\"{}\"}} {}", escape(&u.id), get(u));
+            }
+        }
+        let hists = self
+            .upstreams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (name, help, bounds, get) in [
+            (
+                "tandem_upstream_ttft_seconds",
+                "Time to first token on each upstream.",
+                TTFT_BUCKETS,
+                (|m: &UpstreamMetrics| &m.ttft) as fn(&UpstreamMetrics) -> &Histogram,
+            ),
+            (
+                "tandem_upstream_request_duration_seconds",
+                "Time from sending a request to an upstream to its last token.",
+                E2E_BUCKETS,
+                |m: &UpstreamMetrics| &m.latency,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            for u in upstreams {
+                let labels = format!("upstream=\"{}\"", escape(&u.id));
+                match hists.get(&u.id) {
+                    Some(m) => get(m).render(out, name, &labels),
+                    None => Histogram::new(bounds).render(out, name, &labels),
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tandem_route_decisions_total Decisions of /v1/route, by route and reason.\n# TYPE tandem_route_decisions_total counter"
+        );
+        for ((route, reason), n) in self
+            .decisions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "tandem_route_decisions_total{{route=\"{}\",reason=\"{}\"}} {n}",
+                escape(route),
+                escape(reason)
+            );
+        }
     }
 }
 
@@ -328,7 +568,20 @@ mod tests {
             kv_usage: 0.25,
             ..EngineStats::default()
         };
-        let text = m.render(&[("smol".into(), stats)]);
+        let gauges = [EngineGauges {
+            model: "smol".into(),
+            stats,
+            block_size: 16,
+        }];
+        let text = m.render(&gauges, &[], MetricsNames::Tandem);
+        let vllm = m.render(&gauges, &[], MetricsNames::Vllm);
+        assert!(vllm.contains("vllm:num_requests_running{model_name=\"smol\"} 2"));
+        assert!(vllm.contains("vllm:kv_cache_usage_perc{model_name=\"smol\"} 0.25"));
+        assert!(vllm.contains("vllm:gpu_cache_usage_perc{model_name=\"smol\"} 0.25"));
+        assert!(vllm.contains(
+            "vllm:cache_config_info{model_name=\"smol\",block_size=\"16\",num_gpu_blocks=\"0\"} 1"
+        ));
+        assert!(!vllm.contains("tandem_num_requests_running"));
         assert!(
             text.contains("tandem_requests_total{endpoint=\"/v1/completions\",status=\"400\"} 1")
         );

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -13,6 +12,34 @@ use tokio::io::AsyncWriteExt;
 const NETWORK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a Hugging Face Hub fetch may take in all before failing.
 const HUB_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Why a model source could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SourceError(pub String);
+
+type Result<T> = std::result::Result<T, SourceError>;
+
+macro_rules! bail {
+    ($($t:tt)*) => {
+        return Err(SourceError(format!($($t)*)))
+    };
+}
+
+/// Adds what was being done to an error.
+trait Context<T> {
+    fn context(self, what: impl std::fmt::Display) -> Result<T>;
+    fn with_context<F: FnOnce() -> String>(self, f: F) -> Result<T>;
+}
+
+impl<T, E: std::fmt::Display> Context<T> for std::result::Result<T, E> {
+    fn context(self, what: impl std::fmt::Display) -> Result<T> {
+        self.map_err(|e| SourceError(format!("{what}: {e}")))
+    }
+    fn with_context<F: FnOnce() -> String>(self, f: F) -> Result<T> {
+        self.map_err(|e| SourceError(format!("{}: {e}", f())))
+    }
+}
 
 /// A model location as given on the command line or in the config.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,7 +165,8 @@ async fn download(url: &str, cache_dir: &Path, progress: bool) -> Result<PathBuf
     let client = reqwest::Client::builder()
         .connect_timeout(NETWORK_TIMEOUT)
         .read_timeout(NETWORK_TIMEOUT)
-        .build()?;
+        .build()
+        .context("setting up the HTTP client")?;
     let resp = client
         .get(url)
         .send()
@@ -157,17 +185,23 @@ async fn download(url: &str, cache_dir: &Path, progress: bool) -> Result<PathBuf
     let mut got = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.with_context(|| format!("downloading {url}"))?;
-        out.write_all(&chunk).await?;
+        out.write_all(&chunk)
+            .await
+            .with_context(|| format!("writing {}", partial.display()))?;
         got += chunk.len() as u64;
         bar.set_position(got);
     }
-    out.flush().await?;
+    out.flush()
+        .await
+        .with_context(|| format!("writing {}", partial.display()))?;
     drop(out);
     bar.finish_and_clear();
     if let Some(total) = total.filter(|&t| t != got) {
         bail!("downloading {url}: got {got} of {total} bytes");
     }
-    tokio::fs::rename(&partial, &dest).await?;
+    tokio::fs::rename(&partial, &dest)
+        .await
+        .with_context(|| format!("renaming {}", partial.display()))?;
     Ok(dest)
 }
 

@@ -2,13 +2,13 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cache, setup, shell};
+use crate::{llama, setup, shell};
 
 /// Concurrency levels of the server benchmark.
 const SERVE_STREAMS: &str = "1,4,16";
@@ -16,8 +16,6 @@ const SERVE_STREAMS: &str = "1,4,16";
 const SERVE_TOKENS: &str = "128";
 /// Requests per stream and level.
 const SERVE_ROUNDS: &str = "2";
-/// llama.cpp version whose source `../shared/tools/llama-cpp.sh` caches.
-const LLAMA_CPP_VERSION: &str = "0.3.36";
 
 /// Runs benchmark `which`.
 pub fn bench(which: &str, llama_cpp: bool, bandwidth: Option<f64>) -> Result<()> {
@@ -81,12 +79,13 @@ pub fn bench(which: &str, llama_cpp: bool, bandwidth: Option<f64>) -> Result<()>
         }
         "serve" => bench_serve(&model, llama_cpp),
         "webgpu" => webgpu(&model, bandwidth),
-        other => bail!("unknown benchmark {other:?} (available: cpu, serve, webgpu)"),
+        "gateway" => crate::bench_gateway::bench(),
+        other => bail!("unknown benchmark {other:?} (available: cpu, serve, webgpu, gateway)"),
     }
 }
 
 /// A server process, killed on drop.
-struct Running(Child);
+pub struct Running(pub Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -96,14 +95,14 @@ impl Drop for Running {
 }
 
 /// A free port on 127.0.0.1.
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
 /// Waits until `GET path` on 127.0.0.1:`port` answers 200.
-fn wait_ready(port: u16, path: &str, child: &mut Child) -> Result<()> {
+pub fn wait_ready(port: u16, path: &str, child: &mut Child) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait()? {
@@ -154,7 +153,7 @@ fn bench_serve(model: &Path, llama_cpp: bool) -> Result<()> {
     load(port, "tandem", true)?;
     drop(server);
     if llama_cpp {
-        let bin = llama_server_bin()?;
+        let bin = llama::llama_server()?;
         let port = free_port()?;
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let mut server = Running(
@@ -171,59 +170,6 @@ fn bench_serve(model: &Path, llama_cpp: bool) -> Result<()> {
         load(port, "llama.cpp", false)?;
     }
     Ok(())
-}
-
-/// Builds llama.cpp's `llama-server` once, from the source tree that
-/// `../shared/tools/llama-cpp.sh` caches, in a build folder of its own; returns the binary.
-fn llama_server_bin() -> Result<PathBuf> {
-    let root = cache::dir().join(format!("llama.cpp-{LLAMA_CPP_VERSION}"));
-    let build = cache::dir().join(format!("llama-server-{LLAMA_CPP_VERSION}"));
-    let bin = build.join("bin/llama-server");
-    if bin.exists() {
-        return Ok(bin);
-    }
-    let src = root.join("src/vendor/llama.cpp");
-    if !src.exists() {
-        // The shared script downloads the source (and builds the other tools).
-        llama_cpp_bin()?;
-    }
-    let path = format!(
-        "{}:{}",
-        root.join("venv/bin").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    eprintln!("building llama-server (once; about 15 minutes on 2 cores)");
-    shell::run(
-        Command::new("cmake")
-            .env("PATH", &path)
-            .arg("-S")
-            .arg(&src)
-            .arg("-B")
-            .arg(&build)
-            .args([
-                "-G",
-                "Ninja",
-                "-DCMAKE_BUILD_TYPE=Release",
-                "-DGGML_NATIVE=ON",
-                "-DBUILD_SHARED_LIBS=OFF",
-                "-DLLAMA_OPENSSL=OFF",
-                "-DLLAMA_CURL=OFF",
-                "-DLLAMA_BUILD_TESTS=OFF",
-                "-DLLAMA_BUILD_EXAMPLES=OFF",
-                "-DLLAMA_BUILD_SERVER=ON",
-                "-DLLAMA_BUILD_APP=OFF",
-                "-DLLAMA_USE_PREBUILT_UI=OFF",
-                "-DLLAMA_BUILD_UI=OFF",
-            ]),
-    )?;
-    shell::run(
-        Command::new("cmake")
-            .env("PATH", &path)
-            .arg("--build")
-            .arg(&build)
-            .args(["--target", "llama-server"]),
-    )?;
-    Ok(bin)
 }
 
 /// Builds llama.cpp's tools once with `../shared/tools/llama-cpp.sh` and returns their directory.

@@ -3,7 +3,9 @@
 //! fetched or built twice.
 
 mod bench;
+mod bench_gateway;
 mod cache;
+mod llama;
 mod setup;
 mod shell;
 mod test;
@@ -31,7 +33,8 @@ enum Task {
     /// Benchmarks (`cpu`: prefill and decode tokens/s, TTFT and memory on the default model;
     /// `serve`: the server's TTFT and aggregate decode tokens/s at 1, 4 and 16 streams;
     /// `webgpu`: prefill and decode tokens/s on the WebGPU adapter, for the default model and a
-    /// synthetic 1B-parameter Q4_0 model).
+    /// synthetic 1B-parameter Q4_0 model; `gateway`: requests/s and added latency of the gateway
+    /// in front of an upstream that answers at once).
     Bench {
         /// Which benchmark.
         #[arg(default_value = "cpu")]

@@ -54,6 +54,8 @@ pub fn runtime_dir() -> Result<std::path::PathBuf> {
 fn sdk_tests() -> Result<()> {
     shell::run(shell::cargo().args(["build", "-p", "control-plane", "--bin", "tandem"]))?;
     let bin = shell::root().join("target/debug/tandem");
+    // The gateway test puts llama.cpp's server beside Tandem's (built once into the cache).
+    let llama_server = crate::llama::llama_server()?;
     shell::run(
         Command::new(cache::python())
             .args([
@@ -65,6 +67,7 @@ fn sdk_tests() -> Result<()> {
                 "tests/python",
             ])
             .env("TANDEM_BIN", &bin)
+            .env("TANDEM_LLAMA_SERVER", &llama_server)
             .env("PYTHONDONTWRITEBYTECODE", "1"),
     )?;
     shell::run(

@@ -1,6 +1,8 @@
 //! API errors in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}` with the
 //! matching HTTP status (and `Retry-After` when the server is busy).
 
+use std::borrow::Cow;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use engine_core::engine::{EngineError, SubmitError};
@@ -15,11 +17,11 @@ pub struct ApiError {
     /// Human-readable explanation.
     pub message: String,
     /// OpenAI error type (`invalid_request_error`, `not_found_error`, ...).
-    pub kind: &'static str,
+    pub kind: Cow<'static, str>,
     /// The request parameter at fault, if one is.
     pub param: Option<String>,
     /// A machine-readable code, if any.
-    pub code: Option<&'static str>,
+    pub code: Option<Cow<'static, str>>,
     /// Seconds after which a retry may succeed (sent as `Retry-After`).
     pub retry_after: Option<u64>,
 }
@@ -43,7 +45,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
-            kind,
+            kind: Cow::Borrowed(kind),
             param: None,
             code: None,
             retry_after: None,
@@ -67,7 +69,7 @@ impl ApiError {
     pub fn model_not_found(model: &str) -> ApiError {
         ApiError {
             param: Some("model".into()),
-            code: Some("model_not_found"),
+            code: Some(Cow::Borrowed("model_not_found")),
             ..ApiError::new(
                 StatusCode::NOT_FOUND,
                 "invalid_request_error",
@@ -97,7 +99,7 @@ impl ApiError {
     /// 413: the body is larger than the configured limit.
     pub fn too_large(limit: usize) -> ApiError {
         ApiError {
-            code: Some("request_too_large"),
+            code: Some(Cow::Borrowed("request_too_large")),
             ..ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "invalid_request_error",
@@ -109,7 +111,7 @@ impl ApiError {
     /// 429: every sequence slot and the queue are taken.
     pub fn busy(message: impl Into<String>) -> ApiError {
         ApiError {
-            code: Some("rate_limit_exceeded"),
+            code: Some(Cow::Borrowed("rate_limit_exceeded")),
             retry_after: Some(1),
             ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
         }
@@ -123,6 +125,70 @@ impl ApiError {
         }
     }
 
+    /// 502: the upstream failed (connection refused, a 5xx, a broken stream).
+    pub fn bad_gateway(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_GATEWAY, "server_error", message)
+    }
+
+    /// 504: the upstream did not answer in time.
+    pub fn timeout(message: impl Into<String>) -> ApiError {
+        ApiError {
+            code: Some(Cow::Borrowed("timeout")),
+            ..ApiError::new(StatusCode::GATEWAY_TIMEOUT, "server_error", message)
+        }
+    }
+
+    /// An error a remote upstream answered with `status` and `body`: its OpenAI-shaped error
+    /// when the body is one, else the body's text.
+    pub fn from_upstream(status: u16, body: &[u8]) -> ApiError {
+        #[derive(serde::Deserialize)]
+        struct Wire {
+            error: WireInner,
+        }
+        #[derive(serde::Deserialize)]
+        struct WireInner {
+            #[serde(default)]
+            message: Option<String>,
+            #[serde(rename = "type", default)]
+            kind: Option<String>,
+            #[serde(default)]
+            param: Option<String>,
+            #[serde(default)]
+            code: Option<serde_json::Value>,
+        }
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+        let default_kind = if status.is_client_error() {
+            "invalid_request_error"
+        } else {
+            "server_error"
+        };
+        match serde_json::from_slice::<Wire>(body) {
+            Ok(w) => ApiError {
+                status,
+                message: w
+                    .error
+                    .message
+                    .unwrap_or_else(|| format!("The upstream answered {status}.")),
+                kind: w.error.kind.map_or(Cow::Borrowed(default_kind), Cow::Owned),
+                param: w.error.param,
+                code: w.error.code.and_then(|c| match c {
+                    serde_json::Value::String(s) => Some(Cow::Owned(s)),
+                    serde_json::Value::Number(n) => Some(Cow::Owned(n.to_string())),
+                    _ => None,
+                }),
+                retry_after: None,
+            },
+            Err(_) => {
+                let text = String::from_utf8_lossy(&body[..body.len().min(512)]);
+                ApiError::new(
+                    status,
+                    default_kind,
+                    format!("The upstream answered {status}: {}", text.trim()),
+                )
+            }
+        }
+    }
+
     /// 500: a failure inside the server (never caused by the request's content).
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
@@ -133,9 +199,9 @@ impl ApiError {
         serde_json::to_string(&Body {
             error: Inner {
                 message: &self.message,
-                kind: self.kind,
+                kind: &self.kind,
                 param: self.param.as_deref(),
-                code: self.code,
+                code: self.code.as_deref(),
             },
         })
         .unwrap_or_else(|_| "{\"error\":{}}".into())
@@ -175,7 +241,7 @@ impl From<EngineError> for ApiError {
         match &e {
             EngineError::EmptyPrompt => ApiError::bad_param("prompt", e.to_string()),
             EngineError::PromptTooLong { .. } | EngineError::KvTooSmall { .. } => ApiError {
-                code: Some("context_length_exceeded"),
+                code: Some(Cow::Borrowed("context_length_exceeded")),
                 ..ApiError::bad_param("messages", e.to_string())
             },
             EngineError::Sampler(s) => ApiError::bad_param(s.param(), s.to_string()),

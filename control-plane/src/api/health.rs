@@ -6,6 +6,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::metrics::{EngineGauges, UpstreamGauges};
 use crate::server::SharedState;
 
 /// The process is up and answering.
@@ -13,20 +14,26 @@ pub async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// 200 once every model is loaded (and until shutdown starts), 503 otherwise.
+/// 200 once start-up finished (and until shutdown starts), 503 otherwise.
 pub async fn ready(State(state): State<SharedState>) -> Response {
     if state.is_ready() {
-        let ids: Vec<&str> = state
-            .models()
-            .map(|ms| ms.iter().map(|m| m.id.as_str()).collect())
+        let models: Vec<String> = state
+            .loaded()
+            .map(|l| {
+                l.gateway
+                    .models()
+                    .into_iter()
+                    .map(|(m, _)| m.name)
+                    .collect()
+            })
             .unwrap_or_default();
         (
             StatusCode::OK,
-            Json(json!({"status": "ready", "models": ids})),
+            Json(json!({"status": "ready", "models": models})),
         )
             .into_response()
     } else {
-        let status = if state.models.get().is_some() {
+        let status = if state.loaded.get().is_some() {
             "shutting_down"
         } else {
             "loading"
@@ -41,21 +48,38 @@ pub async fn ready(State(state): State<SharedState>) -> Response {
 
 /// Prometheus text exposition.
 pub async fn metrics(State(state): State<SharedState>) -> Response {
-    let engines: Vec<_> = state
-        .models
-        .get()
-        .map(|ms| {
-            ms.iter()
-                .map(|m| (m.id.clone(), m.service.stats()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let (engines, upstreams) = match state.loaded.get() {
+        Some(l) => (
+            l.locals
+                .iter()
+                .map(|m| EngineGauges {
+                    model: m.handle.id.clone(),
+                    stats: m.handle.service.stats(),
+                    block_size: m.handle.service.info().config.block_size,
+                })
+                .collect(),
+            l.gateway
+                .upstreams()
+                .iter()
+                .map(|u| UpstreamGauges {
+                    id: u.id.clone(),
+                    in_flight: u.stats.in_flight(),
+                    breaker: u.breaker.state().gauge(),
+                    ttft_ewma: u.stats.ttft_s(),
+                    tok_s_ewma: u.stats.tok_s(),
+                })
+                .collect(),
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(&engines),
+        state
+            .metrics
+            .render(&engines, &upstreams, state.metrics_names),
     )
         .into_response()
 }

@@ -70,7 +70,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::openai_types::ChatCompletionRequest;
+    use crate::openai::ChatCompletionRequest;
 
     #[test]
     fn messages_name_the_problem() {

@@ -1,9 +1,12 @@
-//! The HTTP API: OpenAI-compatible endpoints, health and metrics.
+//! The HTTP API: OpenAI-compatible endpoints, `/v1/route`, the browser model files, health and
+//! metrics.
 
 pub mod chat;
 pub mod completions;
 pub mod errors;
-pub mod generate;
+pub mod files;
+pub mod generation;
 pub mod health;
 pub mod json;
 pub mod models;
+pub mod route;

@@ -1,29 +1,38 @@
-//! `GET /v1/models` and `GET /v1/models/{id}`: the served models and their aliases.
+//! `GET /v1/models` and `GET /v1/models/{id}`: every model any upstream serves, by id and
+//! alias, with the upstreams serving it and its browser variants (Tandem's extension fields).
 
 use axum::Json;
 use axum::extract::{Path, State};
 
 use super::errors::ApiError;
-use crate::openai_types::{ModelCard, ModelList};
+use crate::gateway::upstream::ModelInfo;
+use crate::openai::{ModelCard, ModelList};
 use crate::server::SharedState;
-use crate::server::state::ModelHandle;
 
-fn cards(m: &ModelHandle) -> impl Iterator<Item = ModelCard> + '_ {
-    std::iter::once(&m.id)
+fn cards(m: &ModelInfo, upstreams: &[String]) -> Vec<ModelCard> {
+    std::iter::once(&m.name)
         .chain(&m.aliases)
-        .map(move |name| ModelCard {
+        .map(|name| ModelCard {
             id: name.clone(),
             object: "model",
             created: m.created,
-            owned_by: "tandem",
-            max_model_len: m.context,
-            root: m.id.clone(),
+            owned_by: "tandem".into(),
+            max_model_len: m.context_length,
+            root: m.name.clone(),
+            upstreams: upstreams.to_vec(),
+            browser_variants: m.browser_variants.clone(),
         })
+        .collect()
 }
 
 /// Lists every model id and alias.
 pub async fn list(State(state): State<SharedState>) -> Result<Json<ModelList>, ApiError> {
-    let data = state.models()?.iter().flat_map(|m| cards(m)).collect();
+    let gateway = &state.loaded()?.gateway;
+    let data = gateway
+        .models()
+        .iter()
+        .flat_map(|(m, ups)| cards(m, ups))
+        .collect();
     Ok(Json(ModelList {
         object: "list",
         data,
@@ -35,8 +44,11 @@ pub async fn get(
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> Result<Json<ModelCard>, ApiError> {
-    let model = state.model(Some(&id))?;
-    cards(&model)
+    let gateway = &state.loaded()?.gateway;
+    gateway
+        .models()
+        .iter()
+        .flat_map(|(m, ups)| cards(m, ups))
         .find(|c| c.id == id)
         .map(Json)
         .ok_or_else(|| ApiError::model_not_found(&id))

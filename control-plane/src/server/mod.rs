@@ -1,176 +1,115 @@
 //! `tandem serve`: binds the listener at once (so `/health` answers while models load), loads
-//! each model onto its backend as an engine service, serves the API and the web demo, and on
-//! SIGTERM/SIGINT stops accepting, lets in-flight streams finish up to the drain timeout, and
-//! returns.
+//! each local model onto its backend, sets up the remote upstreams (discovering their models),
+//! puts them all behind the gateway, serves the API and the web demo, and on SIGTERM/SIGINT
+//! stops accepting, lets in-flight streams finish up to the drain timeout, and returns.
 
+pub mod app;
 pub mod state;
 
-use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::{self, Next};
-use axum::response::Response;
-use axum::routing::{get, post};
-use engine_core::chat::ChatTemplate;
-use engine_core::engine::{EngineConfig, ServiceOptions};
-use engine_core::model::ModelConfig;
-use engine_core::tokenizer::Tokenizer;
-use tower_http::cors::{AllowOrigin, Any, CorsLayer};
-use tower_http::services::ServeDir;
-use tower_http::trace::TraceLayer;
+use crate::backends::EngineLimits;
+use crate::config::{ServeConfig, UpstreamEntry};
+use crate::gateway::breaker::BreakerConfig;
+use crate::gateway::local::{LocalSpec, LocalUpstream};
+use crate::gateway::remote::{RemoteConfig, RemoteUpstream};
+use crate::gateway::upstream::{Features, ModelInfo};
+use crate::gateway::{
+    Gateway, RetryConfig, RoutingConfig, Timeouts, UpstreamHandle, UpstreamSettings, probe,
+};
+use state::{AppState, Loaded, LocalModel};
 
-use crate::api::errors::ApiError;
-use crate::api::{chat, completions, health, models};
-use crate::backends;
-use crate::config::{ModelSpec, ServeArgs, ServeConfig};
-use crate::load;
-use crate::source::ModelSource;
-use state::{AppState, ModelHandle};
+pub use app::{router, web_root};
 
 /// The state handlers share.
 pub type SharedState = Arc<AppState>;
 
-/// KV blocks hold this many tokens.
-const BLOCK_SIZE: usize = 16;
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The listener could not be bound.
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A local model could not be loaded.
+    #[error(transparent)]
+    Load(#[from] crate::load::LoadError),
+    /// Something else.
+    #[error("{0}")]
+    Other(String),
+}
 
 /// Runs `tandem serve`.
-pub async fn run(args: ServeArgs) -> Result<()> {
+pub async fn run(args: crate::config::ServeArgs) -> Result<(), ServeError> {
     let cfg = ServeConfig::load(args)?;
     serve(cfg).await
 }
 
-/// Builds the router: API routes, then the web demo (or a JSON 404) for everything else.
-pub fn router(state: SharedState, cfg: &ServeConfig, web_root: Option<&Path>) -> Router {
-    let api = Router::new()
-        .route("/v1/chat/completions", post(chat::handle))
-        .route("/v1/completions", post(completions::handle))
-        .route("/v1/models", get(models::list))
-        .route("/v1/models/{*id}", get(models::get))
-        .route("/health", get(health::health))
-        .route("/ready", get(health::ready))
-        .route("/metrics", get(health::metrics))
-        .route_layer(middleware::from_fn_with_state(
-            Arc::clone(&state),
-            count_requests,
-        ))
-        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() });
-    let api = match web_root {
-        Some(root) => api
-            .fallback_service(ServeDir::new(root).not_found_service(axum::routing::any(not_found))),
-        None => api.fallback(not_found),
-    };
-    let mut app = api.layer(TraceLayer::new_for_http()).with_state(state);
-    if let Some(cors) = cors(&cfg.cors_origins) {
-        app = app.layer(cors);
-    }
-    app
-}
-
-async fn not_found(req: Request) -> ApiError {
-    ApiError::route_not_found(req.uri().path())
-}
-
-/// Counts responses by route and status for `/metrics`.
-async fn count_requests(State(state): State<SharedState>, req: Request, next: Next) -> Response {
-    let endpoint = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "other".to_owned(), |p| p.as_str().to_owned());
-    let resp = next.run(req).await;
-    state
-        .metrics
-        .record_request(&endpoint, resp.status().as_u16());
-    resp
-}
-
-fn cors(origins: &[String]) -> Option<CorsLayer> {
-    if origins.is_empty() {
-        return None;
-    }
-    let layer = CorsLayer::new().allow_methods(Any).allow_headers(Any);
-    Some(if origins.iter().any(|o| o == "*") {
-        layer.allow_origin(Any)
-    } else {
-        layer.allow_origin(AllowOrigin::list(
-            origins.iter().filter_map(|o| o.parse().ok()),
-        ))
-    })
-}
-
-/// The folder served at `/`: the configured one, else `web-demo/` of the workspace found
-/// relative to the binary (`target/<profile>/tandem`) or the working directory.
-pub fn web_root(configured: Option<&Path>) -> Option<PathBuf> {
-    if let Some(p) = configured {
-        if p.is_dir() {
-            return Some(p.to_owned());
-        }
-        tracing::warn!("web root {} is not a directory", p.display());
-        return None;
-    }
-    let mut candidates = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        candidates.extend(exe.ancestors().skip(1).take(4).map(|d| d.join("web-demo")));
-    }
-    if let Ok(cwd) = std::env::current_dir() {
-        candidates.push(cwd.join("web-demo"));
-    }
-    candidates
-        .into_iter()
-        .find(|c| c.join("index.html").is_file())
-}
-
 /// Serves until a shutdown signal, then drains.
-pub async fn serve(cfg: ServeConfig) -> Result<()> {
-    let state: SharedState = Arc::new(AppState::new(cfg.body_limit));
+pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
+    let state: SharedState = Arc::new(AppState::new(cfg.body_limit, cfg.metrics_names));
     let listener = tokio::net::TcpListener::bind((cfg.host.as_str(), cfg.port))
         .await
-        .with_context(|| format!("listening on {}:{}", cfg.host, cfg.port))?;
-    let addr = listener.local_addr()?;
+        .map_err(|source| ServeError::Bind {
+            addr: format!("{}:{}", cfg.host, cfg.port),
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ServeError::Other(e.to_string()))?;
     let root = web_root(cfg.web_root.as_deref());
-    let app = router(Arc::clone(&state), &cfg, root.as_deref());
+    let app = router(Arc::clone(&state), &cfg.cors_origins, root.as_deref());
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     });
     let mut server_task = tokio::spawn(async move { server.await });
-    eprintln!(
-        "tandem: listening on http://{addr} ({} backend)",
-        cfg.backend.name()
-    );
+    let what = if cfg.models.is_empty() {
+        "gateway".to_owned()
+    } else {
+        format!("{} backend", cfg.backend.name())
+    };
+    eprintln!("tandem: listening on http://{addr} ({what})");
     match &root {
         Some(r) => eprintln!("tandem: web demo at http://{addr}/ (from {})", r.display()),
         None => eprintln!("tandem: no web-demo folder found; / answers 404"),
     }
 
+    let server_failed = |r: Result<Result<(), std::io::Error>, tokio::task::JoinError>| {
+        ServeError::Other(match r {
+            Ok(Ok(())) => "the server stopped unexpectedly".into(),
+            Ok(Err(e)) => format!("serving: {e}"),
+            Err(e) => format!("the server task failed: {e}"),
+        })
+    };
     tokio::select! {
-        loaded = load_models(&cfg) => {
-            let models = loaded?;
-            let ids: Vec<String> = models.iter().map(|m| m.id.clone()).collect();
+        loaded = start_upstreams(&cfg, &state) => {
+            let loaded = loaded?;
+            let names: Vec<String> =
+                loaded.gateway.models().into_iter().map(|(m, _)| m.name).collect();
             // Ready only once requests can see the models.
-            let _ = state.models.set(models);
-            eprintln!("tandem: ready, serving {}", ids.join(", "));
+            let _ = state.loaded.set(loaded);
+            eprintln!("tandem: ready, serving {}", names.join(", "));
         }
         () = crate::shutdown::signal() => {
             let _ = stop_tx.send(true);
             return Ok(());
         }
-        r = &mut server_task => {
-            r.context("the server task failed")?.context("serving")?;
-            bail!("the server stopped unexpectedly");
-        }
+        r = &mut server_task => return Err(server_failed(r)),
     }
 
     tokio::select! {
         () = crate::shutdown::signal() => {}
-        r = &mut server_task => {
-            r.context("the server task failed")?.context("serving")?;
-            bail!("the server stopped unexpectedly");
-        }
+        r = &mut server_task => return Err(server_failed(r)),
     }
     eprintln!(
         "tandem: shutting down; in-flight requests have {}s to finish",
@@ -183,109 +122,191 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
         .is_err()
     {
         eprintln!("tandem: drain timeout reached; cancelling what is left");
-        for m in state.models().map(<[_]>::to_vec).unwrap_or_default() {
-            m.service.cancel_all();
+        if let Some(l) = state.loaded.get() {
+            for m in &l.locals {
+                m.handle.service.cancel_all();
+            }
         }
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut server_task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut server_task).await;
     }
     eprintln!("tandem: stopped");
     Ok(())
 }
 
-/// Loads every configured model.
-async fn load_models(cfg: &ServeConfig) -> Result<Vec<Arc<ModelHandle>>> {
-    let mut out: Vec<Arc<ModelHandle>> = Vec::new();
-    for spec in &cfg.models {
-        let handle = load_model(cfg, spec).await?;
-        for name in std::iter::once(&handle.id).chain(&handle.aliases) {
-            if out.iter().any(|m| m.answers_to(name)) {
-                bail!("two models answer to the name {name:?}");
+/// Routing settings from the configuration.
+fn routing_config(cfg: &ServeConfig) -> RoutingConfig {
+    let r = &cfg.routing;
+    let d = RetryConfig::default();
+    RoutingConfig {
+        policy: r.policy.unwrap_or_default(),
+        model_policies: cfg
+            .model_policies
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect(),
+        retry: RetryConfig {
+            attempts: r.attempts.unwrap_or(d.attempts),
+            backoff: r.retry_backoff_ms.map_or(d.backoff, Duration::from_millis),
+        },
+    }
+}
+
+/// An upstream's settings from its entry (or the defaults of its kind).
+fn settings(cfg: &ServeConfig, entry: Option<&UpstreamEntry>, base: Timeouts) -> UpstreamSettings {
+    let r = &cfg.routing;
+    let db = BreakerConfig::default();
+    let ms = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_millis);
+    UpstreamSettings {
+        max_concurrency: entry.and_then(|e| e.max_concurrency),
+        timeouts: Timeouts {
+            connect: ms(entry.and_then(|e| e.connect_timeout_ms), base.connect),
+            first_token: ms(
+                entry.and_then(|e| e.first_token_timeout_ms),
+                base.first_token,
+            ),
+            idle: ms(entry.and_then(|e| e.idle_timeout_ms), base.idle),
+            total: ms(entry.and_then(|e| e.total_timeout_ms), base.total),
+        },
+        cost: entry.map(|e| e.cost).unwrap_or_default(),
+        breaker: BreakerConfig {
+            failures_to_open: r.breaker_failures.unwrap_or(db.failures_to_open).max(1),
+            cooldown: ms(r.breaker_cooldown_ms, db.cooldown),
+            successes_to_close: r.breaker_successes.unwrap_or(db.successes_to_close).max(1),
+        },
+        probe_interval: ms(r.health_interval_ms, Duration::from_secs(5))
+            .max(Duration::from_millis(50)),
+    }
+}
+
+/// A remote upstream from its entry.
+fn remote(cfg: &ServeConfig, e: &UpstreamEntry) -> Result<UpstreamHandle, ServeError> {
+    let id = e.id.clone().unwrap_or_else(|| "upstream".into());
+    let settings = settings(cfg, Some(e), Timeouts::REMOTE);
+    let api_key = match &e.api_key_env {
+        Some(var) => Some(std::env::var(var).map_err(|_| {
+            ServeError::Other(format!(
+                "upstream {id}: the environment variable {var} (api_key_env) is not set"
+            ))
+        })?),
+        None => None,
+    };
+    let now = crate::util::unix_now();
+    let models = e
+        .models
+        .iter()
+        .map(|m| ModelInfo {
+            name: m.name.clone(),
+            upstream_name: m.upstream_name.clone().unwrap_or_else(|| m.name.clone()),
+            aliases: m.aliases.clone(),
+            context_length: m.context_length,
+            features: Features::ALL,
+            browser_variants: m.browser_variants.clone(),
+            created: now,
+        })
+        .collect();
+    let upstream = RemoteUpstream::new(RemoteConfig {
+        base_url: crate::gateway::remote::base_url(e.url.as_deref().unwrap_or_default()),
+        api_key,
+        headers: e
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        models,
+        connect_timeout: settings.timeouts.connect,
+        probe_timeout: Duration::from_secs(2),
+    })
+    .map_err(|err| ServeError::Other(format!("upstream {id}: {err}")))?;
+    Ok(UpstreamHandle::new(id, Box::new(upstream), settings))
+}
+
+/// Loads the local models and sets up the remote upstreams (their first probe discovers their
+/// models) concurrently; returns the gateway over all of them.
+async fn start_upstreams(cfg: &ServeConfig, state: &SharedState) -> Result<Loaded, ServeError> {
+    let mut remotes = Vec::new();
+    for e in &cfg.upstreams {
+        remotes.push(Arc::new(remote(cfg, e)?));
+    }
+    let discovery = futures_util::future::join_all(remotes.iter().map(|h| async move {
+        if !probe::probe_once(h).await {
+            eprintln!(
+                "tandem: upstream {} does not answer yet; it joins once its probes succeed",
+                h.id
+            );
+        }
+    }));
+    let limits = EngineLimits {
+        ctx_size: cfg.ctx_size,
+        max_seqs: cfg.max_seqs,
+        max_batch_tokens: cfg.max_batch_tokens,
+        kv_blocks: cfg.kv_blocks,
+    };
+    let load_locals = async {
+        let mut out = Vec::new();
+        for spec in &cfg.models {
+            let local = LocalSpec {
+                id: spec.id.clone(),
+                source: spec.source.clone(),
+                aliases: spec.aliases.clone(),
+                backend: cfg.backend,
+                threads: cfg.threads,
+                limits,
+                max_waiting: cfg.max_waiting,
+            };
+            let up = LocalUpstream::load(&local, Arc::clone(&state.metrics)).await?;
+            out.push((spec.upstream.clone(), up));
+        }
+        Ok::<_, ServeError>(out)
+    };
+    let (_, locals) = tokio::join!(discovery, load_locals);
+    let mut handles: Vec<Arc<UpstreamHandle>> = Vec::new();
+    let mut local_models = Vec::new();
+    for (entry, up) in locals? {
+        let id = entry
+            .as_ref()
+            .and_then(|e| e.id.clone())
+            .unwrap_or_else(|| up.handle().id.clone());
+        local_models.push(LocalModel {
+            handle: Arc::clone(up.handle()),
+            variant: Arc::clone(up.variant()),
+        });
+        let settings = settings(cfg, entry.as_ref(), Timeouts::LOCAL);
+        handles.push(Arc::new(UpstreamHandle::new(id, Box::new(up), settings)));
+    }
+    handles.extend(remotes);
+    let mut seen = std::collections::HashSet::new();
+    for h in &handles {
+        if !seen.insert(h.id.clone()) {
+            return Err(ServeError::Other(format!(
+                "two upstreams have the id {:?}",
+                h.id
+            )));
+        }
+        for m in h.upstream.models() {
+            for other in &handles {
+                if Arc::ptr_eq(other, h) {
+                    continue;
+                }
+                if other.upstream.kind() == "local"
+                    && h.upstream.kind() == "local"
+                    && other.upstream.models().iter().any(|o| {
+                        std::iter::once(&m.name)
+                            .chain(&m.aliases)
+                            .any(|n| o.answers_to(n))
+                    })
+                {
+                    return Err(ServeError::Other(format!(
+                        "two models answer to the name {:?}",
+                        m.name
+                    )));
+                }
             }
         }
-        out.push(Arc::new(handle));
+        probe::spawn_prober(h);
     }
-    Ok(out)
-}
-
-async fn load_model(cfg: &ServeConfig, spec: &ModelSpec) -> Result<ModelHandle> {
-    let opts = load::LoadOptions {
-        model: spec.source.clone(),
-        threads: cfg.threads,
-        engine: EngineConfig::default(),
-        progress: false,
-    };
-    let (source, path) = load::fetch(&opts).await?;
-    let id = spec.id.clone().unwrap_or_else(|| source_id(&source));
-    let cfg = cfg.clone();
-    let aliases = spec.aliases.clone();
-    tokio::task::spawn_blocking(move || -> Result<ModelHandle> {
-        let file = load::open(&path)?;
-        let meta = file.metadata();
-        let model_config = ModelConfig::from_metadata(meta)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let context = if cfg.ctx_size == 0 {
-            model_config.context_length.min(8192)
-        } else {
-            cfg.ctx_size
-        };
-        let kv_tokens = if cfg.kv_blocks == 0 {
-            4 * context
-        } else {
-            cfg.kv_blocks * BLOCK_SIZE
-        };
-        let engine_config = EngineConfig {
-            context_size: context,
-            max_seqs: cfg.max_seqs,
-            max_batch_tokens: cfg.max_batch_tokens,
-            block_size: BLOCK_SIZE,
-            kv_tokens,
-            ..EngineConfig::default()
-        };
-        let tokenizer = Tokenizer::from_metadata(meta).context("building the tokenizer")?;
-        let template = ChatTemplate::from_metadata(meta).context("compiling the chat template")?;
-        let service = backends::start_engine(
-            cfg.backend,
-            cfg.threads,
-            &file,
-            engine_config,
-            ServiceOptions {
-                max_waiting: cfg.max_waiting,
-            },
-        )
-        .with_context(|| format!("loading {}", path.display()))?;
-        let info = service.info().clone();
-        eprintln!(
-            "tandem: model {id} on the {} backend ({})",
-            info.backend.name, info.backend.device
-        );
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (
-            &info.backend.name,
-            &info.backend.device,
-            info.backend.threads,
-            info.config.context_size,
-            info.config.max_seqs,
-            info.config.kv_tokens,
-            env!("CARGO_PKG_VERSION"),
-        )
-            .hash(&mut h);
-        Ok(ModelHandle {
-            id,
-            aliases,
-            created: crate::api::generate::unix_now(),
-            tokenizer,
-            template,
-            context: info.config.context_size,
-            vocab: info.model.vocab_size,
-            fingerprint: format!("fp_{:012x}", h.finish() & 0xffff_ffff_ffff),
-            service,
-        })
+    let gateway = Gateway::new(handles, routing_config(cfg), Arc::clone(&state.metrics));
+    Ok(Loaded {
+        gateway: Arc::new(gateway),
+        locals: local_models,
     })
-    .await
-    .context("the loading task failed")?
-}
-
-/// The default id of a model: its file name without `.gguf`.
-fn source_id(source: &ModelSource) -> String {
-    source.display_name()
 }

@@ -1,122 +1,76 @@
-//! What every handler shares: the served models (each an engine service with its tokenizer and
-//! chat template), the metrics registry and the server's lifecycle flags.
+//! What every handler shares: the gateway (once the local models are loaded), the local models
+//! themselves (for their files and engine gauges), the metrics registry and the server's
+//! lifecycle flags.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use engine_core::chat::{ChatRequest, ChatTemplate};
-use engine_core::engine::EngineService;
-use engine_core::tokenizer::Tokenizer;
-
 use crate::api::errors::ApiError;
-use crate::metrics::Metrics;
+use crate::gateway::Gateway;
+use crate::gateway::local::ModelHandle;
+use crate::gateway::local::variant::LocalVariant;
+use crate::metrics::{Metrics, MetricsNames};
 
-/// A model being served.
-pub struct ModelHandle {
-    /// The id clients send as `model`.
-    pub id: String,
-    /// Other names for it.
-    pub aliases: Vec<String>,
-    /// Unix seconds when it was loaded.
-    pub created: u64,
-    /// The engine thread.
-    pub service: EngineService,
-    /// The model's tokenizer (prompts are tokenized on the request's side).
-    pub tokenizer: Tokenizer,
-    /// The model's chat template.
-    pub template: ChatTemplate,
-    /// Context size per sequence, in tokens.
-    pub context: usize,
-    /// Vocabulary size.
-    pub vocab: usize,
-    /// `system_fingerprint`: backend, device and engine limits, hashed.
-    pub fingerprint: String,
+/// A local model, as the server sees it beside the gateway.
+#[derive(Clone)]
+pub struct LocalModel {
+    /// The loaded model.
+    pub handle: Arc<ModelHandle>,
+    /// Its file, as browsers download it.
+    pub variant: Arc<LocalVariant>,
 }
 
-impl ModelHandle {
-    /// Whether `name` selects this model.
-    pub fn answers_to(&self, name: &str) -> bool {
-        self.id == name || self.aliases.iter().any(|a| a == name)
-    }
-
-    /// Renders a conversation through the chat template (with the generation prompt) and
-    /// tokenizes it.
-    pub fn chat_prompt(&self, messages: &[serde_json::Value]) -> Result<Vec<u32>, ApiError> {
-        let tok = &self.tokenizer;
-        let piece = |id: Option<u32>| {
-            id.and_then(|id| tok.token_piece(id))
-                .unwrap_or("")
-                .to_owned()
-        };
-        let (bos, eos) = (piece(tok.bos_id()), piece(tok.eos_id()));
-        let text = self
-            .template
-            .render(&ChatRequest {
-                messages,
-                add_generation_prompt: true,
-                bos_token: &bos,
-                eos_token: &eos,
-                tools: None,
-            })
-            .map_err(|e| ApiError::bad_param("messages", e.to_string()))?;
-        Ok(tok.encode(&text, tok.add_bos(), true))
-    }
+/// Everything that exists once start-up has finished.
+pub struct Loaded {
+    /// The request path over every upstream.
+    pub gateway: Arc<Gateway>,
+    /// The local models.
+    pub locals: Vec<LocalModel>,
 }
 
 /// The server's shared state.
 pub struct AppState {
-    /// The models, once loaded (the first is the default).
-    pub models: OnceLock<Vec<Arc<ModelHandle>>>,
+    /// Set once the local models are loaded.
+    pub loaded: OnceLock<Loaded>,
     /// Metrics registry.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Set when a shutdown signal arrived: `/ready` fails and new generations are refused.
     pub shutting_down: AtomicBool,
     /// Largest request body, in bytes.
     pub body_limit: usize,
+    /// Which names `/metrics` uses for the engine gauges.
+    pub metrics_names: MetricsNames,
 }
 
 impl AppState {
-    /// Fresh state with no model loaded yet.
-    pub fn new(body_limit: usize) -> AppState {
+    /// Fresh state with nothing loaded yet.
+    pub fn new(body_limit: usize, metrics_names: MetricsNames) -> AppState {
         AppState {
-            models: OnceLock::new(),
-            metrics: Metrics::new(),
+            loaded: OnceLock::new(),
+            metrics: Arc::new(Metrics::new()),
             shutting_down: AtomicBool::new(false),
             body_limit,
+            metrics_names,
         }
     }
 
-    /// Whether models are loaded and the server is not shutting down.
+    /// Whether start-up finished and the server is not shutting down.
     pub fn is_ready(&self) -> bool {
-        self.models.get().is_some() && !self.shutting_down.load(Ordering::SeqCst)
+        self.loaded.get().is_some() && !self.shutting_down.load(Ordering::SeqCst)
     }
 
-    /// The loaded models, or 503 while they load.
-    pub fn models(&self) -> Result<&[Arc<ModelHandle>], ApiError> {
-        self.models
+    /// What start-up loaded, or 503 while it loads.
+    pub fn loaded(&self) -> Result<&Loaded, ApiError> {
+        self.loaded
             .get()
-            .map(Vec::as_slice)
             .ok_or_else(|| ApiError::unavailable("The model is still loading; try again shortly."))
     }
 
-    /// The model that `name` selects (the default when empty or missing), for a new generation.
-    pub fn model_for_generation(&self, name: Option<&str>) -> Result<Arc<ModelHandle>, ApiError> {
+    /// The gateway for a new generation: 503 while loading or shutting down.
+    pub fn gateway_for_generation(&self) -> Result<&Arc<Gateway>, ApiError> {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err(ApiError::unavailable("The server is shutting down."));
         }
-        self.model(name)
-    }
-
-    /// The model that `name` selects (the default when empty or missing).
-    pub fn model(&self, name: Option<&str>) -> Result<Arc<ModelHandle>, ApiError> {
-        let models = self.models()?;
-        match name.filter(|n| !n.is_empty()) {
-            None => Ok(Arc::clone(&models[0])),
-            Some(n) => models
-                .iter()
-                .find(|m| m.answers_to(n))
-                .cloned()
-                .ok_or_else(|| ApiError::model_not_found(n)),
-        }
+        Ok(&self.loaded()?.gateway)
     }
 }

@@ -5,13 +5,14 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
+use std::future::Future;
+use std::pin::Pin;
+
+use control_plane::backends::{self, BackendKind, WithEngine};
+use control_plane::{load, memory};
 use engine_core::backend::Backend;
-use engine_core::backend::cpu::CpuBackend;
 use engine_core::engine::{Engine, EngineConfig, Event, Request};
 use rand::{RngExt, SeedableRng};
-
-use crate::load::{self, LoadOptions};
-use crate::memory;
 
 /// Arguments of `tandem bench`.
 #[derive(clap::Args, Debug)]
@@ -37,6 +38,9 @@ pub struct BenchArgs {
         default_value = "0"
     )]
     pub depth: Vec<usize>,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value = "cpu", env = "TANDEM_BACKEND")]
+    pub backend: BackendKind,
     /// Repetitions of each test (after one warm-up).
     #[arg(short, long, default_value_t = 3)]
     pub reps: usize,
@@ -49,79 +53,31 @@ pub async fn bench(args: BenchArgs) -> Result<()> {
     }
     println!("| model | size | params | backend | threads | test | t/s | TTFT ms |");
     println!("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |");
-    let mut file_size = 0;
+    let (source, path) = load::fetch(&args.model, false).await?;
+    let file = load::open(&path)?;
+    let file_size = file.bytes().len() as u64;
+    let params: u64 = file.gguf().tensors.iter().map(|t| t.n_elements()).sum();
     let mut device = String::new();
     for &threads in &args.threads {
-        let opts = LoadOptions {
-            model: args.model.clone(),
-            threads,
-            engine: EngineConfig {
-                max_seqs: 1,
-                context_size: args
-                    .prompt
-                    .iter()
-                    .copied()
-                    .max()
-                    .unwrap_or(0)
-                    .max(args.n_gen + 1 + args.depth.iter().copied().max().unwrap_or(0))
-                    + 16,
-                ..EngineConfig::default()
-            },
-            progress: false,
+        let config = EngineConfig {
+            max_seqs: 1,
+            context_size: args
+                .prompt
+                .iter()
+                .copied()
+                .max()
+                .unwrap_or(0)
+                .max(args.n_gen + 1 + args.depth.iter().copied().max().unwrap_or(0))
+                + 16,
+            ..EngineConfig::default()
         };
-        let mut loaded = load::load(&opts).await?;
-        file_size = loaded.file_size;
-        let params: u64 = loaded
-            .file
-            .gguf()
-            .tensors
-            .iter()
-            .map(|t| t.n_elements())
-            .sum();
-        let info = loaded.engine.backend().info();
-        device = info.device.clone();
-        let row = |test: &str, rate: f64, ttft: Option<f64>| {
-            println!(
-                "| {} | {:.2} MiB | {:.2} M | {} | {} | {test} | {rate:.2} | {} |",
-                loaded.name,
-                loaded.file_size as f64 / 1048576.0,
-                params as f64 / 1e6,
-                info.name,
-                info.threads,
-                ttft.map(|t| format!("{t:.1}")).unwrap_or_default()
-            )
+        let table = Table {
+            args: &args,
+            name: source.display_name(),
+            file_size,
+            params,
         };
-        let vocab = loaded.engine.model_config().vocab_size as u32;
-        let mut rng = rand::rngs::StdRng::seed_from_u64(42);
-        for &n in args.prompt.iter().filter(|&&n| n > 0) {
-            let mut times = Vec::new();
-            for rep in 0..=args.reps {
-                let prompt: Vec<u32> = (0..n).map(|_| rng.random_range(32..vocab)).collect();
-                let (ttft, _) = generate(&mut loaded.engine, prompt, 1).await?;
-                if rep > 0 {
-                    times.push(ttft);
-                }
-            }
-            let mean = mean_secs(&times);
-            row(&format!("pp{n}"), n as f64 / mean, Some(mean * 1e3));
-        }
-        for &depth in args.depth.iter().filter(|_| args.n_gen > 0) {
-            let mut rates = Vec::new();
-            for rep in 0..=args.reps {
-                let prompt: Vec<u32> = (0..depth.max(1))
-                    .map(|_| rng.random_range(32..vocab))
-                    .collect();
-                let (ttft, total) = generate(&mut loaded.engine, prompt, args.n_gen + 1).await?;
-                if rep > 0 {
-                    rates.push(args.n_gen as f64 / (total - ttft).as_secs_f64());
-                }
-            }
-            let test = match depth {
-                0 => format!("tg{}", args.n_gen),
-                d => format!("tg{} @ d{d}", args.n_gen),
-            };
-            row(&test, rates.iter().sum::<f64>() / rates.len() as f64, None);
-        }
+        device = backends::with_engine(args.backend, threads, &file, config, table)?.await?;
     }
     println!();
     println!("device: {device}");
@@ -135,14 +91,79 @@ pub async fn bench(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// The rows of one engine (one thread count); gives the device's name.
+struct Table<'a> {
+    args: &'a BenchArgs,
+    name: String,
+    file_size: u64,
+    params: u64,
+}
+
+impl<'a> WithEngine for Table<'a> {
+    type Output = Pin<Box<dyn Future<Output = Result<String>> + 'a>>;
+    fn run<B: Backend + 'static>(self, engine: Engine<B>) -> Self::Output {
+        Box::pin(self.rows(engine))
+    }
+}
+
+impl Table<'_> {
+    async fn rows<B: Backend>(self, mut engine: Engine<B>) -> Result<String> {
+        let args = self.args;
+        let info = engine.backend().info();
+        let row = |test: &str, rate: f64, ttft: Option<f64>| {
+            println!(
+                "| {} | {:.2} MiB | {:.2} M | {} | {} | {test} | {rate:.2} | {} |",
+                self.name,
+                self.file_size as f64 / 1048576.0,
+                self.params as f64 / 1e6,
+                info.name,
+                info.threads,
+                ttft.map(|t| format!("{t:.1}")).unwrap_or_default()
+            )
+        };
+        let vocab = engine.model_config().vocab_size as u32;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+        for &n in args.prompt.iter().filter(|&&n| n > 0) {
+            let mut times = Vec::new();
+            for rep in 0..=args.reps {
+                let prompt: Vec<u32> = (0..n).map(|_| rng.random_range(32..vocab)).collect();
+                let (ttft, _) = generate(&mut engine, prompt, 1).await?;
+                if rep > 0 {
+                    times.push(ttft);
+                }
+            }
+            let mean = mean_secs(&times);
+            row(&format!("pp{n}"), n as f64 / mean, Some(mean * 1e3));
+        }
+        for &depth in args.depth.iter().filter(|_| args.n_gen > 0) {
+            let mut rates = Vec::new();
+            for rep in 0..=args.reps {
+                let prompt: Vec<u32> = (0..depth.max(1))
+                    .map(|_| rng.random_range(32..vocab))
+                    .collect();
+                let (ttft, total) = generate(&mut engine, prompt, args.n_gen + 1).await?;
+                if rep > 0 {
+                    rates.push(args.n_gen as f64 / (total - ttft).as_secs_f64());
+                }
+            }
+            let test = match depth {
+                0 => format!("tg{}", args.n_gen),
+                d => format!("tg{} @ d{d}", args.n_gen),
+            };
+            row(&test, rates.iter().sum::<f64>() / rates.len() as f64, None);
+        }
+        Ok(info.device.clone())
+    }
+}
+
 fn mean_secs(times: &[Duration]) -> f64 {
     times.iter().map(Duration::as_secs_f64).sum::<f64>() / times.len() as f64
 }
 
 /// Generates `max_tokens` greedy tokens (ignoring end-of-turn); returns the time to the first
 /// token and to the last.
-async fn generate(
-    engine: &mut Engine<CpuBackend>,
+async fn generate<B: Backend>(
+    engine: &mut Engine<B>,
     prompt: Vec<u32>,
     max_tokens: usize,
 ) -> Result<(Duration, Duration)> {

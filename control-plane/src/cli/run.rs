@@ -6,15 +6,15 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
+use std::future::Future;
+use std::pin::Pin;
+
+use control_plane::backends::{self, BackendKind, WithEngine};
+use control_plane::{load, memory};
 use engine_core::backend::Backend;
-use engine_core::backend::cpu::{CpuBackend, CpuOptions};
 use engine_core::chat::ChatRequest;
 use engine_core::engine::{Engine, EngineConfig, Event, Request};
 use engine_core::sampler::SamplingParams;
-
-use crate::backends::{self, BackendKind};
-use crate::load::{self, LoadOptions};
-use crate::memory;
 
 /// Arguments of `tandem run`.
 #[derive(clap::Args, Debug)]
@@ -68,38 +68,27 @@ pub struct RunArgs {
 
 /// Runs the command.
 pub async fn run(args: RunArgs) -> Result<()> {
-    let opts = LoadOptions {
-        model: args.model.clone(),
-        threads: args.threads,
-        engine: EngineConfig {
-            context_size: args.ctx_size,
-            max_seqs: 1,
-            ..EngineConfig::default()
-        },
-        progress: !args.quiet,
-    };
-    let (_, path) = load::fetch(&opts).await?;
-    let bar = crate::progress::spinner(opts.progress, "loading model");
+    let progress = !args.quiet;
+    let (_, path) = load::fetch(&args.model, progress).await?;
+    let bar = control_plane::progress::spinner(progress, "loading model");
     let file = load::open(&path)?;
-    match args.backend {
-        BackendKind::Cpu => {
-            let backend = CpuBackend::new(CpuOptions {
-                threads: args.threads,
-                isa: None,
-            })?;
-            let engine = Engine::new(backend, &file, opts.engine.clone())?;
-            bar.finish_and_clear();
-            answer(engine, &args).await
-        }
-        #[cfg(feature = "webgpu")]
-        BackendKind::Webgpu => {
-            let backend = backends::webgpu_backend(&file, &opts.engine)?;
-            let engine = Engine::new(backend, &file, opts.engine.clone())?;
-            bar.finish_and_clear();
-            answer(engine, &args).await
-        }
-        #[cfg(not(feature = "webgpu"))]
-        BackendKind::Webgpu => Err(backends::StartError::Unavailable("webgpu").into()),
+    let config = EngineConfig {
+        context_size: args.ctx_size,
+        max_seqs: 1,
+        ..EngineConfig::default()
+    };
+    let answer = backends::with_engine(args.backend, args.threads, &file, config, Answer(&args))?;
+    bar.finish_and_clear();
+    answer.await
+}
+
+/// Answers the prompt on whichever engine the backend gives.
+struct Answer<'a>(&'a RunArgs);
+
+impl<'a> WithEngine for Answer<'a> {
+    type Output = Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
+    fn run<B: Backend + 'static>(self, engine: Engine<B>) -> Self::Output {
+        Box::pin(answer(engine, self.0))
     }
 }
 

@@ -1,0 +1,255 @@
+//! What both generation endpoints share: parse (done by the extractor) -> validate the fields
+//! every upstream must see well-formed -> work out what the request needs and where it would
+//! benefit from going (features, size, prompt prefix, forwarded headers) -> route through the
+//! gateway -> render.
+
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
+
+use super::errors::ApiError;
+use crate::gateway::dispatch::RequestContext;
+use crate::gateway::router::{self, Needs};
+use crate::gateway::upstream::Features;
+use crate::openai::{ApiRequest, MessageContent, PromptInput};
+use crate::render::{self, RenderSpec};
+use crate::server::SharedState;
+
+/// Request headers forwarded to upstreams (the inference gateway's fairness, objective and
+/// latency-target headers, under llm-d's names and the Gateway API Inference Extension's).
+pub const FORWARDED_HEADERS: &[&str] = &[
+    "x-llm-d-inference-fairness-id",
+    "x-gateway-inference-fairness-id",
+    "x-llm-d-inference-objective",
+    "x-gateway-inference-objective",
+    "x-llm-d-slo-ttft-ms",
+    "x-llm-d-slo-tpot-ms",
+];
+
+/// The response header naming the upstream that answered.
+pub const UPSTREAM_HEADER: &str = "x-tandem-upstream";
+
+/// Most choices per request.
+pub const MAX_N: u32 = 128;
+/// Bytes per token assumed when estimating a prompt's length from its text.
+pub const BYTES_PER_TOKEN: usize = 4;
+/// Bytes per token of the lower bound used to rule out upstreams by context length.
+pub const BYTES_PER_TOKEN_BOUND: usize = 8;
+
+/// Handles a generation request of either endpoint.
+pub async fn handle(
+    state: &SharedState,
+    headers: &HeaderMap,
+    req: ApiRequest,
+) -> Result<Response, ApiError> {
+    let gateway = state.gateway_for_generation()?;
+    validate(&req)?;
+    let ctx = context(&req, headers);
+    let spec = RenderSpec::of(&req);
+    let dispatched = gateway.dispatch(req, ctx).await?;
+    let upstream = HeaderValue::from_str(&dispatched.upstream.id).ok();
+    let mut resp = render::respond(spec, dispatched).await;
+    if let Some(id) = upstream {
+        resp.headers_mut().insert(UPSTREAM_HEADER, id);
+    }
+    Ok(resp)
+}
+
+/// Checks what no upstream should have to: OpenAI's own limits.
+pub fn validate(req: &ApiRequest) -> Result<(), ApiError> {
+    let s = req.sampling();
+    if let Some(n) = s.n
+        && !(1..=MAX_N).contains(&n)
+    {
+        return Err(ApiError::bad_param(
+            "n",
+            format!("n must be in [1, {MAX_N}], got {n}."),
+        ));
+    }
+    if let Some(t) = s.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(ApiError::bad_param(
+            "temperature",
+            format!("temperature must be in [0, 2], got {t}."),
+        ));
+    }
+    if let ApiRequest::Chat(r) = req
+        && r.messages.is_empty()
+    {
+        return Err(ApiError::bad_param(
+            "messages",
+            "messages must contain at least one message.",
+        ));
+    }
+    Ok(())
+}
+
+/// The prompt as text, for the affinity key and the size estimate (chat messages as
+/// `role: content` lines).
+pub fn rendered_prompt(req: &ApiRequest) -> String {
+    match req {
+        ApiRequest::Chat(r) => {
+            let mut s = String::new();
+            for m in &r.messages {
+                s.push_str(&m.role);
+                s.push_str(": ");
+                if let Some(c) = &m.content {
+                    s.push_str(&c.text());
+                }
+                s.push('\n');
+            }
+            s
+        }
+        ApiRequest::Completion(r) => match &r.prompt {
+            PromptInput::Text(t) => t.clone(),
+            PromptInput::Texts(t) => t.first().cloned().unwrap_or_default(),
+            PromptInput::Tokens(ids) => ids_text(ids),
+            PromptInput::TokenLists(l) => l.first().map(|ids| ids_text(ids)).unwrap_or_default(),
+        },
+    }
+}
+
+fn ids_text(ids: &[u32]) -> String {
+    ids.iter().map(|i| format!("{i},")).collect()
+}
+
+/// What the request needs of an upstream.
+pub fn needs(req: &ApiRequest, rendered: &str) -> Needs {
+    let s = req.sampling();
+    let mut f = Features {
+        multiple_choices: s.n.is_some_and(|n| n > 1),
+        ..Features::default()
+    };
+    let (prompt_tokens, bound) = match req {
+        ApiRequest::Chat(r) => {
+            f.logprobs = r.logprobs.unwrap_or(false);
+            f.passthrough = !r.extra.is_empty()
+                || r.messages.iter().any(|m| {
+                    !m.extra.is_empty()
+                        || matches!(&m.content, Some(MessageContent::Parts(p)) if p.iter().any(|p| p.kind != "text"))
+                });
+            (
+                rendered.len() / BYTES_PER_TOKEN,
+                rendered.len() / BYTES_PER_TOKEN_BOUND,
+            )
+        }
+        ApiRequest::Completion(r) => {
+            f.logprobs = r.logprobs.is_some();
+            f.prompt_logprobs = r.logprobs.is_some() && r.echo.unwrap_or(false);
+            f.token_prompts = r.prompt.has_token_ids();
+            f.multiple_choices |= r.best_of.is_some_and(|b| b > 1);
+            f.passthrough = !r.extra.is_empty() || r.suffix.is_some();
+            match &r.prompt {
+                PromptInput::Tokens(ids) => (ids.len(), ids.len()),
+                PromptInput::TokenLists(l) => {
+                    let n = l.iter().map(Vec::len).max().unwrap_or(0);
+                    (n, n)
+                }
+                _ => (
+                    rendered.len() / BYTES_PER_TOKEN,
+                    rendered.len() / BYTES_PER_TOKEN_BOUND,
+                ),
+            }
+        }
+    };
+    Needs {
+        features: f,
+        prompt_tokens,
+        prompt_tokens_bound: bound,
+        max_tokens: req.max_tokens(),
+    }
+}
+
+/// The routing context of a request: what it needs, its affinity key and the headers to
+/// forward (the OpenAI `user` becomes the fairness id when the client sent none).
+pub fn context(req: &ApiRequest, headers: &HeaderMap) -> RequestContext {
+    let rendered = rendered_prompt(req);
+    let mut forwarded: Vec<(String, String)> = FORWARDED_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let v = headers.get(*name)?.to_str().ok()?;
+            Some(((*name).to_owned(), v.to_owned()))
+        })
+        .collect();
+    let has_fairness = forwarded.iter().any(|(k, _)| k.ends_with("fairness-id"));
+    if !has_fairness && let Some(user) = req.sampling().user.as_deref().filter(|u| !u.is_empty()) {
+        for name in &FORWARDED_HEADERS[..2] {
+            forwarded.push(((*name).to_owned(), user.to_owned()));
+        }
+    }
+    RequestContext {
+        headers: forwarded,
+        prefix_key: router::prefix_key(&rendered),
+        needs: needs(req, &rendered),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(json: serde_json::Value) -> ApiRequest {
+        ApiRequest::Chat(serde_json::from_value(json).unwrap())
+    }
+
+    #[test]
+    fn needs_follow_the_fields() {
+        let r = chat(
+            serde_json::json!({"messages": [{"role": "user", "content": "hi"}], "logprobs": true, "n": 2}),
+        );
+        let n = needs(&r, &rendered_prompt(&r));
+        assert!(n.features.logprobs && n.features.multiple_choices && !n.features.passthrough);
+        let r =
+            chat(serde_json::json!({"messages": [{"role": "user", "content": "hi"}], "tools": []}));
+        assert!(needs(&r, "").features.passthrough);
+        let r = ApiRequest::Completion(
+            serde_json::from_value(
+                serde_json::json!({"prompt": [1, 2, 3], "echo": true, "logprobs": 1}),
+            )
+            .unwrap(),
+        );
+        let n = needs(&r, &rendered_prompt(&r));
+        assert!(n.features.token_prompts && n.features.prompt_logprobs);
+        assert_eq!(n.prompt_tokens, 3);
+    }
+
+    #[test]
+    fn user_becomes_the_fairness_id_unless_a_header_says() {
+        let r = chat(
+            serde_json::json!({"messages": [{"role": "user", "content": "hi"}], "user": "alice"}),
+        );
+        let ctx = context(&r, &HeaderMap::new());
+        assert!(
+            ctx.headers
+                .contains(&("x-llm-d-inference-fairness-id".into(), "alice".into()))
+        );
+        let mut h = HeaderMap::new();
+        h.insert("x-gateway-inference-fairness-id", "team-b".parse().unwrap());
+        h.insert("x-llm-d-inference-objective", "batch".parse().unwrap());
+        let ctx = context(&r, &h);
+        assert_eq!(ctx.headers.len(), 2);
+        assert!(ctx.headers.iter().all(|(_, v)| v != "alice"));
+        let long = "x".repeat(2000);
+        let r = chat(
+            serde_json::json!({"messages": [{"role": "system", "content": long}, {"role": "user", "content": "a"}]}),
+        );
+        let r2 = chat(
+            serde_json::json!({"messages": [{"role": "system", "content": long}, {"role": "user", "content": "b"}]}),
+        );
+        let k1 = context(&r, &HeaderMap::new()).prefix_key;
+        assert!(k1.is_some());
+        assert_eq!(k1, context(&r2, &HeaderMap::new()).prefix_key);
+    }
+
+    #[test]
+    fn openai_limits_are_checked() {
+        assert!(validate(&chat(serde_json::json!({"messages": []}))).is_err());
+        assert!(validate(&chat(serde_json::json!({"messages": [{"role": "user", "content": "x"}], "temperature": 3}))).is_err());
+        assert!(
+            validate(&chat(
+                serde_json::json!({"messages": [{"role": "user", "content": "x"}], "n": 0})
+            ))
+            .is_err()
+        );
+    }
+}

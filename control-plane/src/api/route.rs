@@ -1,0 +1,71 @@
+//! `POST /v1/route`: should a browser run this request itself, or send it to the server? The
+//! browser sends its capability report; the answer weighs its ability to run one of the model's
+//! browser variants against the best server upstream's estimate, under the model's policy.
+
+use axum::Json;
+use axum::extract::State;
+
+use super::errors::ApiError;
+use super::json::JsonBody;
+use crate::gateway::browser_route::{self, BrowserVariant, RouteAnswer, RouteRequest};
+use crate::gateway::router::{self, Needs};
+use crate::server::SharedState;
+
+/// Handles the request.
+pub async fn handle(
+    State(state): State<SharedState>,
+    JsonBody(req): JsonBody<RouteRequest>,
+) -> Result<Json<RouteAnswer>, ApiError> {
+    let gateway = &state.loaded()?.gateway;
+    let name = match req.model.as_deref().filter(|m| !m.is_empty()) {
+        Some(m) => m.to_owned(),
+        None => gateway
+            .default_model()
+            .ok_or_else(|| ApiError::unavailable("No upstream serves any model yet."))?,
+    };
+    let candidates = gateway.candidates(&name);
+    if candidates.is_empty() {
+        return Err(ApiError::model_not_found(&name));
+    }
+    let prompt = usize::try_from(req.prompt_tokens).unwrap_or(usize::MAX);
+    let needs = Needs {
+        prompt_tokens: prompt,
+        prompt_tokens_bound: prompt,
+        max_tokens: Some(req.max_tokens),
+        ..Needs::default()
+    };
+    // The server's estimate: the best candidate under the model's policy (healthy ones first).
+    let policy = gateway.policy(&name);
+    let mut rng = 0usize;
+    let best = router::plan(candidates.clone(), &needs, policy, None, &mut |n| {
+        rng += 1;
+        rng % n
+    })
+    .ok()
+    .and_then(|p| p.order.into_iter().next())
+    .unwrap_or_else(|| candidates[0].clone());
+    let e = router::estimate(&best, &needs);
+    let server = browser_route::Estimate {
+        ttft_ms: e.ttft_s * 1e3,
+        tok_s: e.tok_s,
+        cost_usd: e.cost_usd,
+    };
+    let variants: Vec<BrowserVariant> = candidates
+        .iter()
+        .flat_map(|c| c.model.browser_variants.iter())
+        .map(|v| BrowserVariant {
+            url: v.url.clone(),
+            sha256: v.sha256.clone(),
+            bytes: v.bytes,
+            quantization: v.quantization.clone(),
+            required_features: v.required_features.clone(),
+            memory_bytes: v.memory_bytes,
+            max_tensor_bytes: v.max_tensor_bytes.unwrap_or(v.bytes),
+        })
+        .collect();
+    let answer = browser_route::decide(&req, &variants, server, policy);
+    state
+        .metrics
+        .route_decision(answer.route.as_str(), &answer.reasons);
+    Ok(Json(answer))
+}

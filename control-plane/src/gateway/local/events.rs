@@ -1,0 +1,279 @@
+//! Engine events to upstream outputs: token text and log-probabilities in the endpoint's format
+//! (chat entries, or the legacy completions arrays with character offsets), finish reasons, the
+//! echoed prompt, and the usage at the end.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use engine_core::engine::{Event, FinishReason, PromptLogprob};
+use engine_core::sampler::SampledToken;
+use engine_core::tokenizer::Tokenizer;
+use futures_util::StreamExt;
+
+use super::ModelHandle;
+use super::run::EngineRun;
+use crate::gateway::upstream::{Delta, FailureKind, Logprobs, Output, OutputStream, UpstreamError};
+use crate::openai::{ChatLogprobs, CompletionLogprobs, TokenLogprob, TopLogprob, Usage};
+
+/// The text and bytes of a token, for log-probabilities.
+pub fn token_text(tok: &Tokenizer, id: u32) -> (String, Vec<u8>) {
+    let bytes = tok
+        .token_bytes(id)
+        .map(|b| b.into_owned())
+        .unwrap_or_default();
+    (String::from_utf8_lossy(&bytes).into_owned(), bytes)
+}
+
+/// Which endpoint's format the outputs take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Chat completions.
+    Chat,
+    /// Legacy completions.
+    Completion,
+}
+
+/// Turns one request's engine events into outputs.
+pub struct EventMapper {
+    format: Format,
+    model: Arc<ModelHandle>,
+    top: Option<usize>,
+    ignore_eos: bool,
+    /// Characters sent per choice (for `text_offset`).
+    chars: Vec<usize>,
+    /// Each prompt's text, when echoed.
+    echo: Option<Vec<String>>,
+    usage: Usage,
+}
+
+impl EventMapper {
+    /// A mapper for `choices` sequences.
+    pub fn new(
+        format: Format,
+        model: Arc<ModelHandle>,
+        top: Option<usize>,
+        ignore_eos: bool,
+        choices: usize,
+        echo: Option<Vec<String>>,
+    ) -> EventMapper {
+        EventMapper {
+            format,
+            model,
+            top,
+            ignore_eos,
+            chars: vec![0; choices],
+            echo,
+            usage: Usage::default(),
+        }
+    }
+
+    /// What comes before any event: the echoed prompts, when they come without
+    /// log-probabilities (with them, they come with the engine's prompt log-probabilities).
+    pub fn start(&mut self) -> Vec<Delta> {
+        if self.top.is_some() {
+            return Vec::new();
+        }
+        let texts = self.echo.clone().unwrap_or_default();
+        texts
+            .into_iter()
+            .enumerate()
+            .map(|(index, text)| self.delta(index, text, None, None))
+            .collect()
+    }
+
+    fn delta(
+        &mut self,
+        index: usize,
+        text: String,
+        logprobs: Option<Logprobs>,
+        finish: Option<&str>,
+    ) -> Delta {
+        if let Some(c) = self.chars.get_mut(index) {
+            *c += text.chars().count();
+        }
+        Delta {
+            index,
+            text,
+            logprobs,
+            finish_reason: finish.map(str::to_owned),
+            extra: Default::default(),
+        }
+    }
+
+    fn is_eog(&self, id: u32) -> bool {
+        self.model.tokenizer.is_end_of_generation(id) && !self.ignore_eos
+    }
+
+    /// Applies one event of choice `i`.
+    pub fn map(&mut self, i: usize, ev: Event, out: &mut VecDeque<Output>) -> Result<(), String> {
+        match ev {
+            Event::Token { token, text } => {
+                let lp = self.token_logprobs(i, &token);
+                if !text.is_empty() || lp.is_some() {
+                    let d = self.delta(i, text, lp, None);
+                    out.push_back(Output::Delta(d));
+                }
+            }
+            Event::PromptLogprobs(p) => {
+                if self.format == Format::Completion {
+                    let lp = self.prompt_logprobs(i, &p);
+                    let text = self
+                        .echo
+                        .as_ref()
+                        .and_then(|e| e.get(i).cloned())
+                        .unwrap_or_default();
+                    let d = self.delta(i, text, Some(Logprobs::Completion(lp)), None);
+                    out.push_back(Output::Delta(d));
+                }
+            }
+            Event::Finished {
+                reason,
+                text,
+                prompt_tokens,
+                completion_tokens,
+            } => {
+                self.usage.add(prompt_tokens, completion_tokens);
+                let reason = match reason {
+                    FinishReason::Cancelled => "abort",
+                    r => r.as_str(),
+                };
+                match self.format {
+                    Format::Chat => {
+                        if !text.is_empty() {
+                            let d = self.delta(i, text, None, None);
+                            out.push_back(Output::Delta(d));
+                        }
+                        let d = self.delta(i, String::new(), None, Some(reason));
+                        out.push_back(Output::Delta(d));
+                    }
+                    Format::Completion => {
+                        let d = self.delta(i, text, None, Some(reason));
+                        out.push_back(Output::Delta(d));
+                    }
+                }
+            }
+            Event::Failed(message) => return Err(message),
+        }
+        Ok(())
+    }
+
+    /// The usage of everything mapped so far.
+    pub fn usage(&self) -> Usage {
+        self.usage
+    }
+
+    fn token_logprobs(&self, i: usize, token: &SampledToken) -> Option<Logprobs> {
+        self.top?;
+        if self.is_eog(token.id) {
+            return None;
+        }
+        let tok = &self.model.tokenizer;
+        Some(match self.format {
+            Format::Chat => {
+                let (text, bytes) = token_text(tok, token.id);
+                Logprobs::Chat(ChatLogprobs {
+                    content: Some(vec![TokenLogprob {
+                        token: text,
+                        logprob: token.logprob,
+                        bytes: Some(bytes),
+                        top_logprobs: token
+                            .top_logprobs
+                            .iter()
+                            .map(|&(id, logprob)| {
+                                let (token, bytes) = token_text(tok, id);
+                                TopLogprob {
+                                    token,
+                                    logprob,
+                                    bytes: Some(bytes),
+                                }
+                            })
+                            .collect(),
+                    }]),
+                    refusal: None,
+                })
+            }
+            Format::Completion => {
+                let mut lp = CompletionLogprobs::default();
+                let mut offset = self.chars.get(i).copied().unwrap_or(0);
+                self.push_logprob(
+                    &mut lp,
+                    &mut offset,
+                    token.id,
+                    Some(token.logprob),
+                    &token.top_logprobs,
+                );
+                Logprobs::Completion(lp)
+            }
+        })
+    }
+
+    fn prompt_logprobs(&self, i: usize, prompt: &[PromptLogprob]) -> CompletionLogprobs {
+        let mut lp = CompletionLogprobs::default();
+        let mut offset = self.chars.get(i).copied().unwrap_or(0);
+        for p in prompt {
+            self.push_logprob(&mut lp, &mut offset, p.id, p.logprob, &p.top);
+        }
+        lp
+    }
+
+    /// Appends one token's log-probability to `lp`; `offset` is the character offset of its
+    /// text, advanced past it.
+    fn push_logprob(
+        &self,
+        lp: &mut CompletionLogprobs,
+        offset: &mut usize,
+        id: u32,
+        logprob: Option<f32>,
+        top: &[(u32, f32)],
+    ) {
+        let tok = &self.model.tokenizer;
+        let (text, _) = token_text(tok, id);
+        lp.text_offset.push(*offset);
+        *offset += text.chars().count();
+        lp.tokens.push(text.clone());
+        lp.token_logprobs.push(logprob);
+        lp.top_logprobs.push(logprob.map(|l| {
+            let mut map: BTreeMap<String, f32> = top
+                .iter()
+                .map(|&(id, l)| (token_text(tok, id).0, l))
+                .collect();
+            // As vLLM: the chosen token is always among the alternatives.
+            map.entry(text).or_insert(l);
+            map
+        }));
+    }
+}
+
+/// The outputs of a run: its events mapped, then the usage; an engine failure ends the stream
+/// with an error.
+pub fn output_stream(run: EngineRun, mut mapper: EventMapper) -> OutputStream {
+    let pending: VecDeque<Output> = mapper.start().into_iter().map(Output::Delta).collect();
+    let state = (run, mapper, pending, false);
+    futures_util::stream::unfold(
+        state,
+        |(mut run, mut mapper, mut pending, mut done)| async move {
+            loop {
+                if let Some(o) = pending.pop_front() {
+                    return Some((Ok(o), (run, mapper, pending, done)));
+                }
+                if done {
+                    return None;
+                }
+                match run.next().await {
+                    Some((i, ev)) => {
+                        if let Err(message) = mapper.map(i, ev, &mut pending) {
+                            done = true;
+                            let e = UpstreamError::failed(FailureKind::Status, message);
+                            return Some((Err(e), (run, mapper, pending, done)));
+                        }
+                    }
+                    None => {
+                        done = true;
+                        pending.push_back(Output::Usage(mapper.usage()));
+                    }
+                }
+            }
+        },
+    )
+    .boxed()
+}

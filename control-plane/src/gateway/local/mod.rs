@@ -1,0 +1,278 @@
+//! The local upstream: a model loaded from a GGUF file and run by an engine service on one of
+//! this machine's compute backends. Chat templating and tokenizing happen here, behind the
+//! [`Upstream`] interface, so the API handlers never see token ids.
+
+pub mod events;
+pub mod prompt;
+pub mod run;
+pub mod variant;
+
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use engine_core::chat::ChatTemplate;
+use engine_core::engine::{EngineService, ServiceOptions};
+use engine_core::model::ModelConfig;
+use engine_core::tokenizer::Tokenizer;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+
+use crate::backends::{self, BackendKind, EngineLimits};
+use crate::gateway::upstream::{
+    FailureKind, Features, GenerateRequest, Generation, ModelInfo, SelfLoad, Upstream,
+    UpstreamError,
+};
+use crate::load;
+use crate::metrics::Metrics;
+use crate::openai::ApiRequest;
+use events::{EventMapper, Format};
+use run::EngineRun;
+
+/// A loaded model: its engine thread, tokenizer and chat template.
+pub struct ModelHandle {
+    /// The id clients send as `model`.
+    pub id: String,
+    /// The engine thread.
+    pub service: EngineService,
+    /// The model's tokenizer.
+    pub tokenizer: Tokenizer,
+    /// The model's chat template.
+    pub template: ChatTemplate,
+    /// Context size per sequence, in tokens.
+    pub context: usize,
+    /// Vocabulary size.
+    pub vocab: usize,
+    /// `system_fingerprint`: backend, device and engine limits, hashed.
+    pub fingerprint: String,
+}
+
+/// How to load a local model.
+#[derive(Clone, Debug)]
+pub struct LocalSpec {
+    /// The id clients send (`None`: the file name without `.gguf`).
+    pub id: Option<String>,
+    /// Path, URL or `hf:` source.
+    pub source: String,
+    /// Other names.
+    pub aliases: Vec<String>,
+    /// The compute backend.
+    pub backend: BackendKind,
+    /// CPU threads (0 = all cores).
+    pub threads: usize,
+    /// Engine limits.
+    pub limits: EngineLimits,
+    /// Most requests waiting beyond the running ones.
+    pub max_waiting: usize,
+}
+
+/// A local model served through the gateway.
+pub struct LocalUpstream {
+    handle: Arc<ModelHandle>,
+    info: ModelInfo,
+    variant: Arc<variant::LocalVariant>,
+    metrics: Arc<Metrics>,
+}
+
+impl LocalUpstream {
+    /// Fetches (if it is a URL or on the Hub), maps and loads the model, and starts its engine.
+    pub async fn load(
+        spec: &LocalSpec,
+        metrics: Arc<Metrics>,
+    ) -> Result<LocalUpstream, load::LoadError> {
+        let (source, path) = load::fetch(&spec.source, false).await?;
+        let id = spec.id.clone().unwrap_or_else(|| source.display_name());
+        let blocking_spec = spec.clone();
+        let (handle, variant) =
+            tokio::task::spawn_blocking(move || start(&blocking_spec, id, path))
+                .await
+                .map_err(|e| load::LoadError::Other(format!("the loading task failed: {e}")))??;
+        let variant = Arc::new(variant);
+        variant::hash_in_background(Arc::clone(&variant));
+        Ok(LocalUpstream::new(Arc::new(handle), variant, metrics)
+            .with_aliases(spec.aliases.clone()))
+    }
+
+    fn new(
+        handle: Arc<ModelHandle>,
+        variant: Arc<variant::LocalVariant>,
+        metrics: Arc<Metrics>,
+    ) -> LocalUpstream {
+        let info = ModelInfo {
+            name: handle.id.clone(),
+            upstream_name: handle.id.clone(),
+            aliases: Vec::new(),
+            context_length: Some(handle.context),
+            features: Features {
+                logprobs: true,
+                prompt_logprobs: true,
+                token_prompts: true,
+                multiple_choices: false,
+                passthrough: false,
+            },
+            browser_variants: Vec::new(),
+            created: crate::util::unix_now(),
+        };
+        LocalUpstream {
+            handle,
+            info,
+            variant,
+            metrics,
+        }
+    }
+
+    /// Sets the other names of the model.
+    pub fn with_aliases(mut self, aliases: Vec<String>) -> LocalUpstream {
+        self.info.aliases = aliases;
+        self
+    }
+
+    /// The loaded model.
+    pub fn handle(&self) -> &Arc<ModelHandle> {
+        &self.handle
+    }
+
+    /// The model's file, as browsers download it.
+    pub fn variant(&self) -> &Arc<variant::LocalVariant> {
+        &self.variant
+    }
+}
+
+/// Loads the file and starts the engine (blocking).
+fn start(
+    spec: &LocalSpec,
+    id: String,
+    path: PathBuf,
+) -> Result<(ModelHandle, variant::LocalVariant), load::LoadError> {
+    let file = load::open(&path)?;
+    let meta = file.metadata();
+    let model_config = ModelConfig::from_metadata(meta).map_err(|e| load::LoadError::Model {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let engine_config = spec.limits.engine_config(&model_config);
+    let tokenizer = Tokenizer::from_metadata(meta).map_err(|e| load::LoadError::Model {
+        path: path.clone(),
+        message: format!("building the tokenizer: {e}"),
+    })?;
+    let template = ChatTemplate::from_metadata(meta).map_err(|e| load::LoadError::Model {
+        path: path.clone(),
+        message: format!("compiling the chat template: {e}"),
+    })?;
+    let service = backends::start_engine(
+        spec.backend,
+        spec.threads,
+        &file,
+        engine_config,
+        ServiceOptions {
+            max_waiting: spec.max_waiting,
+        },
+    )
+    .map_err(|e| load::LoadError::Model {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let info = service.info().clone();
+    eprintln!(
+        "tandem: model {id} on the {} backend ({})",
+        info.backend.name, info.backend.device
+    );
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        &info.backend.name,
+        &info.backend.device,
+        info.backend.threads,
+        info.config.context_size,
+        info.config.max_seqs,
+        info.config.kv_tokens,
+        env!("CARGO_PKG_VERSION"),
+    )
+        .hash(&mut h);
+    let variant = variant::LocalVariant::describe(&id, &path, &file, &info.model, &info.config);
+    Ok((
+        ModelHandle {
+            id,
+            tokenizer,
+            template,
+            context: info.config.context_size,
+            vocab: info.model.vocab_size,
+            fingerprint: format!("fp_{:012x}", h.finish() & 0xffff_ffff_ffff),
+            service,
+        },
+        variant,
+    ))
+}
+
+impl Upstream for LocalUpstream {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    fn models(&self) -> Vec<ModelInfo> {
+        let mut info = self.info.clone();
+        info.browser_variants = self.variant.card().into_iter().collect();
+        vec![info]
+    }
+
+    fn self_load(&self) -> Option<SelfLoad> {
+        let s = self.handle.service.stats();
+        Some(SelfLoad {
+            running: s.running,
+            waiting: s.waiting + s.queued,
+            kv_usage: s.kv_usage,
+        })
+    }
+
+    fn probe(&self) -> BoxFuture<'_, Result<(), UpstreamError>> {
+        let alive = self.handle.service.is_alive();
+        async move {
+            if alive {
+                Ok(())
+            } else {
+                Err(UpstreamError::failed(
+                    FailureKind::Unavailable,
+                    "the engine thread has stopped",
+                ))
+            }
+        }
+        .boxed()
+    }
+
+    fn generate(&self, req: GenerateRequest) -> BoxFuture<'_, Result<Generation, UpstreamError>> {
+        let handle = Arc::clone(&self.handle);
+        let metrics = Arc::clone(&self.metrics);
+        async move {
+            let start = Instant::now();
+            let prep_handle = Arc::clone(&handle);
+            let (format, prepared) = tokio::task::spawn_blocking(move || match &req.body {
+                ApiRequest::Chat(r) => prompt::chat(&prep_handle, r).map(|p| (Format::Chat, p)),
+                ApiRequest::Completion(r) => {
+                    prompt::completion(&prep_handle, r).map(|p| (Format::Completion, p))
+                }
+            })
+            .await
+            .map_err(|e| {
+                UpstreamError::failed(FailureKind::Status, format!("tokenizing failed: {e}"))
+            })?
+            .map_err(UpstreamError::Rejected)?;
+            let choices = prepared.requests.len();
+            let run = EngineRun::start(&metrics, &handle, prepared.requests, start)
+                .await
+                .map_err(UpstreamError::from)?;
+            let mapper = EventMapper::new(
+                format,
+                Arc::clone(&handle),
+                prepared.top_logprobs,
+                prepared.ignore_eos,
+                choices,
+                prepared.echo,
+            );
+            Ok(Generation {
+                stream: events::output_stream(run, mapper),
+                fingerprint: Some(handle.fingerprint.clone()),
+            })
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,446 @@
+//! Turning an OpenAI request into engine requests for a local model: the conversation rendered
+//! through the model's chat template and tokenized, or the completion prompts tokenized (or
+//! checked, when given as token ids), and the sampling fields converted and checked against the
+//! model.
+
+use engine_core::chat::ChatRequest;
+use engine_core::engine::Request;
+use engine_core::sampler::{MAX_TOP_LOGPROBS, SamplingParams};
+
+use super::ModelHandle;
+use crate::api::errors::ApiError;
+use crate::openai::{
+    ChatCompletionRequest, ChatMessage, CompletionRequest, MessageContent, PromptInput,
+    SamplingFields,
+};
+
+/// Most alternatives per token in the legacy completions API.
+pub const MAX_COMPLETION_LOGPROBS: u32 = 5;
+/// Most prompts in one completions request.
+pub const MAX_PROMPTS: usize = 64;
+/// Most stop strings.
+pub const MAX_STOPS: usize = 16;
+
+/// Engine requests for one API request, with what rendering needs to know.
+pub struct Prepared {
+    /// One engine request per choice.
+    pub requests: Vec<Request>,
+    /// Alternatives per token when log-probabilities are wanted.
+    pub top_logprobs: Option<usize>,
+    /// Keep going after end-of-generation.
+    pub ignore_eos: bool,
+    /// Each prompt's text when the completion echoes it.
+    pub echo: Option<Vec<String>>,
+}
+
+/// Converts the request's messages into what chat templates expect, checking roles and content.
+pub fn template_messages(messages: &[ChatMessage]) -> Result<Vec<serde_json::Value>, ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::bad_param(
+            "messages",
+            "messages must contain at least one message.",
+        ));
+    }
+    let mut out = Vec::with_capacity(messages.len());
+    for (i, m) in messages.iter().enumerate() {
+        let role = match m.role.as_str() {
+            "system" | "developer" => "system",
+            "user" => "user",
+            "assistant" => "assistant",
+            other => {
+                return Err(ApiError::bad_param(
+                    &format!("messages[{i}].role"),
+                    format!(
+                        "Unsupported role {other:?} in messages[{i}]: expected system, developer, user or assistant."
+                    ),
+                ));
+            }
+        };
+        let content = match &m.content {
+            Some(MessageContent::Text(t)) => t.clone(),
+            Some(MessageContent::Parts(parts)) => {
+                let mut text = Vec::new();
+                for (j, p) in parts.iter().enumerate() {
+                    match (p.kind.as_str(), &p.text) {
+                        ("text", Some(t)) => text.push(t.as_str()),
+                        (kind, _) => {
+                            return Err(ApiError::bad_param(
+                                &format!("messages[{i}].content[{j}]"),
+                                format!(
+                                    "Only text content parts are supported, got a {kind:?} part in messages[{i}]."
+                                ),
+                            ));
+                        }
+                    }
+                }
+                text.join("\n")
+            }
+            None if role == "assistant" => String::new(),
+            None => {
+                return Err(ApiError::bad_param(
+                    &format!("messages[{i}].content"),
+                    format!("messages[{i}] has no content."),
+                ));
+            }
+        };
+        let mut msg = serde_json::json!({"role": role, "content": content});
+        if let Some(name) = &m.name {
+            msg["name"] = serde_json::Value::from(name.as_str());
+        }
+        out.push(msg);
+    }
+    Ok(out)
+}
+
+/// Renders a conversation through the model's chat template (with the generation prompt) and
+/// tokenizes it.
+pub fn chat_prompt(
+    model: &ModelHandle,
+    messages: &[serde_json::Value],
+) -> Result<Vec<u32>, ApiError> {
+    let tok = &model.tokenizer;
+    let piece = |id: Option<u32>| {
+        id.and_then(|id| tok.token_piece(id))
+            .unwrap_or("")
+            .to_owned()
+    };
+    let (bos, eos) = (piece(tok.bos_id()), piece(tok.eos_id()));
+    let text = model
+        .template
+        .render(&ChatRequest {
+            messages,
+            add_generation_prompt: true,
+            bos_token: &bos,
+            eos_token: &eos,
+            tools: None,
+        })
+        .map_err(|e| ApiError::bad_param("messages", e.to_string()))?;
+    Ok(tok.encode(&text, tok.add_bos(), true))
+}
+
+/// Prepares a chat request.
+pub fn chat(model: &ModelHandle, req: &ChatCompletionRequest) -> Result<Prepared, ApiError> {
+    let messages = template_messages(&req.messages)?;
+    let top = match (req.logprobs, req.top_logprobs) {
+        (Some(true), n) => Some(check_top_logprobs(n.unwrap_or(0))?),
+        (_, Some(n)) if n > 0 => {
+            return Err(ApiError::bad_param(
+                "top_logprobs",
+                "top_logprobs requires logprobs: true.",
+            ));
+        }
+        _ => None,
+    };
+    let s = sampling(&req.sampling, top, model.vocab)?;
+    let requested = req.max_completion_tokens.or(req.max_tokens);
+    if requested == Some(0) {
+        return Err(ApiError::bad_param(
+            "max_tokens",
+            "max_tokens must be at least 1.",
+        ));
+    }
+    let prompt = chat_prompt(model, &messages)?;
+    let max_tokens = max_tokens(
+        requested,
+        usize::MAX,
+        prompt.len(),
+        model.context,
+        "messages",
+    )?;
+    Ok(Prepared {
+        requests: vec![Request {
+            prompt,
+            params: s.params,
+            max_tokens,
+            stop: s.stop,
+            ignore_eos: s.ignore_eos,
+            prompt_logprobs: None,
+            fallback_seed: rand::random(),
+        }],
+        top_logprobs: top,
+        ignore_eos: s.ignore_eos,
+        echo: None,
+    })
+}
+
+/// One completion prompt: its tokens and its text.
+struct Prompt {
+    tokens: Vec<u32>,
+    text: String,
+}
+
+fn prompts(model: &ModelHandle, input: &PromptInput) -> Result<Vec<Prompt>, ApiError> {
+    let tok = &model.tokenizer;
+    let from_text = |text: &String| Prompt {
+        tokens: tok.encode(text, tok.add_bos(), true),
+        text: text.clone(),
+    };
+    let from_ids = |ids: &Vec<u32>| -> Result<Prompt, ApiError> {
+        check_token_ids(ids, model.vocab)?;
+        Ok(Prompt {
+            text: tok.decode(ids, false),
+            tokens: ids.clone(),
+        })
+    };
+    if input.count() > MAX_PROMPTS {
+        return Err(ApiError::bad_param(
+            "prompt",
+            format!(
+                "At most {MAX_PROMPTS} prompts per request, got {}.",
+                input.count()
+            ),
+        ));
+    }
+    let list = match input {
+        PromptInput::Text(t) => vec![from_text(t)],
+        PromptInput::Texts(ts) => ts.iter().map(from_text).collect(),
+        PromptInput::Tokens(ids) => vec![from_ids(ids)?],
+        PromptInput::TokenLists(lists) => lists.iter().map(from_ids).collect::<Result<_, _>>()?,
+    };
+    if list.is_empty() {
+        return Err(ApiError::bad_param("prompt", "prompt must not be empty."));
+    }
+    if let Some(i) = list.iter().position(|p| p.tokens.is_empty()) {
+        return Err(ApiError::bad_param(
+            "prompt",
+            format!("prompt {i} is empty: it has no tokens."),
+        ));
+    }
+    Ok(list)
+}
+
+/// Prepares a completions request.
+pub fn completion(model: &ModelHandle, req: &CompletionRequest) -> Result<Prepared, ApiError> {
+    if let Some(b) = req.best_of
+        && b != 1
+    {
+        return Err(ApiError::bad_param(
+            "best_of",
+            format!("Only best_of=1 is supported, got {b}."),
+        ));
+    }
+    if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::bad_param("suffix", "suffix is not supported."));
+    }
+    let top = match req.logprobs {
+        Some(n) if n > MAX_COMPLETION_LOGPROBS => {
+            return Err(ApiError::bad_param(
+                "logprobs",
+                format!("logprobs must be in [0, {MAX_COMPLETION_LOGPROBS}], got {n}."),
+            ));
+        }
+        Some(n) => Some(n as usize),
+        None => None,
+    };
+    let echo = req.echo.unwrap_or(false);
+    let s = sampling(&req.sampling, top, model.vocab)?;
+    let prompts = prompts(model, &req.prompt)?;
+    let mut requests = Vec::with_capacity(prompts.len());
+    for p in &prompts {
+        let max_tokens = max_tokens(req.max_tokens, 16, p.tokens.len(), model.context, "prompt")?;
+        requests.push(Request {
+            prompt: p.tokens.clone(),
+            params: s.params.clone(),
+            max_tokens,
+            stop: s.stop.clone(),
+            ignore_eos: s.ignore_eos,
+            prompt_logprobs: if echo { top } else { None },
+            fallback_seed: rand::random(),
+        });
+    }
+    Ok(Prepared {
+        requests,
+        top_logprobs: top,
+        ignore_eos: s.ignore_eos,
+        echo: echo.then(|| prompts.into_iter().map(|p| p.text).collect()),
+    })
+}
+
+/// Engine parameters read from the OpenAI fields shared by both endpoints.
+pub struct Sampling {
+    /// Sampling parameters.
+    pub params: SamplingParams,
+    /// Stop strings.
+    pub stop: Vec<String>,
+    /// Keep going after end-of-generation.
+    pub ignore_eos: bool,
+}
+
+/// Checks and converts the shared fields; `top_logprobs` is `Some` when token log-probabilities
+/// are wanted.
+pub fn sampling(
+    f: &SamplingFields,
+    top_logprobs: Option<usize>,
+    vocab: usize,
+) -> Result<Sampling, ApiError> {
+    if let Some(n) = f.n
+        && n != 1
+    {
+        return Err(ApiError::bad_param(
+            "n",
+            format!("Only n=1 is supported, got n={n}."),
+        ));
+    }
+    let top_k = match f.top_k {
+        None | Some(-1) | Some(0) => 0,
+        Some(k) if k > 0 => k as usize,
+        Some(k) => {
+            return Err(ApiError::bad_param(
+                "top_k",
+                format!("top_k must be -1 (off) or a positive integer, got {k}."),
+            ));
+        }
+    };
+    let mut logit_bias = Vec::new();
+    for (key, &bias) in f.logit_bias.iter().flatten() {
+        let id: u32 = key.parse().map_err(|_| {
+            ApiError::bad_param(
+                "logit_bias",
+                format!("logit_bias keys must be token ids, got {key:?}."),
+            )
+        })?;
+        if !(-100.0..=100.0).contains(&bias) {
+            return Err(ApiError::bad_param(
+                "logit_bias",
+                format!("logit_bias values must be in [-100, 100], got {bias} for token {id}."),
+            ));
+        }
+        logit_bias.push((id, bias));
+    }
+    if let Some(t) = f.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(ApiError::bad_param(
+            "temperature",
+            format!("temperature must be in [0, 2], got {t}."),
+        ));
+    }
+    let params = SamplingParams {
+        temperature: f.temperature.unwrap_or(1.0),
+        top_k,
+        top_p: f.top_p.unwrap_or(1.0),
+        min_p: f.min_p.unwrap_or(0.0),
+        repetition_penalty: f.repetition_penalty.unwrap_or(1.0),
+        frequency_penalty: f.frequency_penalty.unwrap_or(0.0),
+        presence_penalty: f.presence_penalty.unwrap_or(0.0),
+        logit_bias,
+        seed: f.seed.map(|s| s as u64),
+        logprobs: top_logprobs.is_some(),
+        top_logprobs: top_logprobs.unwrap_or(0),
+        ..SamplingParams::default()
+    };
+    params
+        .validate(vocab)
+        .map_err(|e| ApiError::bad_param(e.param(), e.to_string()))?;
+    let stop = f.stop.as_ref().map(|s| s.to_vec()).unwrap_or_default();
+    if stop.len() > MAX_STOPS {
+        return Err(ApiError::bad_param(
+            "stop",
+            format!(
+                "At most {MAX_STOPS} stop strings are supported, got {}.",
+                stop.len()
+            ),
+        ));
+    }
+    Ok(Sampling {
+        params,
+        stop,
+        ignore_eos: f.ignore_eos.unwrap_or(false),
+    })
+}
+
+/// Checks `top_logprobs` against the OpenAI limit.
+pub fn check_top_logprobs(n: u32) -> Result<usize, ApiError> {
+    if n as usize > MAX_TOP_LOGPROBS {
+        return Err(ApiError::bad_param(
+            "top_logprobs",
+            format!("top_logprobs must be in [0, {MAX_TOP_LOGPROBS}], got {n}."),
+        ));
+    }
+    Ok(n as usize)
+}
+
+/// Resolves `max_tokens` against the context: an explicit value must fit beside the prompt;
+/// without one, `default` (capped by what is left of the context).
+pub fn max_tokens(
+    requested: Option<u64>,
+    default: usize,
+    prompt_len: usize,
+    context: usize,
+    param: &str,
+) -> Result<usize, ApiError> {
+    let too_long = |message: String| ApiError {
+        code: Some("context_length_exceeded".into()),
+        ..ApiError::bad_param(param, message)
+    };
+    match requested {
+        Some(m) => {
+            let m = usize::try_from(m).unwrap_or(usize::MAX);
+            let total = prompt_len.saturating_add(m);
+            if total > context || (m == 0 && prompt_len > context) {
+                return Err(too_long(format!(
+                    "This model's maximum context length is {context} tokens. However, you requested {total} tokens ({prompt_len} in the prompt, {m} for the completion). Please reduce the length of the prompt or the completion."
+                )));
+            }
+            Ok(m)
+        }
+        None => {
+            if prompt_len >= context {
+                return Err(too_long(format!(
+                    "This model's maximum context length is {context} tokens, but the prompt has {prompt_len} tokens (and the completion needs at least 1). Please reduce the length of the prompt."
+                )));
+            }
+            Ok(default.min(context - prompt_len))
+        }
+    }
+}
+
+/// Checks prompt token ids against the vocabulary.
+pub fn check_token_ids(ids: &[u32], vocab: usize) -> Result<(), ApiError> {
+    if let Some(&bad) = ids.iter().find(|&&t| t as usize >= vocab) {
+        return Err(ApiError::bad_param(
+            "prompt",
+            format!("Token id {bad} is out of range: the vocabulary has {vocab} tokens."),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msgs(json: &str) -> Vec<ChatMessage> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn roles_and_content_are_checked() {
+        let ok = template_messages(&msgs(
+            r#"[{"role":"developer","content":"be brief"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]},{"role":"assistant","content":null}]"#,
+        ))
+        .unwrap();
+        assert_eq!(ok[0]["role"], "system");
+        assert_eq!(ok[1]["content"], "a\nb");
+        assert_eq!(ok[2]["content"], "");
+        let e = template_messages(&msgs(r#"[{"role":"wizard","content":"x"}]"#)).unwrap_err();
+        assert!(e.message.contains("wizard"));
+        let e = template_messages(&[]).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("messages"));
+        let e = template_messages(&msgs(
+            r#"[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]"#,
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("image_url"));
+        assert!(template_messages(&msgs(r#"[{"role":"user","content":null}]"#)).is_err());
+    }
+
+    #[test]
+    fn max_tokens_fit_the_context() {
+        assert_eq!(max_tokens(None, 16, 10, 100, "prompt").unwrap(), 16);
+        assert_eq!(max_tokens(None, usize::MAX, 10, 100, "prompt").unwrap(), 90);
+        let e = max_tokens(Some(95), 16, 10, 100, "prompt").unwrap_err();
+        assert_eq!(e.code.as_deref(), Some("context_length_exceeded"));
+        assert!(max_tokens(None, 16, 100, 100, "prompt").is_err());
+    }
+}
