@@ -6,6 +6,7 @@
 pub mod api;
 pub mod backends;
 pub mod config;
+pub mod errors;
 pub mod gateway;
 pub mod load;
 pub mod memory;
@@ -16,4 +17,5 @@ pub mod render;
 pub mod server;
 pub mod shutdown;
 pub mod source;
+pub mod state;
 pub mod util;

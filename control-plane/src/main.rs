@@ -4,6 +4,11 @@
 
 mod cli;
 
+/// mimalloc: the server allocates many small short-lived buffers per request (headers, JSON,
+/// chunks), which glibc's allocator serves markedly slower.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 

@@ -144,7 +144,7 @@ pub struct UpstreamGauges {
 }
 
 /// Counts by upstream and one more label.
-type LabelledCounts = Mutex<BTreeMap<(String, &'static str), u64>>;
+type LabelledCounts = Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>;
 
 /// Per-upstream histograms.
 #[derive(Debug)]
@@ -156,7 +156,7 @@ struct UpstreamMetrics {
 /// The server's metrics registry.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    requests: Mutex<BTreeMap<String, BTreeMap<u16, u64>>>,
     models: Mutex<BTreeMap<String, ModelMetrics>>,
     /// Streams a client abandoned before they finished.
     aborted: AtomicU64,
@@ -165,16 +165,18 @@ pub struct Metrics {
     /// Upstream choices by (upstream, reason).
     selected: LabelledCounts,
     /// `/v1/route` decisions by (route, reason).
-    decisions: Mutex<BTreeMap<(String, String), u64>>,
+    decisions: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
     upstreams: Mutex<BTreeMap<String, UpstreamMetrics>>,
 }
 
-/// Adds one to a counter in a labelled map.
-fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
-    *map.lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .entry(key)
-        .or_insert(0) += 1;
+/// Adds one to a counter in a labelled map (a key is allocated only the first time it is seen).
+fn bump<K: Ord>(map: &Mutex<BTreeMap<String, BTreeMap<K, u64>>>, first: &str, second: K) {
+    let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+    let inner = match map.get_mut(first) {
+        Some(inner) => inner,
+        None => map.entry(first.to_owned()).or_default(),
+    };
+    *inner.entry(second).or_insert(0) += 1;
 }
 
 /// Everything about one finished sequence that the metrics record.
@@ -202,23 +204,23 @@ impl Metrics {
 
     /// Counts an HTTP response.
     pub fn record_request(&self, endpoint: &str, status: u16) {
-        let mut map = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-        *map.entry((endpoint.to_owned(), status)).or_insert(0) += 1;
+        bump(&self.requests, endpoint, status);
     }
 
     /// Counts an attempt on an upstream by its outcome (`ok`, `client_error`, `busy`,
     /// `connect_error`, `timeout`, ...).
     pub fn upstream_outcome(&self, upstream: &str, outcome: &'static str) {
-        bump(&self.outcomes, (upstream.to_owned(), outcome));
+        bump(&self.outcomes, upstream, outcome);
     }
 
     /// Counts the router choosing an upstream, by reason.
     pub fn upstream_selected(&self, upstream: &str, reason: &'static str) {
-        bump(&self.selected, (upstream.to_owned(), reason));
+        bump(&self.selected, upstream, reason);
     }
 
-    /// Records a finished request's time to first token and total time on an upstream.
-    pub fn upstream_latency(&self, upstream: &str, ttft: Duration, total: Duration) {
+    /// Records a finished request's time to first token (when it streamed) and total time on
+    /// an upstream.
+    pub fn upstream_latency(&self, upstream: &str, ttft: Option<Duration>, total: Duration) {
         let mut map = self
             .upstreams
             .lock()
@@ -229,17 +231,19 @@ impl Metrics {
                 ttft: Histogram::new(TTFT_BUCKETS),
                 latency: Histogram::new(E2E_BUCKETS),
             });
-        m.ttft.observe(ttft.as_secs_f64());
+        if let Some(t) = ttft {
+            m.ttft.observe(t.as_secs_f64());
+        }
         m.latency.observe(total.as_secs_f64());
     }
 
     /// Counts a `/v1/route` decision by route and each of its reasons.
     pub fn route_decision(&self, route: &str, reasons: &[String]) {
         for r in reasons {
-            bump(&self.decisions, (route.to_owned(), r.clone()));
+            bump(&self.decisions, route, r.clone());
         }
         if reasons.is_empty() {
-            bump(&self.decisions, (route.to_owned(), String::new()));
+            bump(&self.decisions, route, String::new());
         }
     }
 
@@ -280,11 +284,10 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP tandem_requests_total HTTP requests by endpoint and status code.\n");
         out.push_str("# TYPE tandem_requests_total counter\n");
-        for ((endpoint, status), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        let requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        for ((endpoint, status), n) in requests
             .iter()
+            .flat_map(|(e, inner)| inner.iter().map(move |(s, n)| ((e, s), n)))
         {
             let _ = writeln!(
                 out,
@@ -453,7 +456,11 @@ impl Metrics {
         ];
         for (name, help, label, map) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for ((up, value), n) in map.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            let map = map.lock().unwrap_or_else(PoisonError::into_inner);
+            for ((up, value), n) in map
+                .iter()
+                .flat_map(|(up, inner)| inner.iter().map(move |(v, n)| ((up, v), n)))
+            {
                 let _ = writeln!(
                     out,
                     "{name}{{upstream=\"{}\",{label}=\"{value}\"}} {n}",
@@ -520,11 +527,13 @@ impl Metrics {
             out,
             "# HELP tandem_route_decisions_total Decisions of /v1/route, by route and reason.\n# TYPE tandem_route_decisions_total counter"
         );
-        for ((route, reason), n) in self
+        let decisions = self
             .decisions
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner);
+        for ((route, reason), n) in decisions
             .iter()
+            .flat_map(|(r, inner)| inner.iter().map(move |(why, n)| ((r, why), n)))
         {
             let _ = writeln!(
                 out,

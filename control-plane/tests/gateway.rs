@@ -59,14 +59,27 @@ async fn answers_stream_and_whole_with_usage_through_the_gateway() {
     assert_eq!(v["usage"]["prompt_tokens"], 7);
     assert_eq!(v["usage"]["completion_tokens"], 2);
     assert_eq!(v["model"], "m");
-    // The upstream saw a stream request with usage, and the forwarded headers.
+    // A whole request goes whole; the upstream saw the forwarded headers.
     let sent = a.fake.last_body.lock().unwrap().clone();
-    assert_eq!(sent["stream"], true);
-    assert_eq!(sent["stream_options"]["include_usage"], true);
+    assert_eq!(sent["stream"], false);
     let headers = a.fake.last_headers.lock().unwrap().clone();
     assert!(headers.contains(&("authorization".into(), "Bearer secret".into())));
     assert!(headers.contains(&("x-llm-d-inference-objective".into(), "interactive".into())));
 
+    let mut streamed = chat(true);
+    streamed["stream_options"]["include_usage"] = json!(false);
+    let (s, body) = call(&app, "POST", "/v1/chat/completions", Some(streamed)).await;
+    assert_eq!(s, 200);
+    // A streamed request is streamed with usage, whatever the client asked.
+    let sent = a.fake.last_body.lock().unwrap().clone();
+    assert_eq!(sent["stream"], true);
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+    let evs = events(&body);
+    assert_eq!(stream_text(&evs), "Hello");
+    assert!(
+        !body.contains("\"usage\":{"),
+        "no usage chunk unless asked: {body}"
+    );
     let (s, body) = call(&app, "POST", "/v1/chat/completions", Some(chat(true))).await;
     assert_eq!(s, 200);
     let evs = events(&body);

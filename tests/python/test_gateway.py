@@ -185,6 +185,27 @@ def test_answers_through_the_gateway_equal_the_upstreams_own(cluster):
         gw.chat.completions.create(model="nope", messages=ASK, max_tokens=4)
 
 
+def test_a_client_that_leaves_cancels_the_upstream_request(cluster):
+    ports = cluster["ports"]
+    gw = client(ports["gw"])
+    stream = gw.chat.completions.create(
+        model="smol-llamacpp", messages=[{"role": "user", "content": "Tell a long story."}],
+        max_tokens=400, temperature=0, stream=True, extra_body={"ignore_eos": True},
+    )
+    for i, _ in enumerate(stream):
+        if i == 3:
+            break
+    stream.close()
+    # llama-server frees the slot once the gateway drops the connection.
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        slots = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{ports['llama']}/slots", timeout=5).read())
+        if not any(s.get("is_processing") for s in slots):
+            break
+        time.sleep(0.2)
+    assert not any(s.get("is_processing") for s in slots), slots
+
+
 def run_stream(gw, results, i):
     """Streams a long answer; records ("ok" | "error", tokens or message, upstream)."""
     upstream = None

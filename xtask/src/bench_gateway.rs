@@ -1,7 +1,10 @@
 //! `cargo xtask bench gateway`: what the gateway adds. `tandem echo-upstream` answers every
 //! request at once; `tandem throughput` measures requests per second and latency percentiles
 //! against it directly and through a `tandem serve --upstream` gateway, streamed and not, in the
-//! same run: first as fast as each answers (closed loop), then at a fixed offered rate.
+//! same run: first as fast as each answers (closed loop), then at fixed offered rates. After each
+//! gateway row, the CPU time the gateway process used per request (from `/proc`) says what one
+//! core of it sustains alone, apart from the load generator and the upstream that share the
+//! machine.
 
 use std::process::Command;
 
@@ -14,8 +17,8 @@ use crate::shell;
 const CONNECTIONS: &str = "64";
 /// Seconds per run.
 const DURATION: &str = "5";
-/// The offered rate of the fixed-rate runs (the target).
-const RATE: &str = "10000";
+/// The offered rates of the fixed-rate runs: one the gateway sustains here, and the target.
+const RATES: [&str; 2] = ["5000", "10000"];
 
 /// Runs the benchmark.
 pub fn bench() -> Result<()> {
@@ -50,10 +53,13 @@ pub fn bench() -> Result<()> {
         "## Gateway overhead (`tandem throughput`, {DURATION} s per row; an upstream that answers at once)\n"
     );
     let mut header = true;
-    for load in [
-        &["--connections", CONNECTIONS][..],
-        &["--rate", RATE, "--connections", "1024"][..],
-    ] {
+    let mut cpu = Vec::new();
+    let gateway_pid = gateway.0.id();
+    let mut loads: Vec<Vec<&str>> = vec![vec!["--connections", CONNECTIONS]];
+    for rate in RATES {
+        loads.push(vec!["--rate", rate, "--connections", "1024"]);
+    }
+    for load in &loads {
         for stream in [false, true] {
             for (label, port) in [("direct", upstream_port), ("gateway", gateway_port)] {
                 let mut cmd = Command::new(&tandem);
@@ -67,9 +73,48 @@ pub fn bench() -> Result<()> {
                     cmd.arg("--header");
                     header = false;
                 }
-                shell::run(&mut cmd)?;
+                let before = cpu_seconds(gateway_pid);
+                let row = shell::output(&mut cmd)?;
+                print!("{row}");
+                if label == "gateway"
+                    && let (Some(b), Some(a), Some(n)) =
+                        (before, cpu_seconds(gateway_pid), requests(&row))
+                    && n > 0
+                {
+                    cpu.push(format!(
+                        "gateway, stream {}, {}: {:.1} µs of CPU per request ({:.0} requests/s per core)",
+                        if stream { "yes" } else { "no" },
+                        load.join(" "),
+                        (a - b) * 1e6 / n as f64,
+                        n as f64 / (a - b).max(1e-9)
+                    ));
+                }
             }
         }
     }
+    println!();
+    for line in cpu {
+        println!("- {line}");
+    }
     Ok(())
+}
+
+/// User + system CPU seconds a process has used so far (Linux `/proc/PID/stat`).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at state (field 3).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    let ticks = shell::output(Command::new("getconf").arg("CLK_TCK"))
+        .ok()
+        .and_then(|t| t.trim().parse::<f64>().ok())
+        .unwrap_or(100.0);
+    Some((utime + stime) / ticks)
+}
+
+/// The request count of a `tandem throughput` row (its fourth column).
+fn requests(row: &str) -> Option<u64> {
+    row.lines().last()?.split('|').nth(4)?.trim().parse().ok()
 }

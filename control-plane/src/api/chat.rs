@@ -5,11 +5,11 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 
-use super::errors::ApiError;
 use super::generation;
 use super::json::JsonBody;
+use crate::errors::ApiError;
 use crate::openai::{ApiRequest, ChatCompletionRequest};
-use crate::server::SharedState;
+use crate::state::SharedState;
 
 /// Handles the request.
 pub async fn handle(

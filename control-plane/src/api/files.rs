@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
-use super::errors::ApiError;
-use crate::server::SharedState;
+use crate::errors::ApiError;
+use crate::state::SharedState;
 
 /// Serves a local model's file.
 pub async fn get(

@@ -6,13 +6,13 @@
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
 
-use super::errors::ApiError;
+use crate::errors::ApiError;
 use crate::gateway::dispatch::RequestContext;
 use crate::gateway::router::{self, Needs};
 use crate::gateway::upstream::Features;
 use crate::openai::{ApiRequest, MessageContent, PromptInput};
 use crate::render::{self, RenderSpec};
-use crate::server::SharedState;
+use crate::state::SharedState;
 
 /// Request headers forwarded to upstreams (the inference gateway's fairness, objective and
 /// latency-target headers, under llm-d's names and the Gateway API Inference Extension's).

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::metrics::{EngineGauges, UpstreamGauges};
-use crate::server::SharedState;
+use crate::state::SharedState;
 
 /// The process is up and answering.
 pub async fn health() -> Json<serde_json::Value> {

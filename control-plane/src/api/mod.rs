@@ -3,7 +3,6 @@
 
 pub mod chat;
 pub mod completions;
-pub mod errors;
 pub mod files;
 pub mod generation;
 pub mod health;

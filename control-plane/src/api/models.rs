@@ -4,10 +4,10 @@
 use axum::Json;
 use axum::extract::{Path, State};
 
-use super::errors::ApiError;
+use crate::errors::ApiError;
 use crate::gateway::upstream::ModelInfo;
 use crate::openai::{ModelCard, ModelList};
-use crate::server::SharedState;
+use crate::state::SharedState;
 
 fn cards(m: &ModelInfo, upstreams: &[String]) -> Vec<ModelCard> {
     std::iter::once(&m.name)

@@ -5,11 +5,11 @@
 use axum::Json;
 use axum::extract::State;
 
-use super::errors::ApiError;
 use super::json::JsonBody;
+use crate::errors::ApiError;
 use crate::gateway::browser_route::{self, BrowserVariant, RouteAnswer, RouteRequest};
 use crate::gateway::router::{self, Needs};
-use crate::server::SharedState;
+use crate::state::SharedState;
 
 /// Handles the request.
 pub async fn handle(
@@ -52,15 +52,15 @@ pub async fn handle(
     };
     let variants: Vec<BrowserVariant> = candidates
         .iter()
-        .flat_map(|c| c.model.browser_variants.iter())
+        .flat_map(|c| c.model().browser_variants.clone())
         .map(|v| BrowserVariant {
-            url: v.url.clone(),
-            sha256: v.sha256.clone(),
-            bytes: v.bytes,
-            quantization: v.quantization.clone(),
-            required_features: v.required_features.clone(),
-            memory_bytes: v.memory_bytes,
             max_tensor_bytes: v.max_tensor_bytes.unwrap_or(v.bytes),
+            url: v.url,
+            sha256: v.sha256,
+            bytes: v.bytes,
+            quantization: v.quantization,
+            required_features: v.required_features,
+            memory_bytes: v.memory_bytes,
         })
         .collect();
     let answer = browser_route::decide(&req, &variants, server, policy);

@@ -32,8 +32,8 @@ const STREAM: &str = concat!(
 
 /// Whether the body asks for a stream (a byte search: this server must cost next to nothing).
 fn wants_stream(body: &[u8]) -> bool {
-    body.windows(14).any(|w| w == b"\"stream\":true")
-        || body.windows(15).any(|w| w == b"\"stream\": true")
+    let has = |pattern: &[u8]| body.windows(pattern.len()).any(|w| w == pattern);
+    has(b"\"stream\":true") || has(b"\"stream\": true")
 }
 
 async fn chat(body: Bytes) -> Response {

@@ -12,7 +12,7 @@ use rand::RngExt;
 use super::router::{self, Needs, NoRoute};
 use super::upstream::{FailureKind, GenerateRequest, Output, OutputStream, UpstreamError};
 use super::{Gateway, UpstreamHandle};
-use crate::api::errors::ApiError;
+use crate::errors::ApiError;
 use crate::openai::ApiRequest;
 
 /// What the handler knows of a request besides its body.
@@ -53,7 +53,7 @@ impl Gateway {
                 .default_model()
                 .ok_or_else(|| ApiError::unavailable("No upstream serves any model yet."))?,
         };
-        if self.candidates(&name).is_empty() {
+        if !self.serves(&name) {
             return Err(ApiError::model_not_found(&name));
         }
         body.set_model(&name);
@@ -148,7 +148,7 @@ impl Gateway {
         let deadline = start + timeouts.total;
         let req = GenerateRequest {
             body: body.clone(),
-            model: cand.model.clone(),
+            upstream_model: cand.model().upstream_name.clone(),
             headers: ctx.headers.clone(),
         };
         let first_wait = timeouts.first_token.min(timeouts.total);
@@ -178,7 +178,11 @@ impl Gateway {
         match started {
             Ok((first, rest, fingerprint)) => {
                 let ttft = start.elapsed();
-                h.stats.observe_ttft(ttft);
+                // A whole answer's first output is its last: no time to first token to learn.
+                let streamed = body.sampling().stream();
+                if streamed {
+                    h.stats.observe_ttft(ttft);
+                }
                 if h.breaker.success() {
                     tracing::info!(upstream = %h.id, "circuit breaker closed");
                 }
@@ -192,6 +196,7 @@ impl Gateway {
                         ttft,
                         deadline,
                         idle: timeouts.idle,
+                        streamed,
                     },
                 );
                 Ok(Dispatched {
@@ -255,6 +260,8 @@ struct Timing {
     ttft: Duration,
     deadline: Instant,
     idle: Duration,
+    /// Whether the upstream streamed (only then are TTFT and decode speed measured).
+    streamed: bool,
 }
 
 /// The rest of a stream, with idle and total timeouts; at its end the decode speed, the
@@ -301,10 +308,14 @@ fn track(
                 st.done = true;
                 let total = st.timing.start.elapsed();
                 let ttft = st.timing.ttft;
-                h.stats
-                    .observe_decode(st.tokens, total.saturating_sub(ttft));
                 st.metrics.upstream_outcome(&h.id, "ok");
-                st.metrics.upstream_latency(&h.id, ttft, total);
+                if st.timing.streamed {
+                    h.stats
+                        .observe_decode(st.tokens, total.saturating_sub(ttft));
+                    st.metrics.upstream_latency(&h.id, Some(ttft), total);
+                } else {
+                    st.metrics.upstream_latency(&h.id, None, total);
+                }
                 None
             }
             Ok(Some(Err(e))) => {

@@ -194,18 +194,26 @@ impl Gateway {
     pub fn default_model(&self) -> Option<String> {
         self.upstreams
             .iter()
-            .find_map(|u| u.upstream.models().into_iter().next())
-            .map(|m| m.name)
+            .find_map(|u| u.upstream.models().first().map(|m| m.name.clone()))
+    }
+
+    /// Whether any upstream serves `name` (a model id or alias).
+    pub fn serves(&self, name: &str) -> bool {
+        self.upstreams
+            .iter()
+            .any(|u| u.upstream.models().iter().any(|m| m.answers_to(name)))
     }
 
     /// The upstreams serving `name` (a model id or alias), each with its entry for it.
     pub fn candidates(&self, name: &str) -> Vec<router::Candidate> {
         let mut out = Vec::new();
         for u in &self.upstreams {
-            if let Some(model) = u.upstream.models().into_iter().find(|m| m.answers_to(name)) {
+            let models = u.upstream.models();
+            if let Some(index) = models.iter().position(|m| m.answers_to(name)) {
                 out.push(router::Candidate {
                     upstream: Arc::clone(u),
-                    model,
+                    models,
+                    index,
                 });
             }
         }
@@ -217,7 +225,7 @@ impl Gateway {
     pub fn models(&self) -> Vec<(ModelInfo, Vec<String>)> {
         let mut out: Vec<(ModelInfo, Vec<String>)> = Vec::new();
         for u in &self.upstreams {
-            for m in u.upstream.models() {
+            for m in u.upstream.models().iter().cloned() {
                 match out.iter_mut().find(|(known, _)| known.name == m.name) {
                     Some((known, ids)) => {
                         ids.push(u.id.clone());

@@ -46,8 +46,17 @@ pub struct Needs {
 pub struct Candidate {
     /// The upstream.
     pub upstream: Arc<UpstreamHandle>,
-    /// The model as that upstream lists it.
-    pub model: ModelInfo,
+    /// The upstream's models.
+    pub models: Arc<Vec<ModelInfo>>,
+    /// Which of them.
+    pub index: usize,
+}
+
+impl Candidate {
+    /// The model as the upstream lists it.
+    pub fn model(&self) -> &ModelInfo {
+        &self.models[self.index]
+    }
 }
 
 /// Why no candidate could take a request.
@@ -149,7 +158,7 @@ pub fn plan(
     if fitting.is_empty() {
         let smallest = healthy
             .iter()
-            .filter_map(|c| c.model.context_length)
+            .filter_map(|c| c.model().context_length)
             .min()
             .unwrap_or(0);
         return Err(NoRoute::ContextTooSmall(smallest));
@@ -170,7 +179,7 @@ pub fn plan(
     // answer with its own reason.
     let capable: Vec<Candidate> = open
         .iter()
-        .filter(|c| c.model.features.covers(&needs.features))
+        .filter(|c| c.model().features.covers(&needs.features))
         .cloned()
         .collect();
     let pool = if capable.is_empty() { open } else { capable };
@@ -250,7 +259,7 @@ fn rendezvous(key: u64, upstream: &str) -> u64 {
 }
 
 fn fits_context(c: &Candidate, needs: &Needs) -> bool {
-    match c.model.context_length {
+    match c.model().context_length {
         None => true,
         Some(ctx) => {
             let out = needs

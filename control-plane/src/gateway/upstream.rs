@@ -4,11 +4,12 @@
 //! stream cancels the work.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures_util::Stream;
 use futures_util::future::BoxFuture;
 
-use crate::api::errors::ApiError;
+use crate::errors::ApiError;
 use crate::openai::{ApiRequest, ChatLogprobs, CompletionLogprobs, Extra, Usage, VariantCard};
 
 /// What a model on an upstream can do beyond plain generation.
@@ -107,10 +108,10 @@ pub struct SelfLoad {
 /// A request as the gateway hands it to an upstream.
 #[derive(Clone, Debug)]
 pub struct GenerateRequest {
-    /// The request, with `model` set to the upstream's name for it.
+    /// The request (its `model` is the public name).
     pub body: ApiRequest,
-    /// The model as the upstream lists it.
-    pub model: ModelInfo,
+    /// What the upstream calls the model.
+    pub upstream_model: String,
     /// Headers to forward (fairness id, objective).
     pub headers: Vec<(String, String)>,
 }
@@ -285,7 +286,7 @@ pub trait Upstream: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 
     /// The models it serves now (a remote upstream's list is refreshed by its probes).
-    fn models(&self) -> Vec<ModelInfo>;
+    fn models(&self) -> Arc<Vec<ModelInfo>>;
 
     /// What it reports of its own load, if it does.
     fn self_load(&self) -> Option<SelfLoad> {

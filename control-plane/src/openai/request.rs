@@ -357,14 +357,6 @@ impl ApiRequest {
         }
     }
 
-    /// The API path below `/v1`.
-    pub fn path(&self) -> &'static str {
-        match self {
-            ApiRequest::Chat(_) => "/chat/completions",
-            ApiRequest::Completion(_) => "/completions",
-        }
-    }
-
     /// The body as JSON bytes.
     pub fn to_json(&self) -> Vec<u8> {
         match self {

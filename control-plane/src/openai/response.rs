@@ -235,6 +235,9 @@ pub struct StreamChunk {
     /// The upstream's fingerprint.
     #[serde(default)]
     pub system_fingerprint: Option<String>,
+    /// An error event (`{"error": {...}}`) instead of a chunk.
+    #[serde(default)]
+    pub error: Option<serde_json::Value>,
 }
 
 /// One choice of a [`StreamChunk`].

@@ -7,11 +7,10 @@ pub mod sse;
 
 use std::collections::BTreeMap;
 
-use axum::Json;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
-use crate::api::errors::ApiError;
+use crate::errors::ApiError;
 use crate::gateway::dispatch::Dispatched;
 use crate::gateway::upstream::{Delta, Logprobs, Output};
 use crate::openai::{
@@ -303,7 +302,7 @@ async fn collect(spec: RenderSpec, head: Head, d: Dispatched) -> Result<Response
                     }
                 })
                 .collect();
-            serde_json::to_value(ChatCompletion {
+            serde_json::to_vec(&ChatCompletion {
                 id: head.id,
                 object: "chat.completion",
                 created: head.created,
@@ -323,7 +322,7 @@ async fn collect(spec: RenderSpec, head: Head, d: Dispatched) -> Result<Response
                     finish_reason: Some(c.finish.unwrap_or_else(|| "stop".into())),
                 })
                 .collect();
-            serde_json::to_value(Completion {
+            serde_json::to_vec(&Completion {
                 id: &head.id,
                 object: "text_completion",
                 created: head.created,
@@ -335,5 +334,9 @@ async fn collect(spec: RenderSpec, head: Head, d: Dispatched) -> Result<Response
         }
     }
     .map_err(|e| ApiError::internal(format!("rendering the response: {e}")))?;
-    Ok(Json(body).into_response())
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }

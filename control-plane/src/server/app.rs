@@ -14,9 +14,9 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
-use super::SharedState;
-use crate::api::errors::ApiError;
 use crate::api::{chat, completions, files, health, models, route};
+use crate::errors::ApiError;
+use crate::state::SharedState;
 
 /// Builds the application: API routes, then the web demo (or a JSON 404) for everything else.
 pub fn router(state: SharedState, cors_origins: &[String], web_root: Option<&Path>) -> Router {
@@ -53,14 +53,12 @@ async fn not_found(req: Request) -> ApiError {
 
 /// Counts responses by route and status for `/metrics`.
 async fn count_requests(State(state): State<SharedState>, req: Request, next: Next) -> Response {
-    let endpoint = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "other".to_owned(), |p| p.as_str().to_owned());
+    let endpoint = req.extensions().get::<MatchedPath>().cloned();
     let resp = next.run(req).await;
-    state
-        .metrics
-        .record_request(&endpoint, resp.status().as_u16());
+    state.metrics.record_request(
+        endpoint.as_ref().map_or("other", MatchedPath::as_str),
+        resp.status().as_u16(),
+    );
     resp
 }
 

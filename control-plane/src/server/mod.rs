@@ -4,7 +4,6 @@
 //! stops accepting, lets in-flight streams finish up to the drain timeout, and returns.
 
 pub mod app;
-pub mod state;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -19,12 +18,9 @@ use crate::gateway::upstream::{Features, ModelInfo};
 use crate::gateway::{
     Gateway, RetryConfig, RoutingConfig, Timeouts, UpstreamHandle, UpstreamSettings, probe,
 };
-use state::{AppState, Loaded, LocalModel};
+use crate::state::{AppState, Loaded, LocalModel, SharedState};
 
 pub use app::{router, web_root};
-
-/// The state handlers share.
-pub type SharedState = Arc<AppState>;
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -253,7 +249,15 @@ async fn start_upstreams(cfg: &ServeConfig, state: &SharedState) -> Result<Loade
                 limits,
                 max_waiting: cfg.max_waiting,
             };
-            let up = LocalUpstream::load(&local, Arc::clone(&state.metrics)).await?;
+            let variants = spec
+                .upstream
+                .as_ref()
+                .and_then(|e| e.models.first())
+                .map(|m| m.browser_variants.clone())
+                .unwrap_or_default();
+            let up = LocalUpstream::load(&local, Arc::clone(&state.metrics))
+                .await?
+                .with_variants(variants);
             out.push((spec.upstream.clone(), up));
         }
         Ok::<_, ServeError>(out)
@@ -282,7 +286,7 @@ async fn start_upstreams(cfg: &ServeConfig, state: &SharedState) -> Result<Loade
                 h.id
             )));
         }
-        for m in h.upstream.models() {
+        for m in h.upstream.models().iter() {
             for other in &handles {
                 if Arc::ptr_eq(other, h) {
                     continue;

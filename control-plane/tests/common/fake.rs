@@ -20,7 +20,7 @@ use control_plane::gateway::{
     Gateway, Policy, RetryConfig, RoutingConfig, Timeouts, UpstreamHandle, UpstreamSettings,
 };
 use control_plane::metrics::MetricsNames;
-use control_plane::server::state::{AppState, Loaded};
+use control_plane::state::{AppState, Loaded};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -166,7 +166,24 @@ async fn generate(State(f): State<Arc<Fake>>, req: Request<Body>) -> Response {
             .body(Body::from_stream(stream.chain(tail)))
             .unwrap()
     };
+    let streamed = body["stream"] == true;
+    let whole = |message: Value, finish: &str, completion_tokens: usize| {
+        axum::Json(json!({"id": "x", "object": "chat.completion", "created": 1, "model": model,
+            "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": completion_tokens, "total_tokens": 7 + completion_tokens}}))
+        .into_response()
+    };
     match behavior {
+        Behavior::Answer(pieces) if !streamed => whole(
+            json!({"role": "assistant", "content": pieces.concat()}),
+            "stop",
+            pieces.len(),
+        ),
+        Behavior::ToolCalls if !streamed => whole(
+            json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]}),
+            "tool_calls",
+            5,
+        ),
         Behavior::Answer(pieces) => {
             let mut parts = vec![chunk(&model, json!({"role": "assistant", "content": ""}), None)];
             for p in &pieces {

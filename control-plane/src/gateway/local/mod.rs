@@ -71,6 +71,8 @@ pub struct LocalSpec {
 pub struct LocalUpstream {
     handle: Arc<ModelHandle>,
     info: ModelInfo,
+    /// The model list once its browser variant is complete.
+    listed: std::sync::OnceLock<Arc<Vec<ModelInfo>>>,
     variant: Arc<variant::LocalVariant>,
     metrics: Arc<Metrics>,
 }
@@ -117,6 +119,7 @@ impl LocalUpstream {
         LocalUpstream {
             handle,
             info,
+            listed: std::sync::OnceLock::new(),
             variant,
             metrics,
         }
@@ -125,6 +128,12 @@ impl LocalUpstream {
     /// Sets the other names of the model.
     pub fn with_aliases(mut self, aliases: Vec<String>) -> LocalUpstream {
         self.info.aliases = aliases;
+        self
+    }
+
+    /// Adds browser variants from the configuration (after its own file).
+    pub fn with_variants(mut self, variants: Vec<crate::openai::VariantCard>) -> LocalUpstream {
+        self.info.browser_variants = variants;
         self
     }
 
@@ -209,10 +218,19 @@ impl Upstream for LocalUpstream {
         "local"
     }
 
-    fn models(&self) -> Vec<ModelInfo> {
+    fn models(&self) -> Arc<Vec<ModelInfo>> {
+        if let Some(m) = self.listed.get() {
+            return Arc::clone(m);
+        }
         let mut info = self.info.clone();
-        info.browser_variants = self.variant.card().into_iter().collect();
-        vec![info]
+        match self.variant.card() {
+            Some(card) => {
+                info.browser_variants.insert(0, card);
+                Arc::clone(self.listed.get_or_init(|| Arc::new(vec![info])))
+            }
+            // Until the file's SHA-256 is known, browsers are offered only configured files.
+            None => Arc::new(vec![info]),
+        }
     }
 
     fn self_load(&self) -> Option<SelfLoad> {

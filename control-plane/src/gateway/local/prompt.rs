@@ -8,7 +8,7 @@ use engine_core::engine::Request;
 use engine_core::sampler::{MAX_TOP_LOGPROBS, SamplingParams};
 
 use super::ModelHandle;
-use crate::api::errors::ApiError;
+use crate::errors::ApiError;
 use crate::openai::{
     ChatCompletionRequest, ChatMessage, CompletionRequest, MessageContent, PromptInput,
     SamplingFields,

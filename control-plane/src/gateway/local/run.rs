@@ -13,7 +13,7 @@ use engine_core::engine::{Event, Request, SeqId};
 use tokio::sync::{mpsc, oneshot};
 
 use super::ModelHandle;
-use crate::api::errors::ApiError;
+use crate::errors::ApiError;
 use crate::metrics::{Metrics, SequenceTimings};
 
 /// Per-sequence timing while it runs.

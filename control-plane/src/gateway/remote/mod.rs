@@ -1,12 +1,12 @@
 //! A remote OpenAI-compatible server as an upstream (vLLM, SGLang, llama.cpp's `llama-server`,
 //! Ollama, another Tandem, an llm-d inference gateway). Requests are forwarded with every field
-//! kept, the model renamed to the upstream's name, and always streamed (with usage) so the
-//! gateway sees the first token and the exact token counts; its models are discovered from its
+//! kept and the model renamed to the upstream's name; streamed ones always with usage, so the
+//! gateway sees the first token and the exact token counts. Its models are discovered from its
 //! `/v1/models` unless configured.
 
 pub mod sse;
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -14,7 +14,7 @@ use futures_util::{FutureExt, StreamExt};
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use crate::api::errors::ApiError;
+use crate::errors::ApiError;
 use crate::gateway::upstream::{
     Delta, FailureKind, Features, GenerateRequest, Generation, Logprobs, ModelInfo, Output,
     OutputStream, Upstream, UpstreamError,
@@ -49,16 +49,52 @@ pub fn base_url(url: &str) -> String {
     }
 }
 
+/// Why a remote upstream could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The URL is not valid.
+    #[error("invalid URL {url:?}: {message}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Client(#[from] reqwest::Error),
+}
+
+/// The endpoints of a remote server, parsed once.
+struct Endpoints {
+    chat: reqwest::Url,
+    completions: reqwest::Url,
+    models: reqwest::Url,
+}
+
 /// A remote OpenAI-compatible server.
 pub struct RemoteUpstream {
     config: RemoteConfig,
     client: reqwest::Client,
-    discovered: RwLock<Vec<ModelInfo>>,
+    endpoints: Endpoints,
+    models: RwLock<Arc<Vec<ModelInfo>>>,
 }
 
 impl RemoteUpstream {
     /// A client for `config` (nothing is sent until the first probe or request).
-    pub fn new(config: RemoteConfig) -> Result<RemoteUpstream, reqwest::Error> {
+    pub fn new(config: RemoteConfig) -> Result<RemoteUpstream, SetupError> {
+        let url = |path: &str| {
+            let full = format!("{}{path}", config.base_url);
+            reqwest::Url::parse(&full).map_err(|e| SetupError::Url {
+                url: full,
+                message: e.to_string(),
+            })
+        };
+        let endpoints = Endpoints {
+            chat: url("/chat/completions")?,
+            completions: url("/completions")?,
+            models: url("/models")?,
+        };
         let client = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
@@ -66,16 +102,15 @@ impl RemoteUpstream {
             .tcp_nodelay(true)
             .build()?;
         Ok(RemoteUpstream {
+            endpoints,
+            models: RwLock::new(Arc::new(config.models.clone())),
             config,
             client,
-            discovered: RwLock::new(Vec::new()),
         })
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let mut b = self
-            .client
-            .request(method, format!("{}{path}", self.config.base_url));
+    fn request(&self, method: reqwest::Method, url: &reqwest::Url) -> reqwest::RequestBuilder {
+        let mut b = self.client.request(method, url.clone());
         if let Some(key) = &self.config.api_key {
             b = b.bearer_auth(key);
         }
@@ -87,7 +122,7 @@ impl RemoteUpstream {
 
     async fn discover(&self) -> Result<(), UpstreamError> {
         let resp = self
-            .request(reqwest::Method::GET, "/models")
+            .request(reqwest::Method::GET, &self.endpoints.models)
             .timeout(self.config.probe_timeout)
             .send()
             .await
@@ -138,9 +173,9 @@ impl RemoteUpstream {
             })
             .collect();
         *self
-            .discovered
+            .models
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = models;
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(models);
         Ok(())
     }
 }
@@ -203,14 +238,13 @@ impl Upstream for RemoteUpstream {
         "openai"
     }
 
-    fn models(&self) -> Vec<ModelInfo> {
-        if !self.config.models.is_empty() {
-            return self.config.models.clone();
-        }
-        self.discovered
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+    fn models(&self) -> Arc<Vec<ModelInfo>> {
+        Arc::clone(
+            &self
+                .models
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     fn probe(&self) -> BoxFuture<'_, Result<(), UpstreamError>> {
@@ -220,14 +254,22 @@ impl Upstream for RemoteUpstream {
     fn generate(&self, req: GenerateRequest) -> BoxFuture<'_, Result<Generation, UpstreamError>> {
         async move {
             let mut body = req.body;
-            body.set_model(&req.model.upstream_name);
-            body.sampling_mut().force_stream_with_usage();
+            body.set_model(&req.upstream_model);
+            // A streamed request is streamed with usage, so the gateway sees its first token and
+            // the exact counts; a whole one is forwarded whole (less work on both sides).
+            if body.sampling().stream() {
+                body.sampling_mut().force_stream_with_usage();
+            }
             let format = match &body {
                 ApiRequest::Chat(_) => Format::Chat,
                 ApiRequest::Completion(_) => Format::Completion,
             };
+            let url = match &body {
+                ApiRequest::Chat(_) => &self.endpoints.chat,
+                ApiRequest::Completion(_) => &self.endpoints.completions,
+            };
             let mut b = self
-                .request(reqwest::Method::POST, body.path())
+                .request(reqwest::Method::POST, url)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .header(reqwest::header::ACCEPT, "text/event-stream");
             for (k, v) in &req.headers {
@@ -243,6 +285,20 @@ impl Upstream for RemoteUpstream {
                     .and_then(|v| v.trim().parse().ok());
                 let bytes = resp.bytes().await.unwrap_or_default();
                 return Err(status_error(status, retry_after, &bytes));
+            }
+            let json = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/json"));
+            if json {
+                // A server that answers whole although asked to stream.
+                let bytes = resp.bytes().await.map_err(send_error)?;
+                let outputs = whole_response(&bytes, format)?;
+                return Ok(Generation {
+                    stream: futures_util::stream::iter(outputs.into_iter().map(Ok)).boxed(),
+                    fingerprint: None,
+                });
             }
             Ok(Generation {
                 stream: output_stream(resp, format),
@@ -290,13 +346,13 @@ fn convert(
         progress.done = true;
         return Ok(());
     }
-    let value: serde_json::Value = serde_json::from_slice(data).map_err(|e| {
+    let chunk: StreamChunk = serde_json::from_slice(data).map_err(|e| {
         UpstreamError::failed(
             FailureKind::Protocol,
-            format!("the upstream sent a chunk that is not JSON: {e}"),
+            format!("the upstream sent a chunk that is not a chunk: {e}"),
         )
     })?;
-    if let Some(err) = value.get("error") {
+    if let Some(err) = chunk.error {
         let message = err
             .get("message")
             .and_then(|m| m.as_str())
@@ -304,12 +360,6 @@ fn convert(
             .to_owned();
         return Err(UpstreamError::failed(FailureKind::Status, message));
     }
-    let chunk: StreamChunk = serde_json::from_value(value).map_err(|e| {
-        UpstreamError::failed(
-            FailureKind::Protocol,
-            format!("the upstream sent a chunk of the wrong shape: {e}"),
-        )
-    })?;
     if let Some(u) = chunk.usage {
         progress.usage = Some(u);
     }
@@ -361,6 +411,42 @@ fn convert(
         }
     }
     Ok(())
+}
+
+/// The outputs of a whole (not streamed) response: each choice as one delta, then the usage.
+fn whole_response(bytes: &[u8], format: Format) -> Result<Vec<Output>, UpstreamError> {
+    let bad = |e: String| {
+        UpstreamError::failed(
+            FailureKind::Protocol,
+            format!("the upstream's answer is not a completion: {e}"),
+        )
+    };
+    let mut value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    // A whole chat message becomes a delta: tool calls get the index a delta would carry.
+    if let Some(choices) = value.get_mut("choices").and_then(|c| c.as_array_mut()) {
+        for c in choices {
+            if let Some(mut message) = c.get_mut("message").map(serde_json::Value::take) {
+                if let Some(calls) = message.get_mut("tool_calls").and_then(|t| t.as_array_mut()) {
+                    for (i, call) in calls.iter_mut().enumerate() {
+                        if let Some(o) = call.as_object_mut() {
+                            o.entry("index").or_insert(i.into());
+                        }
+                    }
+                }
+                c["delta"] = message;
+            }
+        }
+    }
+    let mut progress = Progress::default();
+    let mut out = std::collections::VecDeque::new();
+    let data = serde_json::to_vec(&value).map_err(|e| bad(e.to_string()))?;
+    convert(&data, format, &mut progress, &mut out)?;
+    if !progress.all_finished() {
+        return Err(bad("it has no finished choice".into()));
+    }
+    out.push_back(Output::Usage(progress.usage.unwrap_or_default()));
+    Ok(out.into())
 }
 
 /// The outputs of a streamed response.
@@ -443,6 +529,33 @@ fn output_stream(resp: reqwest::Response, format: Format) -> OutputStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_answers_become_deltas() {
+        let out = whole_response(
+            br#"{"choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#,
+            Format::Chat,
+        )
+        .unwrap();
+        let Output::Delta(d) = &out[0] else { panic!() };
+        assert_eq!(d.finish_reason.as_deref(), Some("tool_calls"));
+        assert_eq!(d.extra["tool_calls"][0]["index"], 0);
+        assert_eq!(
+            out[1],
+            Output::Usage(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 4,
+                total_tokens: 7
+            })
+        );
+        let out = whole_response(
+            br#"{"choices":[{"index":0,"text":"hi","finish_reason":"stop"}]}"#,
+            Format::Completion,
+        )
+        .unwrap();
+        assert!(matches!(&out[0], Output::Delta(d) if d.text == "hi"));
+        assert!(whole_response(br#"{"choices":[]}"#, Format::Chat).is_err());
+    }
 
     #[test]
     fn base_urls_end_in_v1() {

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use crate::api::errors::ApiError;
+use crate::errors::ApiError;
 use crate::gateway::Gateway;
 use crate::gateway::local::ModelHandle;
 use crate::gateway::local::variant::LocalVariant;
@@ -27,6 +27,9 @@ pub struct Loaded {
     /// The local models.
     pub locals: Vec<LocalModel>,
 }
+
+/// The state handlers share.
+pub type SharedState = Arc<AppState>;
 
 /// The server's shared state.
 pub struct AppState {
