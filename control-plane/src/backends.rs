@@ -67,24 +67,22 @@ pub struct EngineLimits {
 impl EngineLimits {
     /// The one place context and KV-cache defaults come from.
     pub fn engine_config(&self, model: &ModelConfig) -> EngineConfig {
-        let context = if self.ctx_size == 0 {
-            model.context_length.min(8192)
-        } else {
-            self.ctx_size
+        let mut config = EngineConfig {
+            context_size: self.ctx_size,
+            max_seqs: self.max_seqs,
+            max_batch_tokens: self.max_batch_tokens,
+            block_size: BLOCK_SIZE,
+            ..EngineConfig::default()
         };
-        let kv_tokens = if self.kv_blocks == 0 {
-            4 * context
+        // The engine's own defaults for the context (and the rest); then the KV cache: four
+        // full contexts unless a block count is given.
+        config.resolve(model);
+        config.kv_tokens = if self.kv_blocks == 0 {
+            4 * config.context_size
         } else {
             self.kv_blocks * BLOCK_SIZE
         };
-        EngineConfig {
-            context_size: context,
-            max_seqs: self.max_seqs.max(1),
-            max_batch_tokens: self.max_batch_tokens.max(1),
-            block_size: BLOCK_SIZE,
-            kv_tokens,
-            ..EngineConfig::default()
-        }
+        config
     }
 }
 

@@ -352,3 +352,35 @@ async fn models_unknown_names_and_route_answers() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_shared_long_prefix_keeps_reaching_the_same_upstream() {
+    let a = FakeServer::start(&["m"], Behavior::Answer(vec!["a"])).await;
+    let b = FakeServer::start(&["m"], Behavior::Answer(vec!["b"])).await;
+    let (app, _) = app(
+        vec![
+            handle("a", &a, test_settings(price(1.0))).await,
+            handle("b", &b, test_settings(price(1.0))).await,
+        ],
+        Policy::Balanced,
+    );
+    let system = "You are a careful assistant. ".repeat(60);
+    for i in 0..8 {
+        let body = json!({"model": "m", "messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": format!("question {i}")}]});
+        let (s, _) = call(&app, "POST", "/v1/chat/completions", Some(body)).await;
+        assert_eq!(s, 200);
+    }
+    assert!(
+        (a.hits(), b.hits()) == (8, 0) || (a.hits(), b.hits()) == (0, 8),
+        "{} / {}",
+        a.hits(),
+        b.hits()
+    );
+    let (_, metrics) = call(&app, "GET", "/metrics", None).await;
+    assert!(
+        metrics.contains("reason=\"prefix_affinity\"} 8"),
+        "{metrics}"
+    );
+}

@@ -563,3 +563,63 @@ async fn models_health_ready_metrics_and_the_demo_page() {
     assert_eq!(status, 200);
     assert!(js.contains("/v1/chat/completions"));
 }
+
+#[tokio::test]
+async fn the_model_file_is_offered_to_browsers_with_ranges_and_etags() {
+    let server = Server::start(&["--model-id", "smol"]);
+    // The SHA-256 is computed in the background after loading.
+    let mut variant = Value::Null;
+    for _ in 0..100 {
+        let (_, body) = server.get("/v1/models/smol").await;
+        let card: Value = serde_json::from_str(&body).unwrap();
+        if let Some(v) = card["browser_variants"].get(0) {
+            variant = v.clone();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let url = variant["url"].as_str().expect("a browser variant");
+    assert!(url.starts_with("/models/smol/"), "{url}");
+    let file = std::fs::read(common::default_model()).unwrap();
+    assert_eq!(variant["bytes"], file.len() as u64);
+    assert_eq!(variant["quantization"], "Q4_1");
+    assert!(variant["memory_bytes"].as_u64().unwrap() > file.len() as u64);
+    let sha: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&file)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    assert_eq!(variant["sha256"], sha);
+
+    let resp = server
+        .client
+        .get(server.url(url))
+        .header("range", "bytes=0-3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 206);
+    let etag = resp.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(etag, format!("\"{sha}\""));
+    assert!(
+        resp.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), b"GGUF");
+    let resp = server
+        .client
+        .get(server.url(url))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 304);
+    let whole = server.client.get(server.url(url)).send().await.unwrap();
+    assert_eq!(whole.status().as_u16(), 200);
+    assert_eq!(whole.bytes().await.unwrap().len(), file.len());
+    assert_eq!(server.get("/models/smol/other.gguf").await.0, 404);
+}
