@@ -44,7 +44,7 @@ pub async fn handle(
     .ok()
     .and_then(|p| p.order.into_iter().next())
     .unwrap_or_else(|| candidates[0].clone());
-    let e = router::estimate(&best, &needs);
+    let e = router::estimate(&best, &needs, router::Prior::of(&candidates));
     let server = browser_route::Estimate {
         ttft_ms: e.ttft_s * 1e3,
         tok_s: e.tok_s,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::UpstreamHandle;
 use super::browser_route::Policy;
+use super::stats::{DEFAULT_TOK_S, DEFAULT_TTFT_S};
 use super::upstream::{Features, ModelInfo};
 
 /// Requests an upstream without a `max_concurrency` is assumed to serve at full speed each: the
@@ -93,15 +94,44 @@ pub struct Estimate {
     pub load: usize,
 }
 
+/// What an upstream without measurements is assumed to do: the mean of the measured
+/// candidates (so a new upstream gets its share and is measured), else the defaults.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Prior {
+    /// Time to first token, seconds.
+    pub ttft_s: Option<f64>,
+    /// Decode speed, tokens per second.
+    pub tok_s: Option<f64>,
+}
+
+impl Prior {
+    /// The mean of what the candidates measured.
+    pub fn of(candidates: &[Candidate]) -> Prior {
+        let mean =
+            |xs: Vec<f64>| (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64);
+        let measured: Vec<(Option<f64>, Option<f64>)> = candidates
+            .iter()
+            .map(|c| c.upstream.stats.measured())
+            .collect();
+        Prior {
+            ttft_s: mean(measured.iter().filter_map(|m| m.0).collect()),
+            tok_s: mean(measured.iter().filter_map(|m| m.1).collect()),
+        }
+    }
+}
+
 /// Estimates a request on a candidate.
-pub fn estimate(c: &Candidate, needs: &Needs) -> Estimate {
+pub fn estimate(c: &Candidate, needs: &Needs, prior: Prior) -> Estimate {
     let h = &c.upstream;
     let slots = h.settings.max_concurrency.unwrap_or(DEFAULT_SLOTS).max(1);
     let own = h.upstream.self_load().map_or(0, |l| l.running + l.waiting);
     let load = h.stats.in_flight().max(own);
+    let (ttft, tok_s) = h.stats.measured();
+    let ttft = ttft.or(prior.ttft_s).unwrap_or(DEFAULT_TTFT_S);
+    let base_tok_s = tok_s.or(prior.tok_s).unwrap_or(DEFAULT_TOK_S).max(1e-3);
     let slowdown = 1.0 + load as f64 / slots as f64;
-    let ttft_s = h.stats.ttft_s() * slowdown;
-    let tok_s = h.stats.tok_s().max(1e-3) / slowdown;
+    let ttft_s = ttft * slowdown;
+    let tok_s = base_tok_s / slowdown;
     let out = needs
         .max_tokens
         .map_or(DEFAULT_MAX_TOKENS, |m| {
@@ -112,7 +142,7 @@ pub fn estimate(c: &Candidate, needs: &Needs) -> Estimate {
     let cost_usd = h
         .settings
         .cost
-        .cost(needs.prompt_tokens, out, h.stats.tok_s() * slots as f64);
+        .cost(needs.prompt_tokens, out, base_tok_s * slots as f64);
     Estimate {
         ttft_s,
         tok_s,
@@ -184,7 +214,8 @@ pub fn plan(
         .collect();
     let pool = if capable.is_empty() { open } else { capable };
 
-    let estimates: Vec<Estimate> = pool.iter().map(|c| estimate(c, needs)).collect();
+    let prior = Prior::of(&pool);
+    let estimates: Vec<Estimate> = pool.iter().map(|c| estimate(c, needs, prior)).collect();
     let best_latency = estimates
         .iter()
         .map(|e| e.latency_s)
@@ -284,4 +315,195 @@ pub fn prefix_key(rendered: &str) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes[..PREFIX_BLOCK_BYTES].hash(&mut h);
     Some(h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::FutureExt;
+    use futures_util::future::BoxFuture;
+
+    use super::*;
+    use crate::gateway::upstream::{
+        FailureKind, GenerateRequest, Generation, Upstream, UpstreamError,
+    };
+    use crate::gateway::{UpstreamSettings, cost::CostModel};
+
+    /// An upstream that only lists one model (routing never calls it).
+    struct Listed(Arc<Vec<ModelInfo>>);
+
+    impl Upstream for Listed {
+        fn kind(&self) -> &'static str {
+            "listed"
+        }
+        fn models(&self) -> Arc<Vec<ModelInfo>> {
+            Arc::clone(&self.0)
+        }
+        fn probe(&self) -> BoxFuture<'_, Result<(), UpstreamError>> {
+            async { Ok(()) }.boxed()
+        }
+        fn generate(&self, _: GenerateRequest) -> BoxFuture<'_, Result<Generation, UpstreamError>> {
+            async { Err(UpstreamError::failed(FailureKind::Unavailable, "not here")) }.boxed()
+        }
+    }
+
+    fn cand(id: &str, context: Option<usize>, settings: UpstreamSettings) -> Candidate {
+        let models = Arc::new(vec![ModelInfo {
+            name: "m".into(),
+            upstream_name: "m".into(),
+            aliases: vec![],
+            context_length: context,
+            features: Features::ALL,
+            browser_variants: vec![],
+            created: 0,
+        }]);
+        Candidate {
+            upstream: Arc::new(UpstreamHandle::new(
+                id.into(),
+                Box::new(Listed(Arc::clone(&models))),
+                settings,
+            )),
+            models,
+            index: 0,
+        }
+    }
+
+    fn first(
+        cands: &[Candidate],
+        needs: &Needs,
+        policy: Policy,
+        key: Option<u64>,
+    ) -> (String, &'static str) {
+        let mut n = 0;
+        let p = plan(cands.to_vec(), needs, policy, key, &mut |m| {
+            n += 1;
+            n % m
+        })
+        .unwrap();
+        (p.order[0].upstream.id.clone(), p.reason)
+    }
+
+    #[test]
+    fn filters_say_why_nothing_is_left() {
+        let needs = Needs {
+            prompt_tokens: 900,
+            prompt_tokens_bound: 900,
+            max_tokens: Some(200),
+            ..Needs::default()
+        };
+        let small = cand("small", Some(1024), UpstreamSettings::default());
+        assert_eq!(
+            plan(
+                vec![small.clone()],
+                &needs,
+                Policy::Balanced,
+                None,
+                &mut |_| 0
+            )
+            .err(),
+            Some(NoRoute::ContextTooSmall(1024))
+        );
+        let full = cand(
+            "full",
+            None,
+            UpstreamSettings {
+                max_concurrency: Some(1),
+                ..UpstreamSettings::default()
+            },
+        );
+        full.upstream.stats.begin();
+        assert_eq!(
+            plan(vec![full], &needs, Policy::Balanced, None, &mut |_| 0).err(),
+            Some(NoRoute::AllAtCapacity)
+        );
+        for _ in 0..3 {
+            small.upstream.breaker.failure();
+        }
+        assert_eq!(
+            plan(vec![small], &needs, Policy::Balanced, None, &mut |_| 0).err(),
+            Some(NoRoute::AllUnhealthy)
+        );
+    }
+
+    #[test]
+    fn policies_weigh_cost_and_speed() {
+        let priced = |id: &str, out: f64| {
+            cand(
+                id,
+                None,
+                UpstreamSettings {
+                    cost: CostModel {
+                        output_per_1m: out,
+                        ..CostModel::default()
+                    },
+                    ..UpstreamSettings::default()
+                },
+            )
+        };
+        let cheap = priced("cheap", 0.1);
+        let dear = priced("dear", 100.0);
+        cheap.upstream.stats.observe_ttft(Duration::from_secs(2));
+        dear.upstream.stats.observe_ttft(Duration::from_millis(10));
+        let cands = vec![dear.clone(), cheap.clone()];
+        let needs = Needs::default();
+        assert_eq!(first(&cands, &needs, Policy::Cheapest, None).0, "cheap");
+        assert_eq!(first(&cands, &needs, Policy::Fastest, None).0, "dear");
+    }
+
+    #[test]
+    fn a_new_upstream_is_assumed_as_fast_as_the_measured_ones() {
+        let old = cand("old", None, UpstreamSettings::default());
+        let new = cand("new", None, UpstreamSettings::default());
+        for _ in 0..5 {
+            old.upstream.stats.observe_ttft(Duration::from_millis(20));
+            old.upstream
+                .stats
+                .observe_decode(101, Duration::from_millis(500));
+        }
+        let cands = vec![old, new];
+        let picks: Vec<String> = (0..20)
+            .map(|_| first(&cands, &Needs::default(), Policy::Fastest, None).0)
+            .collect();
+        assert!(picks.iter().any(|p| p == "new"), "{picks:?}");
+    }
+
+    #[test]
+    fn affinity_holds_until_the_upstream_is_much_busier() {
+        // Many slots: load barely changes the scores, so the three stay tied.
+        let wide = UpstreamSettings {
+            max_concurrency: Some(10_000),
+            ..UpstreamSettings::default()
+        };
+        let cands: Vec<Candidate> = ["a", "b", "c"]
+            .iter()
+            .map(|id| cand(id, None, wide.clone()))
+            .collect();
+        let key = prefix_key(&"x".repeat(2000));
+        let (chosen, why) = first(&cands, &Needs::default(), Policy::Balanced, key);
+        assert_eq!(why, "prefix_affinity");
+        for _ in 0..5 {
+            assert_eq!(
+                first(&cands, &Needs::default(), Policy::Balanced, key).0,
+                chosen
+            );
+        }
+        let h = &cands
+            .iter()
+            .find(|c| c.upstream.id == chosen)
+            .unwrap()
+            .upstream;
+        for _ in 0..AFFINITY_LOAD_SLACK {
+            h.stats.begin();
+        }
+        assert_eq!(
+            first(&cands, &Needs::default(), Policy::Balanced, key).0,
+            chosen
+        );
+        h.stats.begin();
+        let (other, why) = first(&cands, &Needs::default(), Policy::Balanced, key);
+        assert_eq!(why, "affinity_overridden");
+        assert_ne!(other, chosen);
+        assert!(prefix_key("short").is_none());
+    }
 }

@@ -53,10 +53,10 @@ impl UpstreamStats {
         self.lock().tok_s.unwrap_or(DEFAULT_TOK_S)
     }
 
-    /// Whether anything was measured yet.
-    pub fn measured(&self) -> bool {
+    /// The measured time to first token and decode speed, where measured.
+    pub fn measured(&self) -> (Option<f64>, Option<f64>) {
         let a = self.lock();
-        a.ttft_s.is_some()
+        (a.ttft_s, a.tok_s)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Averages> {
