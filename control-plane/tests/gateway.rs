@@ -37,6 +37,27 @@ fn stream_text(evs: &[String]) -> String {
         .collect()
 }
 
+/// Two fakes serving `m`, behind a gateway with `policy`: (a, b, the app). `a` costs
+/// `price_a` per million output tokens, `b` `price_b`.
+async fn pair(
+    a: Behavior,
+    price_a: f64,
+    b: Behavior,
+    price_b: f64,
+    policy: Policy,
+) -> (FakeServer, FakeServer, axum::Router) {
+    let fa = FakeServer::start(&["m"], a).await;
+    let fb = FakeServer::start(&["m"], b).await;
+    let (router, _) = app(
+        vec![
+            handle("a", &fa, test_settings(price(price_a))).await,
+            handle("b", &fb, test_settings(price(price_b))).await,
+        ],
+        policy,
+    );
+    (fa, fb, router)
+}
+
 fn price(out: f64) -> CostModel {
     CostModel {
         output_per_1m: out,
@@ -155,15 +176,14 @@ async fn cheapest_and_fastest_pick_by_cost_and_measured_speed() {
 
 #[tokio::test]
 async fn equal_upstreams_share_the_load() {
-    let a = FakeServer::start(&["m"], Behavior::Answer(vec!["a"])).await;
-    let b = FakeServer::start(&["m"], Behavior::Answer(vec!["b"])).await;
-    let (app, state) = app(
-        vec![
-            handle("a", &a, test_settings(price(1.0))).await,
-            handle("b", &b, test_settings(price(1.0))).await,
-        ],
+    let (a, b, app) = pair(
+        Behavior::Answer(vec!["a"]),
+        1.0,
+        Behavior::Answer(vec!["b"]),
+        1.0,
         Policy::Balanced,
-    );
+    )
+    .await;
     let mut tasks = Vec::new();
     for _ in 0..40 {
         let app = app.clone();
@@ -185,7 +205,6 @@ async fn equal_upstreams_share_the_load() {
     let (_, metrics) = call(&app, "GET", "/metrics", None).await;
     assert!(metrics.contains("tandem_upstream_requests_total{upstream=\"a\",outcome=\"ok\"}"));
     assert!(metrics.contains("tandem_upstream_breaker_state{upstream=\"a\"} 0"));
-    drop(state);
 }
 
 #[tokio::test]
@@ -220,15 +239,14 @@ async fn failures_before_the_first_token_move_to_the_next_upstream_and_open_the_
 
 #[tokio::test]
 async fn a_failure_after_the_first_token_ends_the_stream_with_an_error_event() {
-    let a = FakeServer::start(&["m"], Behavior::BreakAfter(vec!["par", "tial"])).await;
-    let b = FakeServer::start(&["m"], Behavior::Answer(vec!["never"])).await;
-    let (app, _) = app(
-        vec![
-            handle("a", &a, test_settings(price(0.0))).await,
-            handle("b", &b, test_settings(price(9.0))).await,
-        ],
+    let (_a, b, app) = pair(
+        Behavior::BreakAfter(vec!["par", "tial"]),
+        0.0,
+        Behavior::Answer(vec!["never"]),
+        9.0,
         Policy::Cheapest,
-    );
+    )
+    .await;
     let (s, body) = call(&app, "POST", "/v1/chat/completions", Some(chat(true))).await;
     assert_eq!(s, 200);
     let evs = events(&body);
@@ -285,15 +303,14 @@ async fn client_errors_pass_through_and_429_tries_another() {
 
 #[tokio::test]
 async fn a_silent_upstream_times_out_and_the_next_one_answers() {
-    let a = FakeServer::start(&["m"], Behavior::Hang).await;
-    let b = FakeServer::start(&["m"], Behavior::Answer(vec!["b"])).await;
-    let (app, _) = app(
-        vec![
-            handle("a", &a, test_settings(price(0.0))).await,
-            handle("b", &b, test_settings(price(9.0))).await,
-        ],
+    let (_a, b, app) = pair(
+        Behavior::Hang,
+        0.0,
+        Behavior::Answer(vec!["b"]),
+        9.0,
         Policy::Cheapest,
-    );
+    )
+    .await;
     let t = std::time::Instant::now();
     let (s, body) = call(&app, "POST", "/v1/chat/completions", Some(chat(false))).await;
     assert_eq!(s, 200, "{body}");
@@ -355,15 +372,14 @@ async fn models_unknown_names_and_route_answers() {
 
 #[tokio::test]
 async fn a_shared_long_prefix_keeps_reaching_the_same_upstream() {
-    let a = FakeServer::start(&["m"], Behavior::Answer(vec!["a"])).await;
-    let b = FakeServer::start(&["m"], Behavior::Answer(vec!["b"])).await;
-    let (app, _) = app(
-        vec![
-            handle("a", &a, test_settings(price(1.0))).await,
-            handle("b", &b, test_settings(price(1.0))).await,
-        ],
+    let (a, b, app) = pair(
+        Behavior::Answer(vec!["a"]),
+        1.0,
+        Behavior::Answer(vec!["b"]),
+        1.0,
         Policy::Balanced,
-    );
+    )
+    .await;
     let system = "You are a careful assistant. ".repeat(60);
     for i in 0..8 {
         let body = json!({"model": "m", "messages": [
