@@ -309,6 +309,10 @@ impl Upstream for RemoteUpstream {
     }
 }
 
+/// Most choices an upstream's answer may have (a larger index is a protocol error, not an
+/// allocation).
+const MAX_CHOICES: usize = 1024;
+
 /// Which endpoint's chunks a stream carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Format {
@@ -364,6 +368,12 @@ fn convert(
         progress.usage = Some(u);
     }
     for c in chunk.choices {
+        if c.index >= MAX_CHOICES {
+            return Err(UpstreamError::failed(
+                FailureKind::Protocol,
+                format!("the upstream sent choice index {}", c.index),
+            ));
+        }
         if progress.finished.len() <= c.index {
             progress.finished.resize(c.index + 1, false);
         }
@@ -606,5 +616,14 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("boom"));
         assert!(convert(b"not json", Format::Completion, &mut p, &mut out).is_err());
+        assert!(
+            convert(
+                br#"{"choices":[{"index":1000000000000,"text":"x"}]}"#,
+                Format::Completion,
+                &mut p,
+                &mut out
+            )
+            .is_err()
+        );
     }
 }
