@@ -45,27 +45,6 @@ impl Features {
             && (!needed.multiple_choices || self.multiple_choices)
             && (!needed.passthrough || self.passthrough)
     }
-
-    /// The names of what `needed` asks for and `self` lacks.
-    pub fn missing(&self, needed: &Features) -> Vec<&'static str> {
-        let mut out = Vec::new();
-        for (name, want, have) in [
-            ("logprobs", needed.logprobs, self.logprobs),
-            (
-                "prompt_logprobs",
-                needed.prompt_logprobs,
-                self.prompt_logprobs,
-            ),
-            ("token_prompts", needed.token_prompts, self.token_prompts),
-            ("n>1", needed.multiple_choices, self.multiple_choices),
-            ("passthrough_fields", needed.passthrough, self.passthrough),
-        ] {
-            if want && !have {
-                out.push(name);
-            }
-        }
-        out
-    }
 }
 
 /// A model an upstream serves.

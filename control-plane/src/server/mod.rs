@@ -278,34 +278,29 @@ async fn start_upstreams(cfg: &ServeConfig, state: &SharedState) -> Result<Loade
         handles.push(Arc::new(UpstreamHandle::new(id, Box::new(up), settings)));
     }
     handles.extend(remotes);
-    let mut seen = std::collections::HashSet::new();
+    let mut ids = std::collections::HashSet::new();
     for h in &handles {
-        if !seen.insert(h.id.clone()) {
+        if !ids.insert(h.id.as_str()) {
             return Err(ServeError::Other(format!(
                 "two upstreams have the id {:?}",
                 h.id
             )));
         }
+    }
+    // Local models are this server's own: each name (id or alias) selects one of them.
+    let mut names = std::collections::HashSet::new();
+    for h in handles.iter().filter(|h| h.upstream.kind() == "local") {
         for m in h.upstream.models().iter() {
-            for other in &handles {
-                if Arc::ptr_eq(other, h) {
-                    continue;
-                }
-                if other.upstream.kind() == "local"
-                    && h.upstream.kind() == "local"
-                    && other.upstream.models().iter().any(|o| {
-                        std::iter::once(&m.name)
-                            .chain(&m.aliases)
-                            .any(|n| o.answers_to(n))
-                    })
-                {
+            for name in std::iter::once(&m.name).chain(&m.aliases) {
+                if !names.insert(name.clone()) {
                     return Err(ServeError::Other(format!(
-                        "two models answer to the name {:?}",
-                        m.name
+                        "two models answer to the name {name:?}"
                     )));
                 }
             }
         }
+    }
+    for h in &handles {
         probe::spawn_prober(h);
     }
     let gateway = Gateway::new(handles, routing_config(cfg), Arc::clone(&state.metrics));

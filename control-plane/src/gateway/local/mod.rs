@@ -156,19 +156,16 @@ fn start(
 ) -> Result<(ModelHandle, variant::LocalVariant), load::LoadError> {
     let file = load::open(&path)?;
     let meta = file.metadata();
-    let model_config = ModelConfig::from_metadata(meta).map_err(|e| load::LoadError::Model {
+    let unusable = |message: String| load::LoadError::Model {
         path: path.clone(),
-        message: e.to_string(),
-    })?;
+        message,
+    };
+    let model_config = ModelConfig::from_metadata(meta).map_err(|e| unusable(e.to_string()))?;
     let engine_config = spec.limits.engine_config(&model_config);
-    let tokenizer = Tokenizer::from_metadata(meta).map_err(|e| load::LoadError::Model {
-        path: path.clone(),
-        message: format!("building the tokenizer: {e}"),
-    })?;
-    let template = ChatTemplate::from_metadata(meta).map_err(|e| load::LoadError::Model {
-        path: path.clone(),
-        message: format!("compiling the chat template: {e}"),
-    })?;
+    let tokenizer = Tokenizer::from_metadata(meta)
+        .map_err(|e| unusable(format!("building the tokenizer: {e}")))?;
+    let template = ChatTemplate::from_metadata(meta)
+        .map_err(|e| unusable(format!("compiling the chat template: {e}")))?;
     let service = backends::start_engine(
         spec.backend,
         spec.threads,
@@ -178,10 +175,7 @@ fn start(
             max_waiting: spec.max_waiting,
         },
     )
-    .map_err(|e| load::LoadError::Model {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
+    .map_err(|e| unusable(e.to_string()))?;
     let info = service.info().clone();
     eprintln!(
         "tandem: model {id} on the {} backend ({})",

@@ -221,16 +221,11 @@ fn send_error(e: reqwest::Error) -> UpstreamError {
 /// A non-2xx answer as an upstream error: 429 is backpressure, 503 and other 5xx count against
 /// the upstream, other 4xx are the request's fault and go back to the client as they came.
 fn status_error(status: StatusCode, retry_after: Option<u64>, body: &[u8]) -> UpstreamError {
-    let api = ApiError::from_upstream(status.as_u16(), body);
-    match status.as_u16() {
-        429 => UpstreamError::Busy {
-            message: api.message,
-            retry_after,
-        },
-        503 => UpstreamError::failed(FailureKind::Unavailable, api.message),
-        s if s >= 500 => UpstreamError::failed(FailureKind::Status, api.message),
-        _ => UpstreamError::Rejected(api),
+    let mut api = ApiError::from_upstream(status.as_u16(), body);
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        api.retry_after = retry_after;
     }
+    api.into()
 }
 
 impl Upstream for RemoteUpstream {
