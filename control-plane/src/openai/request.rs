@@ -305,6 +305,15 @@ pub struct CompletionRequest {
     pub extra: Extra,
 }
 
+/// The two generation endpoints, whose requests, chunks and log-probabilities differ in shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/chat/completions`: `chat.completion` and `chat.completion.chunk`.
+    Chat,
+    /// `/v1/completions`: `text_completion`.
+    Completion,
+}
+
 /// A generation request of either endpoint.
 #[derive(Clone, Debug)]
 pub enum ApiRequest {
@@ -315,6 +324,14 @@ pub enum ApiRequest {
 }
 
 impl ApiRequest {
+    /// Which endpoint it is for.
+    pub fn endpoint(&self) -> Endpoint {
+        match self {
+            ApiRequest::Chat(_) => Endpoint::Chat,
+            ApiRequest::Completion(_) => Endpoint::Completion,
+        }
+    }
+
     /// The requested model name (`None` when empty or missing).
     pub fn model(&self) -> Option<&str> {
         match self {

@@ -15,18 +15,10 @@ use crate::gateway::dispatch::Dispatched;
 use crate::gateway::upstream::{Delta, Logprobs, Output};
 use crate::openai::{
     ApiRequest, AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
-    ChatDelta, ChatLogprobs, Completion, CompletionChoice, CompletionLogprobs, Extra, Usage,
+    ChatDelta, ChatLogprobs, Completion, CompletionChoice, CompletionLogprobs, Endpoint, Extra,
+    Usage,
 };
 use crate::util::{response_id, unix_now};
-
-/// Which endpoint's shapes to render.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Endpoint {
-    /// `chat.completion` and `chat.completion.chunk`.
-    Chat,
-    /// `text_completion`.
-    Completion,
-}
 
 /// What rendering needs to know about the request.
 #[derive(Clone, Debug)]

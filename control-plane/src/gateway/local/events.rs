@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use super::ModelHandle;
 use super::run::EngineRun;
 use crate::gateway::upstream::{Delta, FailureKind, Logprobs, Output, OutputStream, UpstreamError};
-use crate::openai::{ChatLogprobs, CompletionLogprobs, TokenLogprob, TopLogprob, Usage};
+use crate::openai::{ChatLogprobs, CompletionLogprobs, Endpoint, TokenLogprob, TopLogprob, Usage};
 
 /// The text and bytes of a token, for log-probabilities.
 pub fn token_text(tok: &Tokenizer, id: u32) -> (String, Vec<u8>) {
@@ -24,18 +24,9 @@ pub fn token_text(tok: &Tokenizer, id: u32) -> (String, Vec<u8>) {
     (String::from_utf8_lossy(&bytes).into_owned(), bytes)
 }
 
-/// Which endpoint's format the outputs take.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// Chat completions.
-    Chat,
-    /// Legacy completions.
-    Completion,
-}
-
 /// Turns one request's engine events into outputs.
 pub struct EventMapper {
-    format: Format,
+    format: Endpoint,
     model: Arc<ModelHandle>,
     top: Option<usize>,
     ignore_eos: bool,
@@ -49,7 +40,7 @@ pub struct EventMapper {
 impl EventMapper {
     /// A mapper for `choices` sequences.
     pub fn new(
-        format: Format,
+        format: Endpoint,
         model: Arc<ModelHandle>,
         top: Option<usize>,
         ignore_eos: bool,
@@ -115,7 +106,7 @@ impl EventMapper {
                 }
             }
             Event::PromptLogprobs(p) => {
-                if self.format == Format::Completion {
+                if self.format == Endpoint::Completion {
                     let lp = self.prompt_logprobs(i, &p);
                     let text = self
                         .echo
@@ -138,7 +129,7 @@ impl EventMapper {
                     r => r.as_str(),
                 };
                 match self.format {
-                    Format::Chat => {
+                    Endpoint::Chat => {
                         if !text.is_empty() {
                             let d = self.delta(i, text, None, None);
                             out.push_back(Output::Delta(d));
@@ -146,7 +137,7 @@ impl EventMapper {
                         let d = self.delta(i, String::new(), None, Some(reason));
                         out.push_back(Output::Delta(d));
                     }
-                    Format::Completion => {
+                    Endpoint::Completion => {
                         let d = self.delta(i, text, None, Some(reason));
                         out.push_back(Output::Delta(d));
                     }
@@ -169,7 +160,7 @@ impl EventMapper {
         }
         let tok = &self.model.tokenizer;
         Some(match self.format {
-            Format::Chat => {
+            Endpoint::Chat => {
                 let (text, bytes) = token_text(tok, token.id);
                 Logprobs::Chat(ChatLogprobs {
                     content: Some(vec![TokenLogprob {
@@ -192,7 +183,7 @@ impl EventMapper {
                     refusal: None,
                 })
             }
-            Format::Completion => {
+            Endpoint::Completion => {
                 let mut lp = CompletionLogprobs::default();
                 let mut offset = self.chars.get(i).copied().unwrap_or(0);
                 self.push_logprob(

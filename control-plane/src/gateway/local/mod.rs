@@ -26,8 +26,8 @@ use crate::gateway::upstream::{
 };
 use crate::load;
 use crate::metrics::Metrics;
-use crate::openai::ApiRequest;
-use events::{EventMapper, Format};
+use crate::openai::{ApiRequest, Endpoint};
+use events::EventMapper;
 use run::EngineRun;
 
 /// A loaded model: its engine thread, tokenizer and chat template.
@@ -258,9 +258,9 @@ impl Upstream for LocalUpstream {
             let start = Instant::now();
             let prep_handle = Arc::clone(&handle);
             let (format, prepared) = tokio::task::spawn_blocking(move || match &req.body {
-                ApiRequest::Chat(r) => prompt::chat(&prep_handle, r).map(|p| (Format::Chat, p)),
+                ApiRequest::Chat(r) => prompt::chat(&prep_handle, r).map(|p| (Endpoint::Chat, p)),
                 ApiRequest::Completion(r) => {
-                    prompt::completion(&prep_handle, r).map(|p| (Format::Completion, p))
+                    prompt::completion(&prep_handle, r).map(|p| (Endpoint::Completion, p))
                 }
             })
             .await

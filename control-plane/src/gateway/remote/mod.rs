@@ -19,7 +19,7 @@ use crate::gateway::upstream::{
     Delta, FailureKind, Features, GenerateRequest, Generation, Logprobs, ModelInfo, Output,
     OutputStream, Upstream, UpstreamError,
 };
-use crate::openai::{ApiRequest, ChatLogprobs, CompletionLogprobs, StreamChunk, Usage};
+use crate::openai::{ApiRequest, ChatLogprobs, CompletionLogprobs, Endpoint, StreamChunk, Usage};
 use sse::SseParser;
 
 /// How to reach a remote upstream.
@@ -255,10 +255,7 @@ impl Upstream for RemoteUpstream {
             if body.sampling().stream() {
                 body.sampling_mut().force_stream_with_usage();
             }
-            let format = match &body {
-                ApiRequest::Chat(_) => Format::Chat,
-                ApiRequest::Completion(_) => Format::Completion,
-            };
+            let format = body.endpoint();
             let url = match &body {
                 ApiRequest::Chat(_) => &self.endpoints.chat,
                 ApiRequest::Completion(_) => &self.endpoints.completions,
@@ -308,13 +305,6 @@ impl Upstream for RemoteUpstream {
 /// allocation).
 const MAX_CHOICES: usize = 1024;
 
-/// Which endpoint's chunks a stream carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Format {
-    Chat,
-    Completion,
-}
-
 /// What the parser has seen of a stream.
 #[derive(Default)]
 struct Progress {
@@ -337,7 +327,7 @@ impl Progress {
 /// Converts one SSE payload; `Err` for an error event or bad JSON.
 fn convert(
     data: &[u8],
-    format: Format,
+    format: Endpoint,
     progress: &mut Progress,
     out: &mut std::collections::VecDeque<Output>,
 ) -> Result<(), UpstreamError> {
@@ -373,14 +363,14 @@ fn convert(
             progress.finished.resize(c.index + 1, false);
         }
         let (text, mut extra) = match (format, c.delta) {
-            (Format::Chat, Some(d)) => (d.content.unwrap_or_default(), d.extra),
+            (Endpoint::Chat, Some(d)) => (d.content.unwrap_or_default(), d.extra),
             _ => (c.text.unwrap_or_default(), Default::default()),
         };
         extra.remove("role");
         let logprobs = match c.logprobs {
             None | Some(serde_json::Value::Null) => None,
             Some(v) => Some(match format {
-                Format::Chat => {
+                Endpoint::Chat => {
                     Logprobs::Chat(serde_json::from_value::<ChatLogprobs>(v).map_err(|e| {
                         UpstreamError::failed(
                             FailureKind::Protocol,
@@ -388,7 +378,7 @@ fn convert(
                         )
                     })?)
                 }
-                Format::Completion => Logprobs::Completion(
+                Endpoint::Completion => Logprobs::Completion(
                     serde_json::from_value::<CompletionLogprobs>(v).map_err(|e| {
                         UpstreamError::failed(
                             FailureKind::Protocol,
@@ -419,7 +409,7 @@ fn convert(
 }
 
 /// The outputs of a whole (not streamed) response: each choice as one delta, then the usage.
-fn whole_response(bytes: &[u8], format: Format) -> Result<Vec<Output>, UpstreamError> {
+fn whole_response(bytes: &[u8], format: Endpoint) -> Result<Vec<Output>, UpstreamError> {
     let bad = |e: String| {
         UpstreamError::failed(
             FailureKind::Protocol,
@@ -455,7 +445,7 @@ fn whole_response(bytes: &[u8], format: Format) -> Result<Vec<Output>, UpstreamE
 }
 
 /// The outputs of a streamed response.
-fn output_stream(resp: reqwest::Response, format: Format) -> OutputStream {
+fn output_stream(resp: reqwest::Response, format: Endpoint) -> OutputStream {
     struct St {
         body: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
         parser: SseParser,
@@ -539,7 +529,7 @@ mod tests {
     fn whole_answers_become_deltas() {
         let out = whole_response(
             br#"{"choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#,
-            Format::Chat,
+            Endpoint::Chat,
         )
         .unwrap();
         let Output::Delta(d) = &out[0] else { panic!() };
@@ -555,11 +545,11 @@ mod tests {
         );
         let out = whole_response(
             br#"{"choices":[{"index":0,"text":"hi","finish_reason":"stop"}]}"#,
-            Format::Completion,
+            Endpoint::Completion,
         )
         .unwrap();
         assert!(matches!(&out[0], Output::Delta(d) if d.text == "hi"));
-        assert!(whole_response(br#"{"choices":[]}"#, Format::Chat).is_err());
+        assert!(whole_response(br#"{"choices":[]}"#, Endpoint::Chat).is_err());
     }
 
     #[test]
@@ -575,7 +565,7 @@ mod tests {
         let mut out = Default::default();
         convert(
             br#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,
-            Format::Chat,
+            Endpoint::Chat,
             &mut p,
             &mut out,
         )
@@ -583,7 +573,7 @@ mod tests {
         assert!(out.is_empty(), "a role-only chunk carries nothing");
         convert(
             br#"{"choices":[{"index":0,"delta":{"content":"Hi","tool_calls":[{"index":0,"function":{"arguments":"{"}}]},"finish_reason":null}]}"#,
-            Format::Chat,
+            Endpoint::Chat,
             &mut p,
             &mut out,
         )
@@ -595,7 +585,7 @@ mod tests {
         assert!(d.extra.contains_key("tool_calls"));
         convert(
             br#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":4,"completion_tokens":1,"total_tokens":5}}"#,
-            Format::Chat,
+            Endpoint::Chat,
             &mut p,
             &mut out,
         )
@@ -604,17 +594,17 @@ mod tests {
         assert_eq!(p.usage.unwrap().prompt_tokens, 4);
         let e = convert(
             br#"{"error":{"message":"boom"}}"#,
-            Format::Chat,
+            Endpoint::Chat,
             &mut p,
             &mut out,
         )
         .unwrap_err();
         assert!(e.to_string().contains("boom"));
-        assert!(convert(b"not json", Format::Completion, &mut p, &mut out).is_err());
+        assert!(convert(b"not json", Endpoint::Completion, &mut p, &mut out).is_err());
         assert!(
             convert(
                 br#"{"choices":[{"index":1000000000000,"text":"x"}]}"#,
-                Format::Completion,
+                Endpoint::Completion,
                 &mut p,
                 &mut out
             )
