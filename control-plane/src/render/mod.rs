@@ -314,15 +314,7 @@ async fn collect(spec: RenderSpec, head: Head, d: Dispatched) -> Result<Response
                     finish_reason: Some(c.finish.unwrap_or_else(|| "stop".into())),
                 })
                 .collect();
-            serde_json::to_vec(&Completion {
-                id: &head.id,
-                object: "text_completion",
-                created: head.created,
-                model: &head.model,
-                system_fingerprint: Some(&head.fingerprint),
-                choices,
-                usage: Some(Some(usage)),
-            })
+            Ok(head.completion(choices, Some(Some(usage))).into_bytes())
         }
     }
     .map_err(|e| ApiError::internal(format!("rendering the response: {e}")))?;
