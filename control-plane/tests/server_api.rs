@@ -623,3 +623,60 @@ async fn the_model_file_is_offered_to_browsers_with_ranges_and_etags() {
     assert_eq!(whole.bytes().await.unwrap().len(), file.len());
     assert_eq!(server.get("/models/smol/other.gguf").await.0, 404);
 }
+
+#[tokio::test]
+async fn an_assistant_message_is_continued_with_continue_final_message() {
+    let server = Server::start(&[]);
+    let question = "Why is the sky blue?";
+    let (_, whole) = server
+        .post(
+            "/v1/chat/completions",
+            &json!({"messages": user(question), "temperature": 0, "max_tokens": 24}),
+        )
+        .await;
+    let text = whole["choices"][0]["message"]["content"].as_str().unwrap();
+    // Cut after a few words, at a space (a token boundary for this tokenizer).
+    let cut = text.match_indices(' ').nth(4).unwrap().0;
+    let (head, tail) = text.split_at(cut);
+    let continued = |extra: Value| {
+        let mut body = json!({
+            "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": head}],
+            "temperature": 0,
+            "max_tokens": 8,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let (status, rest) = server
+        .post(
+            "/v1/chat/completions",
+            &continued(json!({"continue_final_message": true, "add_generation_prompt": false})),
+        )
+        .await;
+    assert_eq!(status, 200, "{rest}");
+    let rest = rest["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(!rest.is_empty());
+    assert!(
+        tail.starts_with(rest),
+        "{rest:?} does not continue {head:?} as {tail:?}"
+    );
+
+    // Both flags on, or nothing to continue: a clear 400.
+    let (status, err) = server
+        .post(
+            "/v1/chat/completions",
+            &continued(json!({"continue_final_message": true, "add_generation_prompt": true})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(err["error"]["param"], "continue_final_message");
+    let (status, _) = server
+        .post(
+            "/v1/chat/completions",
+            &json!({"messages": user(question), "continue_final_message": true}),
+        )
+        .await;
+    assert_eq!(status, 400);
+}

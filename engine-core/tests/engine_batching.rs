@@ -408,3 +408,67 @@ fn seeded_sampling_is_batch_independent() {
     let (together, _) = run_all(&mut e, reqs);
     assert_eq!(singles, together);
 }
+
+/// Runs one request alone, returning its outcome and the prompt tokens the engine computed.
+fn run_counting(engine: &mut Engine<CpuBackend>, req: Request) -> (Outcome, usize) {
+    let (tx, rx) = mpsc::channel();
+    engine
+        .add(req, Box::new(move |ev| tx.send(ev).is_ok()))
+        .unwrap();
+    let mut prefill = 0;
+    while engine.has_work() {
+        prefill += pollster::block_on(engine.step()).unwrap().prefill_tokens;
+    }
+    (collect(&rx), prefill)
+}
+
+#[test]
+fn a_retained_prefix_is_continued_by_the_next_turn_without_changing_it() {
+    let file = file();
+    let config = EngineConfig {
+        context_size: 512,
+        max_seqs: 4,
+        max_batch_tokens: 64,
+        kv_tokens: 1024,
+        ..EngineConfig::default()
+    };
+    let mut fresh = engine(&file, config.clone());
+    let mut chat = engine(&file, config);
+    chat.set_retain_prefix(true);
+    let enc = |e: &Engine<CpuBackend>, text: &str| e.tokenizer().encode(text, false, true);
+    let turn1 = enc(
+        &fresh,
+        "<|im_start|>user\nName three colours.<|im_end|>\n<|im_start|>assistant\n",
+    );
+    let (a1, computed1) = run_counting(&mut chat, Request::greedy(turn1.clone(), 16));
+    assert_eq!(computed1, turn1.len());
+    assert_eq!(
+        a1,
+        run_counting(&mut fresh, Request::greedy(turn1.clone(), 16)).0
+    );
+    // The next turn: the whole first exchange, then a new question.
+    let mut turn2 = turn1.clone();
+    turn2.extend(&a1.tokens);
+    turn2.extend(enc(
+        &fresh,
+        "<|im_end|>\n<|im_start|>user\nAnd three more?<|im_end|>\n<|im_start|>assistant\n",
+    ));
+    assert!(chat.retained_tokens() >= turn1.len());
+    let (a2, computed2) = run_counting(&mut chat, Request::greedy(turn2.clone(), 16));
+    let (b2, full2) = run_counting(&mut fresh, Request::greedy(turn2.clone(), 16));
+    assert_eq!(a2, b2, "continuing the cached turn changed the answer");
+    assert_eq!(full2, turn2.len());
+    // Everything up to the last token of the first answer was cached.
+    assert_eq!(computed2, turn2.len() - (turn1.len() + a1.tokens.len() - 1));
+    // A prompt that shares only its first token (`<|im_start|>`) recomputes everything else.
+    let other = enc(&fresh, "<|im_start|>system\nBe brief.<|im_end|>\n");
+    let (c3, computed3) = run_counting(&mut chat, Request::greedy(other.clone(), 4));
+    assert_eq!(computed3, other.len() - 1);
+    assert_eq!(
+        c3,
+        run_counting(&mut fresh, Request::greedy(other.clone(), 4)).0
+    );
+    chat.set_retain_prefix(false);
+    assert_eq!(chat.kv_usage(), 0.0);
+    assert_eq!(fresh.kv_usage(), 0.0);
+}

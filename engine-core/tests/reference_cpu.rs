@@ -1,5 +1,5 @@
 //! The CPU backend against llama.cpp's reference outputs on the default model, judged by the
-//! rules in `shared/reference/README.md`, with an f32 and an f16 KV cache, and on every
+//! rules in `tests/reference/README.md`, with an f32 and an f16 KV cache, and on every
 //! instruction set with `TANDEM_ISA` (e.g. `TANDEM_ISA=scalar`).
 
 mod common;

@@ -1,5 +1,5 @@
 //! The WebGPU backend against llama.cpp's reference outputs on the default model, judged by the
-//! rules in `shared/reference/README.md` (as `reference_cpu.rs` judges the CPU backend), on the
+//! rules in `tests/reference/README.md` (as `reference_cpu.rs` judges the CPU backend), on the
 //! f32 path and, where the adapter has `shader-f16`, on the f16 path. Without an adapter the
 //! tests say so and pass.
 #![cfg(feature = "webgpu")]

@@ -9,6 +9,7 @@ mod llama;
 mod setup;
 mod shell;
 mod test;
+mod wasm;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -47,6 +48,8 @@ enum Task {
         #[arg(long)]
         bandwidth: Option<f64>,
     },
+    /// Builds the browser engine (engine-wasm → npm/wasm/) and the npm package (npm/dist/).
+    BuildWasm,
     /// Serves the default model on http://127.0.0.1:8080 with the web demo at `/`
     /// (`cargo xtask serve -- --port 9000` passes flags on to `tandem serve`).
     Serve {
@@ -72,8 +75,10 @@ fn main() -> Result<()> {
             llama_cpp,
             bandwidth,
         } => bench::bench(&which, llama_cpp, bandwidth),
+        Task::BuildWasm => wasm::build(),
         Task::Serve { args } => {
             setup::setup()?;
+            wasm::build()?;
             let model = setup::default_model()?;
             let mut full = vec![
                 "serve".to_owned(),

@@ -91,7 +91,7 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn rust_targets() -> Result<()> {
+pub fn rust_targets() -> Result<()> {
     let installed = shell::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
     for t in RUST_TARGETS {
         if !installed.lines().any(|l| l.trim() == *t) {
@@ -128,12 +128,16 @@ pub fn python_venv() -> Result<()> {
     Ok(())
 }
 
-/// Installs the Node test dependencies (`npm ci` in tests/node, npm's cache under Tandem's),
-/// unless the lock file has not changed since the last install.
+/// Installs the Node test dependencies (`npm ci` in tests/node) unless they are current.
 pub fn node_modules() -> Result<()> {
-    let dir = shell::root().join("tests/node");
-    let lock =
-        fs::read(dir.join("package-lock.json")).context("reading tests/node/package-lock.json")?;
+    npm_ci(&shell::root().join("tests/node"))
+}
+
+/// `npm ci` in `dir` with npm's cache under Tandem's, unless its lock file has not changed since
+/// the last install.
+pub fn npm_ci(dir: &std::path::Path) -> Result<()> {
+    let lock = fs::read(dir.join("package-lock.json"))
+        .with_context(|| format!("reading {}/package-lock.json", dir.display()))?;
     let want: String = Sha256::digest(&lock)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -146,7 +150,7 @@ pub fn node_modules() -> Result<()> {
         Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--cache"])
             .arg(cache::dir().join("npm"))
-            .current_dir(&dir),
+            .current_dir(dir),
     )?;
     fs::write(stamp, want)?;
     Ok(())

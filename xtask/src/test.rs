@@ -19,6 +19,17 @@ pub fn test(lint: bool) -> Result<()> {
                     .args(["--", "-D", "warnings"]),
             )?;
         }
+        // The browser engine exists only for wasm32.
+        shell::run(shell::cargo().args([
+            "clippy",
+            "-p",
+            "engine-wasm",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
     }
     // With the WebGPU backend: its tests run on whatever adapter there is (lavapipe in CI) and
     // say so and pass when there is none.
@@ -27,6 +38,9 @@ pub fn test(lint: bool) -> Result<()> {
             .args(["test", "--workspace", "--features", "engine-core/webgpu"])
             .env("XDG_RUNTIME_DIR", runtime_dir()?),
     )?;
+    // The browser engine and the npm package, which the browser tests below load.
+    crate::wasm::build()?;
+    package_tests()?;
     sdk_tests()?;
     cross_checks()?;
     eprintln!("all checks passed");
@@ -46,6 +60,39 @@ pub fn runtime_dir() -> Result<std::path::PathBuf> {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
     }
     Ok(dir)
+}
+
+/// The npm package's own checks: types, and its unit tests (routing rules, stream parsing, the
+/// client against fake servers and engines).
+fn package_tests() -> Result<()> {
+    let dir = shell::root().join("npm");
+    shell::run(
+        Command::new("npm")
+            .args(["run", "typecheck"])
+            .current_dir(&dir),
+    )?;
+    shell::run(Command::new("npm").args(["test"]).current_dir(&dir))?;
+    // The example app builds against the package with Vite, worker and wasm included.
+    let example = dir.join("examples/vite");
+    setup::npm_ci(&example)?;
+    shell::run(
+        Command::new("npm")
+            .args(["run", "build"])
+            .current_dir(&example),
+    )?;
+    let assets: Vec<String> = std::fs::read_dir(example.join("dist/assets"))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    for (what, ext) in [("the engine worker", ".js"), ("the engine", ".wasm")] {
+        if !assets
+            .iter()
+            .any(|a| a.ends_with(ext) && (ext == ".wasm" || a.starts_with("worker")))
+        {
+            anyhow::bail!("the Vite example's build lacks {what}: {assets:?}");
+        }
+    }
+    Ok(())
 }
 
 /// The server against real clients: the `openai` Python SDK (pytest), the `openai` npm SDK and

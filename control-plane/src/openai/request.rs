@@ -190,6 +190,14 @@ pub struct ChatCompletionRequest {
     /// Alternatives per position, 0 to 20 (needs `logprobs`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top_logprobs: Option<u32>,
+    /// Open the assistant's turn after the messages (vLLM's extension; default true unless
+    /// `continue_final_message`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub add_generation_prompt: Option<bool>,
+    /// Continue the final (assistant) message instead of starting a new turn (vLLM's
+    /// extension): the answer goes on from its text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub continue_final_message: Option<bool>,
     /// Sampling parameters.
     #[serde(flatten)]
     pub sampling: SamplingFields,

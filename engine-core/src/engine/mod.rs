@@ -17,7 +17,7 @@ use self::sequence::Sequence;
 use crate::backend::{Backend, BackendError, KvDtype, KvLayout, LogitsWanted, SeqChunk, StepInput};
 use crate::chat::{ChatTemplate, ChatTemplateError};
 use crate::gguf::GgufFile;
-use crate::kv_cache::BlockAllocator;
+use crate::kv_cache::{BlockAllocator, BlockTable};
 use crate::model::{LlamaModel, ModelConfig, ModelError, Scratch};
 use crate::sampler::{SampledToken, Sampler, SamplerError, log_softmax_top};
 use crate::tokenizer::{Tokenizer, TokenizerError};
@@ -146,6 +146,16 @@ pub struct Engine<B: Backend> {
     waiting: VecDeque<Sequence>,
     running: Vec<Sequence>,
     next_id: SeqId,
+    /// Whether finished sequences leave their KV behind for the next request ([`Engine::set_retain_prefix`]).
+    retain_prefix: bool,
+    /// The tokens (and their KV blocks) of the last finished sequence, while retained.
+    retained: Option<Retained>,
+}
+
+/// The cached tokens of a finished sequence that a next request may continue from.
+struct Retained {
+    tokens: Vec<u32>,
+    table: BlockTable,
 }
 
 impl<B: Backend> Engine<B> {
@@ -173,7 +183,73 @@ impl<B: Backend> Engine<B> {
             waiting: VecDeque::new(),
             running: Vec::new(),
             next_id: 1,
+            retain_prefix: false,
+            retained: None,
         })
+    }
+
+    /// Keeps the KV cache of the last finished sequence, so that a next request whose prompt
+    /// starts with the same tokens (the next turn of a chat) computes only what is new. Meant
+    /// for single-user engines (a browser tab); the retained blocks are given back whenever a
+    /// request does not continue them or the cache needs them.
+    pub fn set_retain_prefix(&mut self, on: bool) {
+        self.retain_prefix = on;
+        if !on {
+            self.drop_retained();
+        }
+    }
+
+    /// Tokens of the last finished sequence whose KV is still cached (0 when none is retained).
+    pub fn retained_tokens(&self) -> usize {
+        self.retained.as_ref().map_or(0, |r| r.tokens.len())
+    }
+
+    fn drop_retained(&mut self) {
+        if let Some(mut r) = self.retained.take() {
+            r.table.release(&mut self.alloc);
+        }
+    }
+
+    /// Hands a finished sequence's cached tokens to the next request (or frees them).
+    fn retire(&mut self, mut seq: Sequence, reason: FinishReason) {
+        seq.finish(reason);
+        if self.retain_prefix && reason != FinishReason::Cancelled && seq.computed > 0 {
+            self.drop_retained();
+            let mut table = std::mem::take(&mut seq.table);
+            table.truncate(&mut self.alloc, seq.computed);
+            let mut tokens = std::mem::take(&mut seq.tokens);
+            tokens.truncate(seq.computed);
+            self.retained = Some(Retained { tokens, table });
+        } else {
+            seq.table.release(&mut self.alloc);
+        }
+    }
+
+    /// Lets a sequence about to be admitted continue the retained tokens it starts with (at least
+    /// its last prompt token is always computed, for the logits); frees the retained blocks when it
+    /// does not start with them.
+    fn adopt_retained(&mut self, seq: &mut Sequence) {
+        let Some(mut r) = self.retained.take() else {
+            return;
+        };
+        let common = r
+            .tokens
+            .iter()
+            .zip(&seq.tokens)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(seq.tokens.len().saturating_sub(1));
+        if common == 0
+            || seq.computed != 0
+            || !seq.table.is_empty()
+            || seq.prompt_logprobs.is_some()
+        {
+            r.table.release(&mut self.alloc);
+            return;
+        }
+        r.table.truncate(&mut self.alloc, common);
+        seq.table = r.table;
+        seq.computed = common;
     }
 
     /// The backend.
@@ -288,9 +364,8 @@ impl<B: Backend> Engine<B> {
 
     /// Ends running sequence `i`, freeing its blocks.
     fn finish_running(&mut self, i: usize, reason: FinishReason) {
-        let mut seq = self.running.remove(i);
-        seq.table.release(&mut self.alloc);
-        seq.finish(reason);
+        let seq = self.running.remove(i);
+        self.retire(seq, reason);
     }
 
     /// Most prompt rows this sequence may compute in one step.
@@ -326,6 +401,9 @@ impl<B: Backend> Engine<B> {
                 continue;
             }
             loop {
+                if self.alloc.free_blocks() == 0 {
+                    self.drop_retained();
+                }
                 let seq = &mut self.running[i];
                 if seq.table.reserve(&mut self.alloc, 1).is_ok() {
                     seq.scheduled = 1;
@@ -375,6 +453,13 @@ impl<B: Backend> Engine<B> {
 
         // 3. Admissions.
         while budget > 0 && self.running.len() < self.config.max_seqs {
+            if self.retained.is_some() {
+                let Some(mut seq) = self.waiting.pop_front() else {
+                    break;
+                };
+                self.adopt_retained(&mut seq);
+                self.waiting.push_front(seq);
+            }
             let Some(seq) = self.waiting.front() else {
                 break;
             };
@@ -382,11 +467,12 @@ impl<B: Backend> Engine<B> {
             if need > self.alloc.total_blocks() {
                 // A preempted sequence that grew beyond the whole cache.
                 let mut seq = self.waiting.pop_front().expect("checked above");
+                seq.table.release(&mut self.alloc);
                 seq.finish(FinishReason::Length);
                 report.finished += 1;
                 continue;
             }
-            if need > self.alloc.free_blocks() {
+            if need.saturating_sub(seq.table.blocks().len()) > self.alloc.free_blocks() {
                 break;
             }
             let mut seq = self.waiting.pop_front().expect("checked above");
@@ -414,6 +500,7 @@ impl<B: Backend> Engine<B> {
     /// Ends every sequence with [`Event::Failed`] and frees the whole cache (after a backend
     /// failure, when the state of the step is unknown).
     pub fn fail_all(&mut self, message: &str) {
+        self.drop_retained();
         for mut seq in self.running.drain(..).chain(self.waiting.drain(..)) {
             seq.table.release(&mut self.alloc);
             seq.send(Event::Failed(message.to_owned()));
@@ -604,9 +691,7 @@ impl<B: Backend> Engine<B> {
             };
             match done {
                 Some(reason) => {
-                    let mut seq = self.running.remove(k);
-                    seq.table.release(&mut self.alloc);
-                    seq.finish(reason);
+                    self.finish_running(k, reason);
                     report.finished += 1;
                 }
                 _ => k += 1,

@@ -1,5 +1,5 @@
 //! Judging a backend against llama.cpp's reference outputs by the rules of
-//! `shared/reference/README.md`: teacher-forced agreement at confident positions and logit error
+//! `tests/reference/README.md`: teacher-forced agreement at confident positions and logit error
 //! against the exact float64 pass.
 
 use engine_core::backend::{Backend, KvDtype, KvLayout, LogitsWanted, SeqChunk, StepInput};

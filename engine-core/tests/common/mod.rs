@@ -36,13 +36,13 @@ pub fn default_model_bytes() -> Vec<u8> {
     std::fs::read(default_model_path()).expect("read default model")
 }
 
-/// The directory of llama.cpp reference outputs (`$TANDEM_REFERENCE`, else `../shared/reference`
-/// beside the checkout).
+/// The directory of llama.cpp reference outputs (`$TANDEM_REFERENCE`, else the repository's
+/// `tests/reference`).
 pub fn reference_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("TANDEM_REFERENCE") {
         return PathBuf::from(dir);
     }
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/reference");
     assert!(
         dir.join("generate.json").exists(),
         "reference outputs not found at {}",

@@ -92,11 +92,46 @@ pub fn template_messages(messages: &[ChatMessage]) -> Result<Vec<serde_json::Val
     Ok(out)
 }
 
-/// Renders a conversation through the model's chat template (with the generation prompt) and
-/// tokenizes it.
+/// How the conversation ends in the prompt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The assistant's turn is opened after the messages (the usual chat request).
+    NewTurn,
+    /// Nothing is added after the messages.
+    AsIs,
+    /// The final message, an assistant's, is left open: the answer continues its text.
+    ContinueFinal,
+}
+
+impl Ending {
+    /// From vLLM's `add_generation_prompt` and `continue_final_message` fields.
+    pub fn of(req: &ChatCompletionRequest) -> Result<Ending, ApiError> {
+        let cont = req.continue_final_message.unwrap_or(false);
+        match (req.add_generation_prompt, cont) {
+            (Some(true), true) => Err(ApiError::bad_param(
+                "continue_final_message",
+                "continue_final_message and add_generation_prompt cannot both be true.",
+            )),
+            (_, true) => match req.messages.last() {
+                Some(m) if m.role == "assistant" => Ok(Ending::ContinueFinal),
+                _ => Err(ApiError::bad_param(
+                    "continue_final_message",
+                    "continue_final_message needs the last message to be the assistant's.",
+                )),
+            },
+            (Some(false), false) => Ok(Ending::AsIs),
+            (_, false) => Ok(Ending::NewTurn),
+        }
+    }
+}
+
+/// Renders a conversation through the model's chat template and tokenizes it, ending as
+/// `ending` says. Continuing the final message renders it as a closed turn and cuts the text
+/// right after its content (as vLLM does).
 pub fn chat_prompt(
     model: &ModelHandle,
     messages: &[serde_json::Value],
+    ending: Ending,
 ) -> Result<Vec<u32>, ApiError> {
     let tok = &model.tokenizer;
     let piece = |id: Option<u32>| {
@@ -105,16 +140,42 @@ pub fn chat_prompt(
             .to_owned()
     };
     let (bos, eos) = (piece(tok.bos_id()), piece(tok.eos_id()));
-    let text = model
-        .template
-        .render(&ChatRequest {
-            messages,
-            add_generation_prompt: true,
-            bos_token: &bos,
-            eos_token: &eos,
-            tools: None,
-        })
-        .map_err(|e| ApiError::bad_param("messages", e.to_string()))?;
+    let render = |messages: &[serde_json::Value], add_generation_prompt: bool| {
+        model
+            .template
+            .render(&ChatRequest {
+                messages,
+                add_generation_prompt,
+                bos_token: &bos,
+                eos_token: &eos,
+                tools: None,
+            })
+            .map_err(|e| ApiError::bad_param("messages", e.to_string()))
+    };
+    let text = match ending {
+        Ending::NewTurn => render(messages, true)?,
+        Ending::AsIs => render(messages, false)?,
+        Ending::ContinueFinal => {
+            let last = messages
+                .last()
+                .and_then(|m| m["content"].as_str())
+                .unwrap_or("");
+            if last.is_empty() {
+                // Nothing to continue: the same as opening the assistant's turn.
+                render(&messages[..messages.len().saturating_sub(1)], true)?
+            } else {
+                let mut text = render(messages, false)?;
+                let Some(at) = text.rfind(last) else {
+                    return Err(ApiError::bad_param(
+                        "continue_final_message",
+                        "The chat template does not keep the final message's text, so it cannot be continued.",
+                    ));
+                };
+                text.truncate(at + last.len());
+                text
+            }
+        }
+    };
     Ok(tok.encode(&text, tok.add_bos(), true))
 }
 
@@ -139,7 +200,7 @@ pub fn chat(model: &ModelHandle, req: &ChatCompletionRequest) -> Result<Prepared
             "max_tokens must be at least 1.",
         ));
     }
-    let prompt = chat_prompt(model, &messages)?;
+    let prompt = chat_prompt(model, &messages, Ending::of(req)?)?;
     let max_tokens = max_tokens(
         requested,
         usize::MAX,

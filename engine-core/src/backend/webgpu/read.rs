@@ -91,6 +91,8 @@ pub(crate) fn take_error(errors: &ErrorSlot) -> Result<(), BackendError> {
 impl Future for ReadBack {
     type Output = Result<Vec<u8>, BackendError>;
 
+    // On the web the loop body returns on its first pass (the browser's callback wakes the task).
+    #[cfg_attr(target_arch = "wasm32", allow(clippy::never_loop))]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             let result = {

@@ -238,7 +238,7 @@ impl<L: Lanes128> Format<L> for Q4K {
         unsafe {
             let p = blk.add(16 + (j / 2) * 32);
             let (a, b) = (L::load(p), L::load(p.add(16)));
-            let (lo, hi) = if j % 2 == 0 {
+            let (lo, hi) = if j.is_multiple_of(2) {
                 let m = L::splat(0x0f);
                 (L::and(a, m), L::and(b, m))
             } else {

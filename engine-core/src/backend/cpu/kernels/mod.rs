@@ -121,6 +121,8 @@ impl Isa {
     }
 
     /// Every instruction set usable on this CPU, best first.
+    // The pushes depend on the target: no single `vec![...]` fits them all.
+    #[allow(clippy::vec_init_then_push)]
     pub fn available() -> Vec<Isa> {
         let mut out = Vec::new();
         #[cfg(target_arch = "x86_64")]

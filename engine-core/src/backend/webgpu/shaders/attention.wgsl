@@ -21,7 +21,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> P: Params;
 
-const NEG_BIG: f32 = -3.40282347e38;
+const NEG_BIG: f32 = -F32_MAX;
 
 //#if K_ATT_COMBINE
 @group(0) @binding(1) var<storage, read> PART: array<f32>;
@@ -30,8 +30,9 @@ const NEG_BIG: f32 = -3.40282347e38;
 @compute @workgroup_size(64)
 fn main(ids: Ids) {
     _ = init(ids);
-    let h = ids.wg.x;
-    let r = ids.wg.y;
+    let wg = workgroupUniformLoad(&WG_ID);
+    let h = wg.x;
+    let r = wg.y;
     let hd = P.head_dim;
     let stride = hd + 2u;
     let base = (r * P.n_heads + h) * P.n_chunks * stride;
@@ -105,9 +106,10 @@ var<workgroup> SL: array<u32, CH>;
 @compute @workgroup_size(64)
 fn main(ids: Ids) {
     _ = init(ids);
-    let c = ids.wg.x;
-    let h = ids.wg.y;
-    let r = ids.wg.z;
+    let wg = workgroupUniformLoad(&WG_ID);
+    let c = wg.x;
+    let h = wg.y;
+    let r = wg.z;
     let hd = P.head_dim;
     let seq = S[S[HDR_ROWSEQ] + r];
     let ctx = S[S[HDR_POS] + r] + 1u;
@@ -197,8 +199,9 @@ fn load_tile(bt: u32, t0: u32, ctx_end: u32, kvh: u32, values: bool) {
 @compute @workgroup_size(64)
 fn main(ids: Ids) {
     _ = init(ids);
-    let h = ids.wg.y;
-    let tb = S[HDR_TILES] + ids.wg.x * 4u;
+    let wg = workgroupUniformLoad(&WG_ID);
+    let h = wg.y;
+    let tb = S[HDR_TILES] + wg.x * 4u;
     let seq = S[tb];
     let row_start = S[tb + 1u];
     let nr = S[tb + 2u];

@@ -18,7 +18,14 @@ var<private> SGI: u32;
 var<private> SGID: u32;
 var<private> NSG: u32;
 
-// Records the invocation's ids; returns the workgroup's linear index over a 2-D grid.
+var<workgroup> WG_INDEX: u32;
+// The workgroup id, for kernels that read its parts: `workgroupUniformLoad(&WG_ID)` after `init`.
+var<workgroup> WG_ID: vec3<u32>;
+
+// Records the invocation's ids; returns the workgroup's linear index over a 2-D grid. The index
+// goes through workgroup memory so that shader compilers see it as uniform (`ids` also holds
+// per-invocation values, and browsers' uniformity analysis does not look into structs). Call
+// first, from uniform control flow.
 fn init(ids: Ids) -> u32 {
     LI = ids.li;
 //#if SG
@@ -26,7 +33,11 @@ fn init(ids: Ids) -> u32 {
     SGID = ids.sgid;
     NSG = ids.nsg;
 //#endif
-    return ids.wg.x + ids.wg.y * ids.nwg.x;
+    if (ids.li == 0u) {
+        WG_INDEX = ids.wg.x + ids.wg.y * ids.nwg.x;
+        WG_ID = ids.wg;
+    }
+    return workgroupUniformLoad(&WG_INDEX);
 }
 
 var<workgroup> RED: array<f32, 256>;
@@ -115,10 +126,13 @@ const HDR_ROPE_LAYOUT: u32 = 13u;
 const HDR_MAX_CTX: u32 = 14u;
 
 const NEG_INF_BITS: u32 = 0xff800000u;
-const F32_MAX: f32 = 3.40282347e38;
+// The largest f32, written exactly (browsers' compilers reject a decimal that rounds to it).
+const F32_MAX: f32 = 0x1.fffffep+127f;
+// Read at run time: a constant bitcast to -inf is rejected by browsers' shader compilers.
+var<private> NEG_INF_WORD: u32 = NEG_INF_BITS;
 
 fn neg_inf() -> f32 {
-    return bitcast<f32>(NEG_INF_BITS);
+    return bitcast<f32>(NEG_INF_WORD);
 }
 
 // Whether `x` is NaN, by its bits.

@@ -30,8 +30,9 @@ var<workgroup> XS: array<vec4<hf>, 512>;
 @compute @workgroup_size(64)
 fn main(ids: Ids) {
     _ = init(ids);
-    let m0 = ids.wg.x * BM;
-    let n0 = ids.wg.y * BN;
+    let wg = workgroupUniformLoad(&WG_ID);
+    let m0 = wg.x * BM;
+    let n0 = wg.y * BN;
     // Outputs: features 8 * tm .. + 8, rows 8 * tn .. + 8 of the tile.
     let tm = LI % 8u;
     let tn = LI / 8u;

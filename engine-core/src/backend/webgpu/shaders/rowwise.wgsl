@@ -22,7 +22,8 @@ struct Params {
 @compute @workgroup_size(64)
 fn main(ids: Ids) {
     _ = init(ids);
-    let row = ids.wg.x * 64u + LI;
+    let wg = workgroupUniformLoad(&WG_ID);
+    let row = wg.x * 64u + LI;
     if (row >= P.n) {
         return;
     }

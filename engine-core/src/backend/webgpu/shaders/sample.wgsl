@@ -33,7 +33,6 @@ var<workgroup> RI: array<u32, 256>;
 var<workgroup> BEST: vec2<u32>;
 
 var<private> SB: u32;
-var<private> V: u32;
 // Current filters: rank cuts (key, id) and the minimum weight.
 var<private> C1: vec2<u32>;
 var<private> C2: vec2<u32>;
@@ -42,10 +41,10 @@ var<private> MINW: f32;
 fn clean(x: f32) -> f32 {
     let b = bitcast<u32>(x);
     if ((b & 0x7fffffffu) > 0x7f800000u || b == 0xff800000u) {
-        return bitcast<f32>(0xff800000u);
+        return neg_inf();
     }
     if (b == 0x7f800000u) {
-        return 3.40282347e38;
+        return F32_MAX;
     }
     return x;
 }
@@ -81,9 +80,9 @@ fn rank_ge(k: u32, i: u32, c: vec2<u32>) -> bool {
 // equals c.x when `eq`) of their weight (`mass`) or of 1.
 fn probe(mass: bool, c: vec2<u32>, eq: bool, idmax: u32) -> f32 {
     var s = 0.0;
-    for (var i = LI; i < V; i += WG) {
+    for (var i = LI; i < P.vocab; i += WG) {
         let k = SCR[SB + i];
-        let w = bitcast<f32>(SCR[SB + V + i]);
+        let w = bitcast<f32>(SCR[SB + P.vocab + i]);
         var keep = rank_ge(k, i, C1) && rank_ge(k, i, C2) && w >= MINW && i <= idmax;
         if (eq) {
             keep = keep && k == c.x;
@@ -126,16 +125,16 @@ fn threshold(mass: bool, goal: f32, strict: bool, exact: bool) -> vec2<u32> {
     // Smallest id `ci` with above + (tied tokens with id <= ci) meeting the goal.
     var ci = 0u;
     var bit = 1u;
-    while (bit < V) {
+    while (bit < P.vocab) {
         bit <<= 1u;
     }
     for (; bit > 0u; bit >>= 1u) {
         let probe_id = ci + bit - 1u;
-        if (probe_id < V && !meets(above + probe(mass, vec2<u32>(p, MAXID), true, probe_id), goal, strict)) {
+        if (probe_id < P.vocab && !meets(above + probe(mass, vec2<u32>(p, MAXID), true, probe_id), goal, strict)) {
             ci += bit;
         }
     }
-    return vec2<u32>(p, min(ci, V - 1u));
+    return vec2<u32>(p, min(ci, P.vocab - 1u));
 }
 
 @compute @workgroup_size(256)
@@ -144,9 +143,8 @@ fn main(ids: Ids) {
     if (row >= P.rows) {
         return;
     }
-    V = P.vocab;
-    SB = row * 2u * V;
-    let base = row * V;
+    SB = row * 2u * P.vocab;
+    let base = row * P.vocab;
     let sp = row * 8u;
     let inv_t = bitcast<f32>(SPEC[sp]);
     let top_k = SPEC[sp + 1u];
@@ -157,7 +155,7 @@ fn main(ids: Ids) {
     // Maximum key, lowest id among equals.
     var bk = 0u;
     var bi = MAXID;
-    for (var i = LI; i < V; i += WG) {
+    for (var i = LI; i < P.vocab; i += WG) {
         let k = key_of(L[base + i]);
         if (k > bk) {
             bk = k;
@@ -191,7 +189,7 @@ fn main(ids: Ids) {
     let maxv = clean(L[base + best.y]);
 
     // Keys and weights.
-    for (var i = LI; i < V; i += WG) {
+    for (var i = LI; i < P.vocab; i += WG) {
         let x = L[base + i];
         let k = key_of(x);
         var w = 0.0;
@@ -199,7 +197,7 @@ fn main(ids: Ids) {
             w = pexp((clean(x) - maxv) * inv_t);
         }
         SCR[SB + i] = k;
-        SCR[SB + V + i] = bitcast<u32>(w);
+        SCR[SB + P.vocab + i] = bitcast<u32>(w);
     }
     storageBarrier();
     workgroupBarrier();
@@ -207,7 +205,7 @@ fn main(ids: Ids) {
     C1 = vec2<u32>(0u, MAXID);
     C2 = vec2<u32>(0u, MAXID);
     MINW = 0.0;
-    let top_k_on = top_k > 0u && top_k < V;
+    let top_k_on = top_k > 0u && top_k < P.vocab;
     if (top_k_on) {
         C1 = threshold(false, f32(top_k), false, false);
     }
@@ -230,16 +228,16 @@ fn main(ids: Ids) {
             // Smallest id whose running mass (in id order) exceeds the goal.
             var ci = 0u;
             var bit = 1u;
-            while (bit < V) {
+            while (bit < P.vocab) {
                 bit <<= 1u;
             }
             for (; bit > 0u; bit >>= 1u) {
                 let probe_id = ci + bit - 1u;
-                if (probe_id < V && !(probe(true, vec2<u32>(0u, MAXID), false, probe_id) > goal)) {
+                if (probe_id < P.vocab && !(probe(true, vec2<u32>(0u, MAXID), false, probe_id) > goal)) {
                     ci += bit;
                 }
             }
-            chosen = min(ci, V - 1u);
+            chosen = min(ci, P.vocab - 1u);
         }
     }
     if (LI == 0u) {

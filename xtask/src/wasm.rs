@@ -1,0 +1,158 @@
+//! `cargo xtask build-wasm`: the browser engine (engine-wasm for `wasm32-unknown-unknown`, bound
+//! by the `wasm-bindgen` CLI at the crate's exact version and optimized by `wasm-opt` from the
+//! npm package `binaryen`), then the npm package `@tandem-inference/web` that carries it.
+//! Debian's `wasm-opt` is never used: it corrupts wasm-bindgen's output. The tools are built or
+//! installed once into the cache.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Result, bail};
+
+use crate::{cache, setup, shell};
+
+/// binaryen's npm package, pinned (its `wasm-opt` understands wasm-bindgen's output).
+const BINARYEN: &str = "132.0.0";
+
+/// Where `cargo xtask build-wasm` puts wasm-bindgen's output (the npm build copies it into the
+/// package).
+pub fn out_dir() -> PathBuf {
+    shell::root().join("npm/wasm")
+}
+
+/// Builds the engine to `npm/wasm/`, the npm package to `npm/dist/`, and copies the package
+/// into `web-demo/pkg/` (where the demo page, served by `tandem serve`, imports it from).
+pub fn build() -> Result<()> {
+    build_engine()?;
+    build_package()?;
+    let pkg = shell::root().join("web-demo/pkg");
+    if pkg.exists() {
+        fs::remove_dir_all(&pkg)?;
+    }
+    fs::create_dir_all(&pkg)?;
+    for entry in fs::read_dir(shell::root().join("npm/dist"))? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            fs::copy(entry.path(), pkg.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// engine-wasm → `npm/wasm/engine_wasm.js` + `engine_wasm_bg.wasm`.
+pub fn build_engine() -> Result<()> {
+    setup::rust_targets()?;
+    let bindgen = wasm_bindgen_cli()?;
+    let wasm_opt = wasm_opt()?;
+    shell::run(shell::cargo().args([
+        "build",
+        "-p",
+        "engine-wasm",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--profile",
+        "wasm-release",
+    ]))?;
+    let input = shell::root().join("target/wasm32-unknown-unknown/wasm-release/engine_wasm.wasm");
+    let out = out_dir();
+    fs::create_dir_all(&out)?;
+    shell::run(
+        Command::new(&bindgen)
+            .args(["--target", "web", "--out-name", "engine_wasm", "--out-dir"])
+            .arg(&out)
+            .arg(&input),
+    )?;
+    let wasm = out.join("engine_wasm_bg.wasm");
+    shell::run(
+        Command::new(&wasm_opt)
+            .arg(&wasm)
+            .args([
+                "-O3",
+                "--enable-simd",
+                "--enable-bulk-memory",
+                "--enable-nontrapping-float-to-int",
+                "--enable-sign-ext",
+                "--enable-mutable-globals",
+                "--enable-reference-types",
+                "--enable-multivalue",
+                "-o",
+            ])
+            .arg(&wasm),
+    )?;
+    eprintln!(
+        "engine wasm: {} bytes ({})",
+        fs::metadata(&wasm)?.len(),
+        wasm.display()
+    );
+    Ok(())
+}
+
+/// `npm ci` (when the lock file changed) and `npm run build` in `npm/`.
+pub fn build_package() -> Result<()> {
+    let dir = shell::root().join("npm");
+    setup::npm_ci(&dir)?;
+    shell::run(Command::new("npm").args(["run", "build"]).current_dir(&dir))
+}
+
+/// The `wasm-bindgen` crate's version in Cargo.lock (the CLI must match it exactly).
+fn wasm_bindgen_version() -> Result<String> {
+    let lock = fs::read_to_string(shell::root().join("Cargo.lock"))?;
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == "name = \"wasm-bindgen\""
+            && let Some(v) = lines
+                .next()
+                .and_then(|l| l.strip_prefix("version = \""))
+                .and_then(|l| l.strip_suffix('"'))
+        {
+            return Ok(v.to_owned());
+        }
+    }
+    bail!("wasm-bindgen is not in Cargo.lock")
+}
+
+/// The `wasm-bindgen` CLI at the locked version, installed once by cargo into the cache.
+fn wasm_bindgen_cli() -> Result<PathBuf> {
+    let version = wasm_bindgen_version()?;
+    let root = cache::dir().join(format!("wasm-bindgen-{version}"));
+    let bin = root.join("bin/wasm-bindgen");
+    if !bin.exists() {
+        shell::run(
+            shell::cargo()
+                .args([
+                    "install",
+                    "wasm-bindgen-cli",
+                    "--version",
+                    &version,
+                    "--root",
+                ])
+                .arg(&root),
+        )?;
+    }
+    Ok(bin)
+}
+
+/// `wasm-opt` from the npm package `binaryen`, installed once into the cache.
+fn wasm_opt() -> Result<PathBuf> {
+    let dir = cache::dir().join(format!("binaryen-{BINARYEN}"));
+    let bin = dir.join("node_modules/binaryen/bin/wasm-opt");
+    if !bin.exists() {
+        fs::create_dir_all(&dir)?;
+        shell::run(
+            Command::new("npm")
+                .args([
+                    "install",
+                    "--no-audit",
+                    "--no-fund",
+                    "--no-save",
+                    "--prefix",
+                ])
+                .arg(&dir)
+                .arg("--cache")
+                .arg(cache::dir().join("npm"))
+                .arg(format!("binaryen@{BINARYEN}")),
+        )?;
+    }
+    Ok(bin)
+}
