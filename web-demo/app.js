@@ -10,8 +10,8 @@ const log = $("log"), form = $("form"), input = $("input"), stats = $("stats");
 const routeSelect = $("route"), modelSelect = $("model"), loadButton = $("load");
 const progressBox = $("progress"), progressText = $("progress-text"), progressBar = $("progress-bar");
 
-/** One Tandem client per routing policy ('auto' | 'browser' | 'server'), created on first use. */
-const clients = new Map();
+/** The Tandem client (a promise), created on first use; each request passes the switch's policy. */
+let clientPromise = null;
 /** The conversation sent with each request: { role, content } messages. */
 let history = [];
 /** Counts "New chat"s, so that a reply still streaming into a cleared chat is not kept. */
@@ -130,14 +130,14 @@ function currentPolicy() {
   return routeSelect.value;
 }
 
-/** The Tandem client of a policy (a promise), created once; a failed creation is retried later. */
-function client(policy = currentPolicy()) {
-  if (!clients.has(policy)) {
-    const created = Tandem.create({ policy, onProgress: showProgress });
-    created.catch(() => clients.delete(policy));
-    clients.set(policy, created);
+/** The Tandem client, created once (one browser engine, whatever the policy); a failed creation
+ * is retried later. */
+function client() {
+  if (!clientPromise) {
+    clientPromise = Tandem.create({ onProgress: showProgress });
+    clientPromise.catch(() => (clientPromise = null));
   }
-  return clients.get(policy);
+  return clientPromise;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -192,7 +192,7 @@ function showLoadError(err) {
   progressText.textContent = "The model could not be loaded in this browser: " + errorMessage(err);
 }
 
-/** Sets the progress bar for the current policy's client: ready if its engine is loaded, else hidden. */
+/** Sets the progress bar: ready if the browser engine is loaded, else hidden. */
 function syncProgress(caps) {
   const engine = caps.engines.find((e) => e.model === modelSelect.value) || caps.engines[0];
   if (engine) {
@@ -377,16 +377,19 @@ async function send(text) {
   const show = () => { stats.textContent = `TTFT: ${ttft()} · speed: ${rate()} · tokens: ${tokens}`; };
   let tandem = null;
   try {
-    tandem = await client(policy);
-    const stream = tandem.chat.completions.create({
-      model,
-      messages: history.slice(),
-      stream: true,
-      stream_options: { include_usage: true },
-      temperature: Number($("temperature").value),
-      max_tokens: Number($("max-tokens").value),
-      signal,
-    });
+    tandem = await client();
+    const stream = tandem.chat.completions.create(
+      {
+        model,
+        messages: history.slice(),
+        stream: true,
+        stream_options: { include_usage: true },
+        temperature: Number($("temperature").value),
+        max_tokens: Number($("max-tokens").value),
+        signal,
+      },
+      { policy },
+    );
     for await (const chunk of stream) {
       if (chunk.tandem) {
         info = chunk.tandem;

@@ -131,11 +131,17 @@ fn main() {
 }
 
 /// The CPU backend with `threads` workers and the model at `path` loaded onto it.
+/// (Memory-mapped natively; read whole where there is no `mmap`, as under WASI.)
 fn load(path: &str, threads: usize) -> (CpuBackend, LlamaModel<CpuBackend>) {
-    let file = std::fs::File::open(path).unwrap();
-    // SAFETY: the model file is not modified while it is mapped.
-    let map = unsafe { memmap2::Mmap::map(&file).unwrap() };
-    let file = GgufFile::new(ModelBytes::from_mmap(map)).unwrap();
+    #[cfg(feature = "mmap")]
+    let bytes = {
+        let file = std::fs::File::open(path).unwrap();
+        // SAFETY: the model file is not modified while it is mapped.
+        ModelBytes::from_mmap(unsafe { memmap2::Mmap::map(&file).unwrap() })
+    };
+    #[cfg(not(feature = "mmap"))]
+    let bytes = ModelBytes::from_vec(std::fs::read(path).unwrap());
+    let file = GgufFile::new(bytes).unwrap();
     let b = CpuBackend::new(CpuOptions { threads, isa: None }).unwrap();
     let model = LlamaModel::load(&b, &file).unwrap();
     (b, model)

@@ -47,6 +47,8 @@ pub struct ChatParams {
     presence_penalty: Option<f32>,
     #[serde(default)]
     repetition_penalty: Option<f32>,
+    #[serde(default)]
+    ignore_eos: bool,
 }
 
 fn invalid(message: impl Into<String>) -> EngineWasmError {
@@ -122,7 +124,7 @@ pub fn parse(
         params,
         max_tokens,
         stop: stop.into_iter().filter(|s| !s.is_empty()).collect(),
-        ignore_eos: false,
+        ignore_eos: p.ignore_eos,
         prompt_logprobs: None,
         fallback_seed,
     })

@@ -177,7 +177,7 @@ export async function* browserStream(opts: BrowserStreamOptions): AsyncGenerator
           // a reporting hook never breaks the stream
         }
         if (opts.includeUsage) {
-          yield makeUsageChunk(header, usageOf(event.usage.prompt_tokens, event.usage.completion_tokens));
+          yield makeUsageChunk(header, usageOf(event.usage.prompt_tokens, event.usage.completion_tokens, event.usage.cached_tokens));
         }
         return;
       }

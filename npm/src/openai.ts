@@ -53,6 +53,8 @@ export interface ChatCompletionCreateParamsBase {
   top_k?: number | null;
   min_p?: number | null;
   repetition_penalty?: number | null;
+  /** vLLM's extension: keep generating after the end-of-turn token (benchmarks). */
+  ignore_eos?: boolean | null;
   /** Cancels the request, on whichever side it runs (not sent to the server). */
   signal?: AbortSignal;
   [key: string]: unknown;
@@ -73,6 +75,8 @@ export type ChatCompletionCreateParams =
 /** The second argument of `create`, as in the `openai` package. */
 export interface RequestOptions {
   signal?: AbortSignal;
+  /** This request's routing policy, instead of the client's (`Tandem.create({ policy })`). */
+  policy?: 'auto' | 'browser' | 'server';
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -206,8 +210,11 @@ export function unixNow(): number {
   return Math.floor(Date.now() / 1000);
 }
 
-export function usageOf(prompt: number, completion: number): CompletionUsage {
-  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+export function usageOf(prompt: number, completion: number, cached?: number): CompletionUsage {
+  const usage: CompletionUsage = { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+  // OpenAI's field for prompt tokens served from a cache (the browser engine keeps a chat's KV).
+  if (cached !== undefined) usage.prompt_tokens_details = { cached_tokens: cached };
+  return usage;
 }
 
 /** The text of a message's content (text parts joined; other parts dropped). */
@@ -273,6 +280,7 @@ export function toEngineRequest(params: ChatCompletionCreateParamsBase): EngineR
     const stop = typeof params.stop === 'string' ? params.stop : params.stop.filter((s) => typeof s === 'string');
     if (stop.length > 0) req.stop = stop;
   }
+  if (params.ignore_eos === true) req.ignore_eos = true;
   const fail = num(params.fail_after_tokens);
   if (fail !== undefined) req.fail_after_tokens = fail;
   return req;

@@ -429,12 +429,19 @@ export class Tandem {
   // Routing
   // ----------------------------------------------------------------------------------------------
 
-  private async decideRoute(params: ChatCompletionCreateParamsBase, signal: AbortSignal): Promise<Decision> {
+  private async decideRoute(
+    params: ChatCompletionCreateParamsBase,
+    signal: AbortSignal,
+    policy: TandemPolicy = this.policy,
+  ): Promise<Decision> {
     const model = params.model;
-    if (this.policy === 'server') {
+    if (!['auto', 'browser', 'server'].includes(policy)) {
+      throw new TypeError(`chat.completions.create: unknown policy ${JSON.stringify(policy)}`);
+    }
+    if (policy === 'server') {
       return { route: 'server', info: { route: 'server', reason: 'policy_server', decided_by: 'policy' } };
     }
-    if (this.policy === 'browser') {
+    if (policy === 'browser') {
       const pick = this.pickVariant(model);
       return {
         route: 'browser',
@@ -523,7 +530,7 @@ export class Tandem {
     const controller = new AbortController();
     const unlink = linkSignals(controller, [params.signal, options?.signal]);
     if (params.stream) {
-      const gen = this.streamChunks(params, controller.signal, unlink);
+      const gen = this.streamChunks(params, controller.signal, unlink, options?.policy);
       const ready = gen.next().then(
         (first) => new ChatCompletionStream(gen, first, controller),
         (err) => {
@@ -533,11 +540,15 @@ export class Tandem {
       );
       return streamRequest(ready);
     }
-    return this.complete(params, controller.signal).finally(unlink);
+    return this.complete(params, controller.signal, options?.policy).finally(unlink);
   }
 
-  private async complete(params: ChatCompletionCreateParamsBase, signal: AbortSignal): Promise<ChatCompletion> {
-    const decision = await this.decideRoute(params, signal);
+  private async complete(
+    params: ChatCompletionCreateParamsBase,
+    signal: AbortSignal,
+    policy?: TandemPolicy,
+  ): Promise<ChatCompletion> {
+    const decision = await this.decideRoute(params, signal, policy);
     if (decision.route === 'server') {
       const completion = await this.server.chat(serverBody(params), signal);
       completion.tandem = { ...decision.info };
@@ -550,9 +561,10 @@ export class Tandem {
     params: ChatCompletionCreateParamsBase,
     signal: AbortSignal,
     unlink: () => void,
+    policy?: TandemPolicy,
   ): AsyncGenerator<ChatCompletionChunk> {
     try {
-      const decision = await this.decideRoute(params, signal);
+      const decision = await this.decideRoute(params, signal, policy);
       if (decision.route === 'server') {
         yield* serverStream(this.server, serverBody(params), decision.info, signal);
       } else {

@@ -190,6 +190,25 @@ describe('server route', () => {
     expect(r.tandem).toEqual({ route: 'server', reason: 'policy_server', decided_by: 'policy' });
   });
 
+  it('a request can choose its own policy', async () => {
+    const { tandem, server, engine } = await setup({
+      '/v1/route': () => json(SERVER_ANSWER),
+      '/v1/chat/completions': () => json(serverCompletion('ok')),
+    });
+    const s = await tandem.chat.completions.create({ model: 'smol', messages: MESSAGES }, { policy: 'server' });
+    expect(s.tandem).toEqual({ route: 'server', reason: 'policy_server', decided_by: 'policy' });
+    const b = await tandem.chat.completions.create({ model: 'smol', messages: MESSAGES }, { policy: 'browser' });
+    expect(b.tandem).toMatchObject({ route: 'browser', reason: 'policy_browser', decided_by: 'policy' });
+    expect(server.to('/v1/route')).toHaveLength(0);
+    expect(engine.loads).toHaveLength(1);
+    const a = await tandem.chat.completions.create({ model: 'smol', messages: MESSAGES });
+    expect(a.tandem).toMatchObject({ route: 'server', decided_by: 'server' });
+    expect(server.to('/v1/route')).toHaveLength(1);
+    await expect(
+      tandem.chat.completions.create({ model: 'smol', messages: MESSAGES }, { policy: 'nowhere' as 'auto' }),
+    ).rejects.toThrow(/unknown policy/);
+  });
+
   it('auto sends requests the browser cannot honour to the server', async () => {
     const { tandem, server } = await setup({ '/v1/chat/completions': () => json(serverCompletion('ok')) });
     const r = await tandem.chat.completions.create({ model: 'smol', messages: MESSAGES, tools: [{ type: 'function' }] });

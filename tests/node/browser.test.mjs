@@ -3,7 +3,9 @@
 // (1) WebGPU (SwiftShader's adapter): load progress, greedy answers to the reference prompts keep
 //     llama.cpp's stable prefixes and agree with the server's CPU backend;
 // (2) a reload reads the model from the browser's cache, with no request for the weights;
-// (3) without WebGPU the WASM CPU path answers the same (exactly as the server's CPU backend);
+// (3) without WebGPU the WASM CPU path answers the same (exactly as the server's CPU backend), a
+//     chat's next turn reuses the KV cache of the earlier messages, and a damaged cached copy of
+//     the model is detected and fetched again;
 // (4) a device too small for the model under `auto`: the server answers, saying why;
 // (5) a failure injected mid-stream in the browser engine: the server finishes the answer in the
 //     same stream, from the text already produced.
@@ -38,14 +40,14 @@ async function launch({ webgpu }) {
   return context;
 }
 
-/** A blank page on the server's origin (so the package and the model come from it). */
+/** A plain page on the server's origin (so the package and the model come from it). No request
+ * interception: with it, Chromium's worker requests would escape the request counts below. */
 async function blankPage(context, init) {
   const page = await context.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
   if (init) await page.addInitScript(init);
-  await page.route(server.base + "/__test", (r) => r.fulfill({ contentType: "text/html", body: "<!doctype html><title>test</title>" }));
-  await page.goto(server.base + "/__test");
+  await page.goto(server.base + "/health");
   return { page, errors };
 }
 
@@ -113,6 +115,8 @@ before(async () => {
     variant = models.data.find((m) => m.id === MODEL_ID)?.browser_variants?.[0];
   }
   assert.ok(variant && variant.bytes > 0, "the server lists no browser variant");
+  // The page fetches it by its absolute URL (the list may give it relative to the server).
+  variant = { ...variant, url: new URL(variant.url, server.base).href };
   assert.match(variant.sha256, /^[0-9a-f]{64}$/);
   serverTexts = await serverAnswers(CASES, TOKENS);
   for (const [i, c] of CASES.entries()) assert.ok(serverTexts[i].startsWith(c.stable_prefix_text), serverTexts[i]);
@@ -126,8 +130,13 @@ after(async () => {
 
 test("WebGPU: progress, reference stable prefixes, the server's answers; a reload reads the cache", async () => {
   const context = await launch({ webgpu: true });
+  const weightRequests = [];
+  context.on("request", (req) => {
+    if (req.url() === variant.url) weightRequests.push(req.url());
+  });
   const { page, errors } = await blankPage(context);
   const r = await inPage(page, { policy: "browser", backend: "webgpu" }, ANSWER_CASES, { cases: CASES, model: MODEL_ID, tokens: TOKENS });
+  assert.equal(weightRequests.length, 1);
   assert.equal(r.caps.webgpu.available, true);
   assert.equal(r.caps.webgpu.adapter.is_fallback, true);
   checkProgress(r.progress, variant.bytes, { fromCache: false });
@@ -140,22 +149,18 @@ test("WebGPU: progress, reference stable prefixes, the server's answers; a reloa
   }
   assert.deepEqual(errors, []);
 
-  // (2) A reload: the weights come from Cache Storage; nothing is fetched for them.
-  const weightRequests = [];
-  context.on("request", (req) => {
-    if (req.url() === variant.url) weightRequests.push(req.url());
-  });
+  // (2) A reload: the weights come from Cache Storage; nothing more is fetched for them.
   const again = await blankPage(context);
   const r2 = await inPage(again.page, { policy: "browser", backend: "webgpu" }, ANSWER_CASES, { cases: CASES.slice(0, 1), model: MODEL_ID, tokens: 2 });
   checkProgress(r2.progress, variant.bytes, { fromCache: true });
-  assert.deepEqual(weightRequests, []);
+  assert.equal(weightRequests.length, 1);
   assert.deepEqual(r2.caps.cached_variants, [variant.sha256]);
   assert.ok(r2.out[0].text.startsWith(CASES[0].stable_prefix_text.slice(0, 1)));
   await again.page.close();
   await page.close();
 });
 
-test("without WebGPU the WASM CPU path answers exactly as the server's CPU backend", async () => {
+test("without WebGPU the WASM CPU path answers exactly as the server's CPU backend; a damaged cache is refetched", async () => {
   const context = await launch({ webgpu: false });
   const { page, errors } = await blankPage(context);
   const r = await inPage(page, { policy: "browser" }, ANSWER_CASES, { cases: CASES, model: MODEL_ID, tokens: TOKENS });
@@ -171,8 +176,54 @@ test("without WebGPU the WASM CPU path answers exactly as the server's CPU backe
     assert.equal(got.usage.completion_tokens, TOKENS);
   }
   assert.ok(r.caps.measured?.decode_tok_s > 0 || r.caps.engines?.[0]?.measured?.decode_tok_s > 0, JSON.stringify(r.caps));
+
+  // A chat's second turn reuses the KV cache of the first (reported as OpenAI's cached prompt
+  // tokens) and answers exactly as the server does from scratch.
+  const question = [{ role: "user", content: "Why is the sky blue?" }];
+  const turns = await inPage(
+    page,
+    { policy: "browser" },
+    `
+      const first = await tandem.chat.completions.create({ model: arg.model, messages: arg.question, temperature: 0, max_tokens: 8 });
+      const messages = [...arg.question, { role: "assistant", content: first.choices[0].message.content }, { role: "user", content: "And why are sunsets red?" }];
+      const second = await tandem.chat.completions.create({ model: arg.model, messages, temperature: 0, max_tokens: 8 });
+      return { first: first.usage, second: second.usage, text: second.choices[0].message.content, messages };
+    `,
+    { model: MODEL_ID, question },
+  );
+  assert.ok(turns.second.prompt_tokens_details.cached_tokens >= turns.first.prompt_tokens, JSON.stringify(turns));
+  assert.ok(turns.second.prompt_tokens_details.cached_tokens < turns.second.prompt_tokens);
+  const [fromScratch] = await serverAnswers([{ messages: turns.messages }], 8);
+  assert.equal(turns.text, fromScratch);
   assert.deepEqual(errors, []);
   await page.close();
+
+  // A damaged cached copy (same URL, same recorded SHA-256, wrong bytes) is detected and the
+  // file is fetched again, once.
+  const weightRequests = [];
+  context.on("request", (req) => {
+    if (req.url() === variant.url) weightRequests.push(req.url());
+  });
+  const damaged = await blankPage(context);
+  await damaged.page.evaluate(async ({ url }) => {
+    const cache = await caches.open("tandem-models-v1");
+    const hit = await cache.match(url);
+    const bytes = new Uint8Array(await hit.arrayBuffer());
+    bytes[bytes.length >> 1] ^= 0xff;
+    await cache.put(url, new Response(bytes, { headers: hit.headers }));
+  }, { url: variant.url });
+  const r2 = await inPage(damaged.page, { policy: "browser" }, ANSWER_CASES, { cases: CASES.slice(0, 1), model: MODEL_ID, tokens: TOKENS });
+  assert.equal(r2.out[0].text, serverTexts[0]);
+  assert.equal(weightRequests.length, 1);
+  assert.ok(r2.progress.some((p) => p.phase === "download" && p.fromCache === false));
+  await damaged.page.close();
+  // The fresh copy is cached again.
+  const healed = await blankPage(context);
+  const r3 = await inPage(healed.page, { policy: "browser" }, ANSWER_CASES, { cases: CASES.slice(0, 1), model: MODEL_ID, tokens: 2 });
+  assert.equal(weightRequests.length, 1);
+  checkProgress(r3.progress, variant.bytes, { fromCache: true });
+  assert.deepEqual([...errors, ...damaged.errors, ...healed.errors], []);
+  await healed.page.close();
 });
 
 test("a device too small for the model: under auto the server answers, and says why", async () => {

@@ -80,7 +80,10 @@ pub fn bench(which: &str, llama_cpp: bool, bandwidth: Option<f64>) -> Result<()>
         "serve" => bench_serve(&model, llama_cpp),
         "webgpu" => webgpu(&model, bandwidth),
         "gateway" => crate::bench_gateway::bench(),
-        other => bail!("unknown benchmark {other:?} (available: cpu, serve, webgpu, gateway)"),
+        "browser" => browser(&model, llama_cpp),
+        other => {
+            bail!("unknown benchmark {other:?} (available: cpu, serve, webgpu, gateway, browser)")
+        }
     }
 }
 
@@ -168,6 +171,43 @@ fn bench_serve(model: &Path, llama_cpp: bool) -> Result<()> {
         );
         wait_ready(port, "/health", &mut server.0)?;
         load(port, "llama.cpp", false)?;
+    }
+    Ok(())
+}
+
+/// Tandem's browser engine against `@wllama/wllama` in the same headless Chromium: the default
+/// model, and with `llama_cpp` also its Q8_0 requantization (by llama.cpp's `llama-quantize`).
+fn browser(model: &std::path::Path, llama_cpp: bool) -> Result<()> {
+    crate::wasm::build()?;
+    let dir = shell::root().join("xtask/bench-browser");
+    setup::npm_ci(&dir)?;
+    let mut models = vec![model.to_path_buf()];
+    if llama_cpp {
+        let q8 = crate::cache::dir().join("models/SmolLM2-135M-Instruct.Q8_0-requant.gguf");
+        if !q8.exists() {
+            let bin = llama_cpp_bin()?;
+            shell::run(
+                Command::new(bin.join("llama-quantize"))
+                    .arg("--allow-requantize")
+                    .arg(model)
+                    .arg(&q8)
+                    .arg("Q8_0"),
+            )?;
+        }
+        models.push(q8);
+    }
+    for (i, m) in models.iter().enumerate() {
+        let json = shell::root().join(format!("target/bench-browser-{i}.json"));
+        eprintln!("model: {}", m.display());
+        shell::run(
+            Command::new("node")
+                .arg("bench.mjs")
+                .arg("--model")
+                .arg(m)
+                .arg("--json")
+                .arg(&json)
+                .current_dir(&dir),
+        )?;
     }
     Ok(())
 }

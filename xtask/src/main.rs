@@ -35,7 +35,8 @@ enum Task {
     /// `serve`: the server's TTFT and aggregate decode tokens/s at 1, 4 and 16 streams;
     /// `webgpu`: prefill and decode tokens/s on the WebGPU adapter, for the default model and a
     /// synthetic 1B-parameter Q4_0 model; `gateway`: requests/s and added latency of the gateway
-    /// in front of an upstream that answers at once).
+    /// in front of an upstream that answers at once; `browser`: Tandem's WASM CPU and WebGPU paths
+    /// against @wllama/wllama in headless Chromium, and the package's size).
     Bench {
         /// Which benchmark.
         #[arg(default_value = "cpu")]

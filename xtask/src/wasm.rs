@@ -68,7 +68,7 @@ pub fn build_engine() -> Result<()> {
         Command::new(&wasm_opt)
             .arg(&wasm)
             .args([
-                "-O3",
+                "-Os",
                 "--enable-simd",
                 "--enable-bulk-memory",
                 "--enable-nontrapping-float-to-int",

@@ -39,7 +39,7 @@ export type FromWorker =
       type: 'done';
       id: number;
       finish_reason: 'stop' | 'length';
-      usage: { prompt_tokens: number; completion_tokens: number };
+      usage: { prompt_tokens: number; completion_tokens: number; cached_tokens: number };
       timing: { ttft_ms: number; decode_tok_s: number | null; prefill_tok_s: number | null };
     }
   | { type: 'error'; id: number; kind: EngineFailureKind; message: string };

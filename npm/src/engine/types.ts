@@ -73,6 +73,8 @@ export interface EngineRequest {
   frequency_penalty?: number;
   presence_penalty?: number;
   repetition_penalty?: number;
+  /** Keep generating after the end-of-turn token (benchmarks). */
+  ignore_eos?: boolean;
   /** Test hook: the engine fails with `injected` after this many generated tokens. */
   fail_after_tokens?: number;
 }
@@ -83,7 +85,8 @@ export type EngineEvent =
   | {
       type: 'done';
       finish_reason: 'stop' | 'length';
-      usage: { prompt_tokens: number; completion_tokens: number };
+      /** `cached_tokens`: prompt tokens whose KV was kept from the previous turn (not computed). */
+      usage: { prompt_tokens: number; completion_tokens: number; cached_tokens?: number };
       /** Timing of this request: prefill ms, decode tokens per second. */
       timing: { ttft_ms: number; decode_tok_s: number | null; prefill_tok_s: number | null };
     };

@@ -264,7 +264,11 @@ async function generate(id: number, request: EngineRequest): Promise<void> {
             type: 'done',
             id,
             finish_reason: ev.reason,
-            usage: { prompt_tokens: promptTokens, completion_tokens: ev.completion_tokens },
+            usage: {
+              prompt_tokens: promptTokens,
+              completion_tokens: ev.completion_tokens,
+              cached_tokens: Math.max(0, promptTokens - computed),
+            },
             timing: {
               ttft_ms: ttft,
               decode_tok_s: generated > 1 && tLast > tFirst ? ((generated - 1) * 1000) / (tLast - tFirst) : null,
