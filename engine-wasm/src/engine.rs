@@ -227,7 +227,7 @@ impl WasmEngine {
     }
 
     /// Runs one forward pass. Resolves to JSON `{"events": [...], "prefill_tokens": n,
-    /// "cached_tokens": n, "done": bool}`; events are `{"type": "token", "id", "text"}`,
+    /// "done": bool}`; events are `{"type": "token", "id", "text"}`,
     /// `{"type": "finished", "reason", "text", "prompt_tokens", "completion_tokens"}` or
     /// `{"type": "failed", "message"}`. Rejects with `device_lost` or `out_of_memory` when the
     /// device fails (the engine is then unusable).
@@ -245,7 +245,6 @@ impl WasmEngine {
                     r#"{"events":[],"prefill_tokens":0,"done":true}"#,
                 ));
             };
-            let cached = each!(&inner.engine, e => e.retained_tokens());
             if cancel.replace(false) {
                 each!(&mut inner.engine, e => e.cancel(id));
             }
@@ -309,7 +308,6 @@ impl WasmEngine {
                 &json!({
                     "events": out,
                     "prefill_tokens": prefill,
-                    "cached_tokens": cached,
                     "done": done,
                 })
                 .to_string(),
