@@ -4,9 +4,9 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
-use engine_core::backend::Backend;
 use engine_core::backend::cpu::{CpuBackend, CpuOptions};
 use engine_core::backend::webgpu::{WebGpuBackend, WebGpuOptions};
+use engine_core::backend::{Backend, BackendError, KvLayout};
 use engine_core::engine::{Engine, EngineConfig, Event, FinishReason, SeqId};
 use engine_core::gguf::{GgufFile, ModelBytes};
 use engine_core::model::ModelConfig;
@@ -69,7 +69,11 @@ pub struct WasmEngine {
     cancel: Rc<Cell<bool>>,
 }
 
-fn engine_config(file: &GgufFile, context_size: usize) -> Result<EngineConfig, EngineWasmError> {
+/// The engine's limits for `file`, and the KV cache geometry they give.
+fn engine_config(
+    file: &GgufFile,
+    context_size: usize,
+) -> Result<(EngineConfig, KvLayout), EngineWasmError> {
     let model = ModelConfig::from_metadata(file.metadata())
         .map_err(|e| EngineWasmError::new(Kind::Unsupported, e.to_string()))?;
     let context = match context_size {
@@ -85,8 +89,8 @@ fn engine_config(file: &GgufFile, context_size: usize) -> Result<EngineConfig, E
         kv_tokens: context,
         ..EngineConfig::default()
     };
-    config.resolve(&model);
-    Ok(config)
+    let layout = config.resolve(&model);
+    Ok((config, layout))
 }
 
 #[wasm_bindgen]
@@ -102,7 +106,7 @@ impl WasmEngine {
         let file = GgufFile::new(bytes).map_err(|e| {
             EngineWasmError::new(Kind::Unsupported, format!("not a usable GGUF file: {e}"))
         })?;
-        let config = engine_config(&file, options.context_size)?;
+        let (config, layout) = engine_config(&file, options.context_size)?;
         let name = file
             .metadata()
             .get_str("general.name")
@@ -127,21 +131,12 @@ impl WasmEngine {
                     ..WebGpuOptions::default()
                 })
                 .await
-                .map_err(|e| match e {
-                    engine_core::backend::BackendError::Unavailable(m) => {
-                        EngineWasmError::new(Kind::NoAdapter, m)
-                    }
-                    other => other.into(),
-                })?;
-                let model = ModelConfig::from_metadata(file.metadata())
-                    .map_err(|e| EngineWasmError::new(Kind::Unsupported, e.to_string()))?;
-                let layout = config.clone().resolve(&model);
+                .map_err(EngineWasmError::from)?;
+                // A model that does not fit the adapter's limits is a memory failure here.
                 backend
                     .check_model(&file, &layout, config.max_batch_tokens)
                     .map_err(|e| match e {
-                        engine_core::backend::BackendError::Unavailable(m) => {
-                            EngineWasmError::new(Kind::OutOfMemory, m)
-                        }
+                        BackendError::Unavailable(m) => EngineWasmError::new(Kind::OutOfMemory, m),
                         other => other.into(),
                     })?;
                 AnyEngine::Gpu(Box::new(

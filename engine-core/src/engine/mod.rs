@@ -158,6 +158,29 @@ struct Retained {
     table: BlockTable,
 }
 
+/// Lets a sequence about to be admitted continue the `retained` tokens it starts with (at least its
+/// last prompt token is always computed, for the logits); frees the retained blocks when it does
+/// not start with them.
+fn adopt_retained(retained: &mut Option<Retained>, alloc: &mut BlockAllocator, seq: &mut Sequence) {
+    let Some(mut r) = retained.take() else {
+        return;
+    };
+    let common = r
+        .tokens
+        .iter()
+        .zip(&seq.tokens)
+        .take_while(|(a, b)| a == b)
+        .count()
+        .min(seq.tokens.len().saturating_sub(1));
+    if common == 0 || seq.computed != 0 || !seq.table.is_empty() || seq.prompt_logprobs.is_some() {
+        r.table.release(alloc);
+        return;
+    }
+    r.table.truncate(alloc, common);
+    seq.table = r.table;
+    seq.computed = common;
+}
+
 impl<B: Backend> Engine<B> {
     /// Loads a model onto `backend` and allocates the KV cache.
     pub fn new(
@@ -223,33 +246,6 @@ impl<B: Backend> Engine<B> {
         } else {
             seq.table.release(&mut self.alloc);
         }
-    }
-
-    /// Lets a sequence about to be admitted continue the retained tokens it starts with (at least
-    /// its last prompt token is always computed, for the logits); frees the retained blocks when it
-    /// does not start with them.
-    fn adopt_retained(&mut self, seq: &mut Sequence) {
-        let Some(mut r) = self.retained.take() else {
-            return;
-        };
-        let common = r
-            .tokens
-            .iter()
-            .zip(&seq.tokens)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(seq.tokens.len().saturating_sub(1));
-        if common == 0
-            || seq.computed != 0
-            || !seq.table.is_empty()
-            || seq.prompt_logprobs.is_some()
-        {
-            r.table.release(&mut self.alloc);
-            return;
-        }
-        r.table.truncate(&mut self.alloc, common);
-        seq.table = r.table;
-        seq.computed = common;
     }
 
     /// The backend.
@@ -362,7 +358,7 @@ impl<B: Backend> Engine<B> {
         self.waiting.push_front(seq);
     }
 
-    /// Ends running sequence `i`, freeing its blocks.
+    /// Ends running sequence `i`, freeing its blocks (or retaining them, see [`Engine::set_retain_prefix`]).
     fn finish_running(&mut self, i: usize, reason: FinishReason) {
         let seq = self.running.remove(i);
         self.retire(seq, reason);
@@ -453,12 +449,8 @@ impl<B: Backend> Engine<B> {
 
         // 3. Admissions.
         while budget > 0 && self.running.len() < self.config.max_seqs {
-            if self.retained.is_some() {
-                let Some(mut seq) = self.waiting.pop_front() else {
-                    break;
-                };
-                self.adopt_retained(&mut seq);
-                self.waiting.push_front(seq);
+            if let Some(seq) = self.waiting.front_mut() {
+                adopt_retained(&mut self.retained, &mut self.alloc, seq);
             }
             let Some(seq) = self.waiting.front() else {
                 break;
@@ -487,7 +479,10 @@ impl<B: Backend> Engine<B> {
 
         // 4. Nothing could be scheduled although sequences run: they all wait for blocks held by
         // each other. Free the newest so that the others can go on next step.
-        if budget == full_budget && self.running.len() > 1 {
+        if budget == full_budget && !self.running.is_empty() && self.retained.is_some() {
+            // Blocks kept for a next turn are what the running sequences lack: free them first.
+            self.drop_retained();
+        } else if budget == full_budget && self.running.len() > 1 {
             let victim = self.running.pop().expect("running is not empty");
             report.preempted += 1;
             self.preempt(victim);

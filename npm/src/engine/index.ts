@@ -140,12 +140,15 @@ async function loadEngine(opts: LoadOptions): Promise<BrowserEngine> {
     throw new EngineFailure('worker_crashed', `cannot start the engine worker: ${(e as Error).message}`);
   }
   const v = opts.variant;
+  const onAbort = () => abortLoad();
+  let abortLoad = () => {};
   const info = await new Promise<EngineInfo>((resolve, reject) => {
     const fail = (f: EngineFailure) => {
       worker.terminate();
       reject(f);
     };
-    opts.signal?.addEventListener('abort', () => fail(new EngineFailure('aborted', 'the load was aborted')), { once: true });
+    abortLoad = () => fail(new EngineFailure('aborted', 'the load was aborted'));
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
     worker.onerror = (ev) => fail(new EngineFailure('worker_crashed', `the engine worker failed to start: ${ev.message || 'unknown error'}`));
     worker.onmessage = (ev: MessageEvent<FromWorker>) => {
       const m = ev.data;
@@ -163,7 +166,8 @@ async function loadEngine(opts: LoadOptions): Promise<BrowserEngine> {
       maxTensorBytes: v.max_tensor_bytes ?? 0,
     };
     worker.postMessage(msg);
-  });
+  }).finally(() => opts.signal?.removeEventListener('abort', onAbort));
+  // The load's signal no longer concerns the loaded engine.
   return new WorkerEngine(worker, v, info);
 }
 
