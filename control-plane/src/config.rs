@@ -78,6 +78,25 @@ pub struct ServeArgs {
     /// Names of the engine gauges in /metrics: tandem, or vllm (for llm-d's endpoint picker).
     #[arg(long, env = "TANDEM_METRICS_NAMES")]
     pub metrics_names: Option<MetricsNames>,
+    /// Folder for the server's own data (the SQLite database); default
+    /// $XDG_DATA_HOME/tandem or ~/.local/share/tandem.
+    #[arg(long, env = "TANDEM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database of tenants, keys and the usage ledger: sqlite://PATH or postgres://... (default:
+    /// SQLite in the data folder).
+    #[arg(long, env = "TANDEM_DATABASE")]
+    pub database: Option<String>,
+    /// Redis shared by replicas for rate limits and budgets: redis://HOST:PORT (default: kept
+    /// in this process).
+    #[arg(long, env = "TANDEM_REDIS")]
+    pub redis: Option<String>,
+    /// Key of the admin API under /admin/v1/ (off without one); never an API key.
+    #[arg(long, env = "TANDEM_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// This replica's name in the ledger (default HOST:PORT); a restarted replica marks its own
+    /// unfinished requests as interrupted.
+    #[arg(long, env = "TANDEM_INSTANCE_ID")]
+    pub instance_id: Option<String>,
     /// A tandem.toml file.
     #[arg(long, env = "TANDEM_CONFIG")]
     pub config: Option<PathBuf>,
@@ -217,6 +236,14 @@ pub struct FileConfig {
     pub drain_timeout: Option<u64>,
     /// Names of the engine gauges in `/metrics`.
     pub metrics_names: Option<MetricsNames>,
+    /// Folder for the server's own data.
+    pub data_dir: Option<PathBuf>,
+    /// Database URL.
+    pub database: Option<String>,
+    /// Redis URL.
+    pub redis: Option<String>,
+    /// This replica's name in the ledger.
+    pub instance_id: Option<String>,
     /// The local models to serve; the first is the default.
     #[serde(default)]
     pub models: Vec<ModelEntry>,
@@ -280,6 +307,26 @@ pub struct ServeConfig {
     pub model_policies: BTreeMap<String, Policy>,
     /// Names of the engine gauges in `/metrics`.
     pub metrics_names: MetricsNames,
+    /// The database URL.
+    pub database: String,
+    /// Redis for limits and budgets shared by replicas.
+    pub redis: Option<String>,
+    /// The admin API's key.
+    pub admin_key: Option<String>,
+    /// This replica's name in the ledger (none: HOST:PORT once bound).
+    pub instance_id: Option<String>,
+}
+
+/// The default data folder: `$XDG_DATA_HOME/tandem`, else `~/.local/share/tandem`, else
+/// `./tandem-data`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("tandem");
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(h) => PathBuf::from(h).join(".local/share/tandem"),
+        None => PathBuf::from("tandem-data"),
+    }
 }
 
 /// Parses `--upstream [ID=]URL`.
@@ -458,7 +505,23 @@ impl ServeConfig {
                 .metrics_names
                 .or(file.metrics_names)
                 .unwrap_or_default(),
+            database: args.database.or(file.database).unwrap_or_else(|| {
+                crate::store::default_url(
+                    &args
+                        .data_dir
+                        .or(file.data_dir)
+                        .unwrap_or_else(default_data_dir),
+                )
+            }),
+            redis: args.redis.or(file.redis),
+            admin_key: args.admin_key.filter(|k| !k.is_empty()),
+            instance_id: args.instance_id.or(file.instance_id),
         };
+        if cfg.admin_key.as_ref().is_some_and(|k| k.len() < 16) {
+            return Err(ConfigError::Invalid(
+                "the admin key must be at least 16 characters".into(),
+            ));
+        }
         if cfg.max_seqs == 0 {
             return Err(ConfigError::Invalid("max_seqs must be at least 1".into()));
         }

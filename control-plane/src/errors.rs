@@ -189,6 +189,56 @@ impl ApiError {
         }
     }
 
+    /// 401: a missing, unknown or revoked API key.
+    pub fn invalid_api_key(message: impl Into<String>) -> ApiError {
+        ApiError {
+            code: Some(Cow::Borrowed("invalid_api_key")),
+            ..ApiError::new(StatusCode::UNAUTHORIZED, "invalid_request_error", message)
+        }
+    }
+
+    /// 401 on the admin API: the admin key is missing or wrong.
+    pub fn invalid_admin_key() -> ApiError {
+        ApiError {
+            code: Some(Cow::Borrowed("invalid_admin_key")),
+            ..ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "The admin API needs the admin key (Authorization: Bearer ADMIN_KEY).",
+            )
+        }
+    }
+
+    /// 429: a per-minute limit is reached; retry after `retry_after` seconds.
+    pub fn rate_limited(message: impl Into<String>, retry_after: u64) -> ApiError {
+        ApiError {
+            code: Some(Cow::Borrowed("rate_limit_exceeded")),
+            retry_after: Some(retry_after.max(1)),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "requests", message)
+        }
+    }
+
+    /// 429: the tenant's budget is spent.
+    pub fn insufficient_quota(message: impl Into<String>) -> ApiError {
+        ApiError {
+            code: Some(Cow::Borrowed("insufficient_quota")),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", message)
+        }
+    }
+
+    /// 404: an admin object that does not exist.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", message)
+    }
+
+    /// 409: the request conflicts with what exists.
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError {
+            code: Some(Cow::Borrowed("conflict")),
+            ..ApiError::new(StatusCode::CONFLICT, "invalid_request_error", message)
+        }
+    }
+
     /// 500: a failure inside the server (never caused by the request's content).
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)

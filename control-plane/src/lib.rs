@@ -3,6 +3,7 @@
 //! model loading and metrics. The `tandem` binary is a thin command-line front end over it; the
 //! whole HTTP application can be built in-process with [`server::router`].
 
+pub mod accounting;
 pub mod api;
 pub mod backends;
 pub mod config;
@@ -18,4 +19,6 @@ pub mod server;
 pub mod shutdown;
 pub mod source;
 pub mod state;
+pub mod store;
+pub mod tenants;
 pub mod util;

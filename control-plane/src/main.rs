@@ -31,13 +31,16 @@ enum Command {
     Bench(cli::bench::BenchArgs),
     /// Serve models and upstreams over an OpenAI-compatible HTTP API (and the web demo at /).
     #[command(args_override_self = true)]
-    Serve(control_plane::config::ServeArgs),
+    Serve(Box<control_plane::config::ServeArgs>),
     /// Load-test an OpenAI-compatible server with concurrent streams (TTFT, decode tok/s).
     Load(cli::loadgen::LoadArgs),
     /// Measure requests per second and latency percentiles of short requests to a server.
     Throughput(cli::throughput::ThroughputArgs),
     /// A minimal OpenAI-compatible server that answers at once (to measure the gateway).
     EchoUpstream(cli::echo_upstream::EchoArgs),
+    /// Manage tiers, tenants and API keys, and read usage and invoices, through a server's admin
+    /// API.
+    Admin(cli::admin::AdminArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -66,9 +69,10 @@ fn run() -> Result<()> {
     match cli.command {
         Command::Run(args) => rt.block_on(cli::run::run(args)),
         Command::Bench(args) => rt.block_on(cli::bench::bench(args)),
-        Command::Serve(args) => Ok(rt.block_on(control_plane::server::run(args))?),
+        Command::Serve(args) => Ok(rt.block_on(control_plane::server::run(*args))?),
         Command::Load(args) => rt.block_on(cli::loadgen::load(args)),
         Command::Throughput(args) => rt.block_on(cli::throughput::run(args)),
         Command::EchoUpstream(args) => rt.block_on(cli::echo_upstream::run(args)),
+        Command::Admin(args) => rt.block_on(cli::admin::run(args)),
     }
 }

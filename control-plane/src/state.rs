@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use crate::accounting::Accounting;
 use crate::errors::ApiError;
 use crate::gateway::Gateway;
 use crate::gateway::local::ModelHandle;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub body_limit: usize,
     /// Which names `/metrics` uses for the engine gauges.
     pub metrics_names: MetricsNames,
+    /// Tenants, limits and the usage ledger (none: an open server that keeps no ledger).
+    pub accounting: Option<Arc<Accounting>>,
 }
 
 impl AppState {
@@ -54,7 +57,14 @@ impl AppState {
             shutting_down: AtomicBool::new(false),
             body_limit,
             metrics_names,
+            accounting: None,
         }
+    }
+
+    /// With tenants, limits and the ledger.
+    pub fn with_accounting(mut self, accounting: Arc<Accounting>) -> AppState {
+        self.accounting = Some(accounting);
+        self
     }
 
     /// Whether start-up finished and the server is not shutting down.

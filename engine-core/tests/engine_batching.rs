@@ -472,3 +472,139 @@ fn a_retained_prefix_is_continued_by_the_next_turn_without_changing_it() {
     assert_eq!(chat.kv_usage(), 0.0);
     assert_eq!(fresh.kv_usage(), 0.0);
 }
+
+/// In which order the requests' first tokens came out.
+fn first_token_order(engine: &mut Engine<CpuBackend>, reqs: Vec<Request>) -> Vec<usize> {
+    let mut rxs = Vec::new();
+    for req in reqs {
+        let (tx, rx) = mpsc::channel();
+        engine
+            .add(req, Box::new(move |ev| tx.send(ev).is_ok()))
+            .unwrap();
+        rxs.push(rx);
+    }
+    let mut order = Vec::new();
+    let mut started = vec![false; rxs.len()];
+    while engine.has_work() {
+        pollster::block_on(engine.step()).unwrap();
+        for (i, rx) in rxs.iter().enumerate() {
+            if !started[i] && rx.try_iter().any(|e| matches!(e, Event::Token { .. })) {
+                started[i] = true;
+                order.push(i);
+            }
+        }
+    }
+    order
+}
+
+#[test]
+fn a_flow_flooding_the_queue_does_not_hold_back_another() {
+    use engine_core::engine::Flow;
+    let file = file();
+    let config = EngineConfig {
+        context_size: 256,
+        max_seqs: 2,
+        max_batch_tokens: 64,
+        ..EngineConfig::default()
+    };
+    let mut e = engine(&file, config);
+    let prompt = prompts(&e, 1).remove(0);
+    let flow = |id: &str| {
+        Some(Flow {
+            id: id.into(),
+            weight: 1,
+        })
+    };
+    // Twelve requests of flow a, then one of flow b.
+    let mut reqs: Vec<Request> = (0..12)
+        .map(|_| Request {
+            flow: flow("a"),
+            ..Request::greedy(prompt.clone(), 4)
+        })
+        .collect();
+    reqs.push(Request {
+        flow: flow("b"),
+        ..Request::greedy(prompt.clone(), 4)
+    });
+    let order = first_token_order(&mut e, reqs.clone());
+    let b_at = order.iter().position(|&i| i == 12).unwrap();
+    // b starts with the first batch of a's (two slots): never behind the flood.
+    assert!(b_at <= 2, "b started {b_at}th: {order:?}");
+    // Without flows it is arrival order: b last.
+    let plain: Vec<Request> = reqs
+        .into_iter()
+        .map(|r| Request { flow: None, ..r })
+        .collect();
+    let order = first_token_order(&mut e, plain);
+    assert_eq!(order.last(), Some(&12), "{order:?}");
+}
+
+#[test]
+fn a_new_flow_takes_a_slot_from_a_flow_above_its_share_without_changing_its_output() {
+    use engine_core::engine::Flow;
+    let file = file();
+    let config = EngineConfig {
+        context_size: 256,
+        max_seqs: 2,
+        max_batch_tokens: 64,
+        ..EngineConfig::default()
+    };
+    let mut e = engine(&file, config);
+    let ps = prompts(&e, 3);
+    let flow = |id: &str| {
+        Some(Flow {
+            id: id.into(),
+            weight: 1,
+        })
+    };
+    let long = |p: &Vec<u32>| Request {
+        flow: flow("a"),
+        ignore_eos: true,
+        ..Request::greedy(p.clone(), 48)
+    };
+    let alone: Vec<Outcome> = ps[..2]
+        .iter()
+        .map(|p| run_all(&mut e, vec![long(p)]).0.remove(0))
+        .collect();
+    // Two long answers of flow a fill both slots; then b asks.
+    let mut rxs = Vec::new();
+    for p in &ps[..2] {
+        let (tx, rx) = mpsc::channel();
+        e.add(long(p), Box::new(move |ev| tx.send(ev).is_ok()))
+            .unwrap();
+        rxs.push(rx);
+    }
+    for _ in 0..8 {
+        pollster::block_on(e.step()).unwrap();
+    }
+    let (tx, rx_b) = mpsc::channel();
+    e.add(
+        Request {
+            flow: flow("b"),
+            ..Request::greedy(ps[2].clone(), 4)
+        },
+        Box::new(move |ev| tx.send(ev).is_ok()),
+    )
+    .unwrap();
+    let mut b_started = None;
+    let mut steps = 0;
+    let mut events_b = Vec::new();
+    while e.has_work() {
+        pollster::block_on(e.step()).unwrap();
+        steps += 1;
+        events_b.extend(rx_b.try_iter());
+        if b_started.is_none() && events_b.iter().any(|ev| matches!(ev, Event::Token { .. })) {
+            b_started = Some(steps);
+        }
+    }
+    // b started within a few steps, long before a's answers (40 more tokens) ended ...
+    assert!(
+        b_started.is_some_and(|s| s <= 4),
+        "b started at step {b_started:?}"
+    );
+    // ... and a's answers are what they are alone, although one was preempted and recomputed.
+    let together: Vec<Outcome> = rxs.iter().map(collect).collect();
+    for (t, a) in together.iter().zip(&alone) {
+        assert_eq!(t.tokens, a.tokens);
+    }
+}

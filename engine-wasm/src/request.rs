@@ -127,5 +127,6 @@ pub fn parse(
         ignore_eos: p.ignore_eos,
         prompt_logprobs: None,
         fallback_seed,
+        flow: None,
     })
 }

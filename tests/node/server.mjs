@@ -1,8 +1,8 @@
 // Starts the real `tandem serve` binary on 127.0.0.1 for the Node tests: `$TANDEM_BIN`, else
 // target/debug/tandem of this checkout; the model is `$TANDEM_MODEL`, else the cached default.
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
-import { homedir } from "node:os";
+import { existsSync, mkdtempSync } from "node:fs";
+import { homedir, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -25,6 +25,8 @@ export function model() {
 /** Starts a server; resolves to { base, log, stop() } once it is ready. */
 export function startServer(...extra) {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("TANDEM_") || k === "TANDEM_CACHE"));
+  // Each server keeps its ledger in a scratch folder.
+  env.TANDEM_DATA_DIR = mkdtempSync(join(tmpdir(), "tandem-data-"));
   const child = spawn(binary(), ["serve", "--model", model(), "--model-id", MODEL_ID, "--host", "127.0.0.1", "--port", "0", "--threads", "2", ...extra], { env, stdio: ["ignore", "ignore", "pipe"] });
   let log = "";
   let base = null;

@@ -8,6 +8,7 @@ else the default model in the cache.
 import os
 import pathlib
 import subprocess
+import tempfile
 import threading
 
 import openai
@@ -37,6 +38,8 @@ class Server:
 
     def __init__(self, *extra: str):
         env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_") or k == "TANDEM_CACHE"}
+        # Each server keeps its ledger in a scratch folder.
+        env["TANDEM_DATA_DIR"] = tempfile.mkdtemp(prefix="tandem-data-")
         args = [
             str(binary()), "serve", "--model", str(model()), "--model-id", MODEL_ID,
             "--host", "127.0.0.1", "--port", "0", "--threads", "2", *extra,

@@ -78,7 +78,10 @@ class Proc:
 
 
 def clean_env():
-    return {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_") or k == "TANDEM_CACHE"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_") or k == "TANDEM_CACHE"}
+    # Each server keeps its ledger in a scratch folder.
+    env["TANDEM_DATA_DIR"] = tempfile.mkdtemp(prefix="tandem-data-")
+    return env
 
 
 def tandem_upstream(port):

@@ -32,40 +32,58 @@ pub fn bench() -> Result<()> {
             .context("starting tandem echo-upstream")?,
     );
     wait_ready(upstream_port, "/health", &mut upstream.0)?;
-    let gateway_port = free_port()?;
-    let mut gateway = Running(
-        Command::new(&tandem)
-            .args([
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &gateway_port.to_string(),
-            ])
-            .arg("--upstream")
-            .arg(format!("fast=http://127.0.0.1:{upstream_port}"))
-            .env("TANDEM_LOG", "error")
-            .spawn()
-            .context("starting the gateway")?,
-    );
-    wait_ready(gateway_port, "/ready", &mut gateway.0)?;
+    let data = std::env::temp_dir().join(format!("tandem-bench-gateway-{}", std::process::id()));
+    let upstream_flag = format!("fast=http://127.0.0.1:{upstream_port}");
+    let start_gateway = |name: &str, extra: &[&str]| -> Result<(Running, u16)> {
+        let port = free_port()?;
+        let mut child = Running(
+            Command::new(&tandem)
+                .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--upstream", &upstream_flag])
+                .arg("--data-dir")
+                .arg(data.join(name))
+                .args(extra)
+                .env("TANDEM_LOG", "error")
+                .spawn()
+                .context("starting the gateway")?,
+        );
+        wait_ready(port, "/ready", &mut child.0)?;
+        Ok((child, port))
+    };
+    // The gateway with its ledger (every request recorded, no tenants: the API is open) ...
+    let (gateway, gateway_port) = start_gateway("open", &[])?;
+    // ... and with tenants: API keys checked, per-minute limits counted (high enough never to
+    // refuse), a monthly budget reserved and settled, and the ledger.
+    let (auth_gateway, auth_port) = start_gateway("auth", &["--admin-key", ADMIN_KEY])?;
+    let api_key = tenant_key(&tandem, auth_port)?;
     println!(
         "## Gateway overhead (`tandem throughput`, {DURATION} s per row; an upstream that answers at once)\n"
     );
     let mut header = true;
     let mut cpu = Vec::new();
-    let gateway_pid = gateway.0.id();
+    let pids = [
+        ("gateway", gateway.0.id()),
+        ("gateway+auth", auth_gateway.0.id()),
+    ];
     let mut loads: Vec<Vec<&str>> = vec![vec!["--connections", CONNECTIONS]];
     for rate in RATES {
         loads.push(vec!["--rate", rate, "--connections", "1024"]);
     }
     for load in &loads {
         for stream in [false, true] {
-            for (label, port) in [("direct", upstream_port), ("gateway", gateway_port)] {
+            for (label, port) in [
+                ("direct", upstream_port),
+                ("gateway", gateway_port),
+                ("gateway+auth", auth_port),
+            ] {
                 let mut cmd = Command::new(&tandem);
                 cmd.args(["throughput", "--url", &format!("http://127.0.0.1:{port}")])
                     .args(["--duration", DURATION, "--label", label])
                     .args(load);
+                if label == "gateway+auth" {
+                    cmd.args(["--api-key", &api_key]);
+                }
+                let pid = pids.iter().find(|(l, _)| *l == label).map(|(_, p)| *p);
                 if stream {
                     cmd.arg("--stream");
                 }
@@ -73,16 +91,15 @@ pub fn bench() -> Result<()> {
                     cmd.arg("--header");
                     header = false;
                 }
-                let before = cpu_seconds(gateway_pid);
+                let before = pid.and_then(cpu_seconds);
                 let row = shell::output(&mut cmd)?;
                 print!("{row}");
-                if label == "gateway"
-                    && let (Some(b), Some(a), Some(n)) =
-                        (before, cpu_seconds(gateway_pid), requests(&row))
+                if let (Some(b), Some(a), Some(n)) =
+                    (before, pid.and_then(cpu_seconds), requests(&row))
                     && n > 0
                 {
                     cpu.push(format!(
-                        "gateway, stream {}, {}: {:.1} µs of CPU per request ({:.0} requests/s per core)",
+                        "{label}, stream {}, {}: {:.1} µs of CPU per request ({:.0} requests/s per core)",
                         if stream { "yes" } else { "no" },
                         load.join(" "),
                         (a - b) * 1e6 / n as f64,
@@ -96,7 +113,61 @@ pub fn bench() -> Result<()> {
     for line in cpu {
         println!("- {line}");
     }
+    // The ledger afterwards: every request the authenticated gateway answered is in it.
+    let usage = shell::output(
+        Command::new(&tandem)
+            .args(["admin", "--url", &format!("http://127.0.0.1:{auth_port}")])
+            .args([
+                "--admin-key",
+                ADMIN_KEY,
+                "usage",
+                "--group-by",
+                "tenant",
+                "--format",
+                "csv",
+            ]),
+    )?;
+    println!("\nLedger of gateway+auth (`tandem admin usage --group-by tenant --format csv`):\n");
+    for line in usage.lines() {
+        println!("    {line}");
+    }
+    drop((gateway, auth_gateway));
+    let _ = std::fs::remove_dir_all(&data);
     Ok(())
+}
+
+/// The admin key of the authenticated gateway.
+const ADMIN_KEY: &str = "bench-admin-key-0123456789";
+
+/// Sets up a tier, a tenant and a key on the gateway at `port` with `tandem admin`; returns the
+/// key.
+fn tenant_key(tandem: &std::path::Path, port: u16) -> Result<String> {
+    let admin = |args: &[&str]| -> Result<String> {
+        shell::output(
+            Command::new(tandem)
+                .args(["admin", "--url", &format!("http://127.0.0.1:{port}")])
+                .args(["--admin-key", ADMIN_KEY])
+                .args(args),
+        )
+    };
+    admin(&[
+        "tiers",
+        "create",
+        "bench",
+        "--set",
+        "requests_per_minute=1000000000",
+        "--set",
+        "tokens_per_minute=1000000000",
+        "--set",
+        "monthly_budget_usd=1000000",
+    ])?;
+    admin(&["tenants", "create", "--id", "bench", "--tier", "bench"])?;
+    let created = admin(&["keys", "create", "bench", "--name", "throughput"])?;
+    created
+        .split('"')
+        .find(|s| s.starts_with("tdm-"))
+        .map(str::to_owned)
+        .context("no key in the answer of `tandem admin keys create`")
 }
 
 /// User + system CPU seconds a process has used so far (Linux `/proc/PID/stat`).

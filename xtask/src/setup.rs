@@ -25,8 +25,9 @@ const PYTHON_REQUIREMENTS: &[&str] = &[
 ];
 
 /// Debian packages the tests use: QEMU and a cross linker run the NEON kernels' tests, Chromium
-/// drives the web demo test, and Mesa's software Vulkan driver (lavapipe) with the Vulkan loader
-/// runs the WebGPU backend's tests without a GPU.
+/// drives the web demo test, Mesa's software Vulkan driver (lavapipe) with the Vulkan loader
+/// runs the WebGPU backend's tests without a GPU, and PostgreSQL and Redis servers back the
+/// tests of replicas sharing tenants, limits and the ledger.
 const APT_PACKAGES: &[&str] = &[
     "qemu-user",
     "gcc-aarch64-linux-gnu",
@@ -34,6 +35,8 @@ const APT_PACKAGES: &[&str] = &[
     "chromium",
     "mesa-vulkan-drivers",
     "libvulkan1",
+    "postgresql",
+    "redis-server",
 ];
 
 /// Rust targets the build checks.

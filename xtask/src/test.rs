@@ -103,6 +103,8 @@ fn sdk_tests() -> Result<()> {
     let bin = shell::root().join("target/debug/tandem");
     // The gateway test puts llama.cpp's server beside Tandem's (built once into the cache).
     let llama_server = crate::llama::llama_server()?;
+    // The servers these tests start keep their ledgers in a scratch folder, not the user's.
+    let data_dir = std::env::temp_dir().join(format!("tandem-sdk-tests-{}", std::process::id()));
     shell::run(
         Command::new(cache::python())
             .args([
@@ -115,14 +117,18 @@ fn sdk_tests() -> Result<()> {
             ])
             .env("TANDEM_BIN", &bin)
             .env("TANDEM_LLAMA_SERVER", &llama_server)
+            .env("TANDEM_DATA_DIR", &data_dir)
             .env("PYTHONDONTWRITEBYTECODE", "1"),
     )?;
     shell::run(
         Command::new("node")
             .args(["--test", "--test-concurrency=1"])
             .env("TANDEM_BIN", &bin)
+            .env("TANDEM_DATA_DIR", &data_dir)
             .current_dir(shell::root().join("tests/node")),
-    )
+    )?;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    Ok(())
 }
 
 /// engine-core must build for the browser (also with the WebGPU backend), and its SIMD kernels

@@ -3,8 +3,16 @@
 //! benefit from going (features, size, prompt prefix, forwarded headers) -> route through the
 //! gateway -> render.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 use axum::http::{HeaderMap, HeaderValue};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+
+use crate::accounting::meter::{Meter, metered};
+use crate::accounting::{DEFAULT_COMPLETION_ESTIMATE, RequestTag, rate_limit_headers};
+use crate::gateway::Gateway;
+use crate::gateway::dispatch::Dispatched;
 
 use crate::errors::ApiError;
 use crate::gateway::dispatch::RequestContext;
@@ -23,6 +31,14 @@ pub const FORWARDED_HEADERS: &[&str] = &[
     "x-gateway-inference-objective",
     "x-llm-d-slo-ttft-ms",
     "x-llm-d-slo-tpot-ms",
+    crate::gateway::FAIRNESS_WEIGHT_HEADER,
+];
+
+/// The fairness id headers (llm-d's, the Inference Extension's) and the weight header.
+const FAIRNESS_HEADERS: [&str; 3] = [
+    FORWARDED_HEADERS[0],
+    FORWARDED_HEADERS[1],
+    crate::gateway::FAIRNESS_WEIGHT_HEADER,
 ];
 
 /// The response header naming the upstream that answered.
@@ -35,23 +51,115 @@ pub const BYTES_PER_TOKEN: usize = 4;
 /// Bytes per token of the lower bound used to rule out upstreams by context length.
 pub const BYTES_PER_TOKEN_BOUND: usize = 8;
 
-/// Handles a generation request of either endpoint.
+/// Handles a generation request of either endpoint: `tag` identifies it (and, once
+/// authenticated, its caller).
 pub async fn handle(
     state: &SharedState,
     headers: &HeaderMap,
+    tag: Option<&RequestTag>,
     req: ApiRequest,
 ) -> Result<Response, ApiError> {
     let gateway = state.gateway_for_generation()?;
     validate(&req)?;
-    let ctx = context(&req, headers);
+    let mut ctx = context(&req, headers);
     let spec = RenderSpec::of(&req);
-    let dispatched = gateway.dispatch(req, ctx).await?;
+    let caller = tag.and_then(RequestTag::caller);
+    let accounting = state.accounting.as_ref().zip(tag);
+    let mut admission = None;
+    if let Some((acc, tag)) = accounting {
+        let name = match req.model() {
+            Some(m) => m.to_owned(),
+            None => gateway.default_model().unwrap_or_default(),
+        };
+        tag.set_model(&name);
+        if let Some(c) = &caller {
+            ctx.policy = c.plan.policy;
+            // A tenant is its own flow in fair queueing, with its tier's priority as weight;
+            // what the client sent is not trusted.
+            ctx.headers
+                .retain(|(k, _)| !FAIRNESS_HEADERS.contains(&k.as_str()));
+            for name in &FAIRNESS_HEADERS[..2] {
+                ctx.headers.push(((*name).to_owned(), c.tenant.clone()));
+            }
+            ctx.headers.push((
+                FAIRNESS_HEADERS[2].to_owned(),
+                c.plan.priority.unwrap_or(1).to_string(),
+            ));
+            let (tokens, usd) = estimate(gateway, &name, &ctx);
+            match acc.admit(c, &name, tokens, usd).await {
+                Ok(a) => admission = Some(a),
+                Err(refused) => {
+                    let (e, verdict) = *refused;
+                    let mut resp = e.into_response();
+                    rate_limit_headers(resp.headers_mut(), &verdict);
+                    return Ok(resp);
+                }
+            }
+        }
+        acc.ledger
+            .record_durably(tag.record(caller.as_ref(), "in_flight", 0))
+            .await;
+    }
+    let dispatched = match gateway.dispatch(req, ctx).await {
+        Ok(d) => d,
+        Err(e) => {
+            if let (Some((acc, _)), Some(a)) = (accounting, &admission) {
+                acc.settle(a, 0, 0.0).await;
+            }
+            return Err(e);
+        }
+    };
     let upstream = HeaderValue::from_str(&dispatched.upstream.id).ok();
+    let verdict = admission.as_ref().map(|a| a.verdict);
+    let dispatched = match accounting {
+        Some((acc, tag)) => {
+            let mut record = tag.record(caller.as_ref(), "in_flight", 0);
+            record.model.clone_from(&dispatched.model);
+            let meter = Meter::new(
+                Arc::clone(acc),
+                admission,
+                record,
+                Arc::clone(&dispatched.upstream),
+                tag.started,
+                &dispatched.first,
+            );
+            tag.claimed.store(true, Ordering::SeqCst);
+            Dispatched {
+                rest: metered(dispatched.rest, meter),
+                ..dispatched
+            }
+        }
+        None => dispatched,
+    };
     let mut resp = render::respond(spec, dispatched).await;
     if let Some(id) = upstream {
         resp.headers_mut().insert(UPSTREAM_HEADER, id);
     }
+    if let Some(v) = verdict {
+        rate_limit_headers(resp.headers_mut(), &v);
+    }
     Ok(resp)
+}
+
+/// What admission charges a request: (tokens, USD), its prompt estimate plus its completion
+/// limit, at the dearest upstream that serves the model.
+fn estimate(gateway: &Gateway, model: &str, ctx: &RequestContext) -> (u64, f64) {
+    let completion = ctx.needs.max_tokens.unwrap_or(DEFAULT_COMPLETION_ESTIMATE);
+    let prompt = ctx.needs.prompt_tokens as u64;
+    let candidates = gateway.candidates(model);
+    let prior = router::Prior::of(&candidates);
+    let usd = candidates
+        .iter()
+        .map(|c| {
+            router::price(
+                &c.upstream,
+                prompt as usize,
+                usize::try_from(completion).unwrap_or(usize::MAX),
+                prior,
+            )
+        })
+        .fold(0.0, f64::max);
+    (prompt.saturating_add(completion), usd)
 }
 
 /// Checks what no upstream should have to: OpenAI's own limits.
@@ -178,6 +286,7 @@ pub fn context(req: &ApiRequest, headers: &HeaderMap) -> RequestContext {
         }
     }
     RequestContext {
+        policy: None,
         headers: forwarded,
         prefix_key: router::prefix_key(&rendered),
         needs: needs(req, &rendered),

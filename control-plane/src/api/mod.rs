@@ -1,6 +1,8 @@
 //! The HTTP API: OpenAI-compatible endpoints, `/v1/route`, the browser model files, health and
 //! metrics.
 
+pub mod admin;
+pub mod auth;
 pub mod chat;
 pub mod completions;
 pub mod files;
@@ -9,3 +11,4 @@ pub mod health;
 pub mod json;
 pub mod models;
 pub mod route;
+pub mod usage;

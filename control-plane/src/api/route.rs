@@ -2,18 +2,20 @@
 //! browser sends its capability report; the answer weighs its ability to run one of the model's
 //! browser variants against the best server upstream's estimate, under the model's policy.
 
-use axum::Json;
 use axum::extract::State;
+use axum::{Extension, Json};
 
 use super::json::JsonBody;
 use crate::errors::ApiError;
 use crate::gateway::browser_route::{self, BrowserVariant, RouteAnswer, RouteRequest};
 use crate::gateway::router::{self, Needs};
 use crate::state::SharedState;
+use crate::tenants::Caller;
 
 /// Handles the request.
 pub async fn handle(
     State(state): State<SharedState>,
+    caller: Option<Extension<Caller>>,
     JsonBody(req): JsonBody<RouteRequest>,
 ) -> Result<Json<RouteAnswer>, ApiError> {
     let gateway = &state.loaded()?.gateway;
@@ -24,7 +26,8 @@ pub async fn handle(
             .ok_or_else(|| ApiError::unavailable("No upstream serves any model yet."))?,
     };
     let candidates = gateway.candidates(&name);
-    if candidates.is_empty() {
+    let plan = caller.map(|Extension(c)| c.plan);
+    if candidates.is_empty() || plan.as_ref().is_some_and(|p| !p.allows_model(&name)) {
         return Err(ApiError::model_not_found(&name));
     }
     let prompt = usize::try_from(req.prompt_tokens).unwrap_or(usize::MAX);
@@ -35,7 +38,13 @@ pub async fn handle(
         ..Needs::default()
     };
     // The server's estimate: the best candidate under the model's policy (healthy ones first).
-    let policy = gateway.policy(&name);
+    let policy = plan
+        .as_ref()
+        .and_then(|p| p.policy)
+        .unwrap_or_else(|| gateway.policy(&name));
+    let browser_allowed = plan
+        .as_ref()
+        .is_none_or(|p| p.browser_routing != Some(false));
     let mut rng = 0usize;
     let best = router::plan(candidates.clone(), &needs, policy, None, &mut |n| {
         rng += 1;
@@ -63,7 +72,15 @@ pub async fn handle(
             memory_bytes: v.memory_bytes,
         })
         .collect();
-    let answer = browser_route::decide(&req, &variants, server, policy);
+    let mut answer = browser_route::decide(
+        &req,
+        if browser_allowed { &variants } else { &[] },
+        server,
+        policy,
+    );
+    if !browser_allowed {
+        answer.reasons.insert(0, "tier_disallows_browser".into());
+    }
     state
         .metrics
         .route_decision(answer.route.as_str(), &answer.reasons);

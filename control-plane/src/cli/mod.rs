@@ -1,5 +1,7 @@
-//! The commands besides `serve`: `run`, `bench`, `load`, `throughput` and `echo-upstream`.
+//! The commands besides `serve`: `run`, `bench`, `load`, `throughput`, `echo-upstream` and
+//! `admin`.
 
+pub mod admin;
 pub mod bench;
 pub mod echo_upstream;
 pub mod loadgen;

@@ -140,6 +140,7 @@ async fn answer<B: Backend>(mut engine: Engine<B>, args: &RunArgs) -> Result<()>
         ignore_eos: args.ignore_eos,
         prompt_logprobs: None,
         fallback_seed: rand::random(),
+        flow: None,
     };
     let start = Instant::now();
     engine.add(request, Box::new(move |ev| tx.send(ev).is_ok()))?;

@@ -37,6 +37,9 @@ pub struct ThroughputArgs {
     /// Print the table header.
     #[arg(long)]
     pub header: bool,
+    /// API key sent as `Authorization: Bearer`.
+    #[arg(long, env = "TANDEM_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 /// One request; returns whether it succeeded.
@@ -62,9 +65,17 @@ pub async fn run(args: ThroughputArgs) -> Result<()> {
     if args.connections == 0 || args.duration <= 0.0 {
         bail!("--connections and --duration must be positive");
     }
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(k) = &args.api_key {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {k}").parse()?,
+        );
+    }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections * 2)
         .tcp_nodelay(true)
+        .default_headers(headers)
         .build()?;
     let url = format!("{}/v1/chat/completions", args.url.trim_end_matches('/'));
     let body: &'static [u8] = Box::leak(

@@ -18,6 +18,8 @@ use crate::openai::ApiRequest;
 /// What the handler knows of a request besides its body.
 #[derive(Clone, Debug, Default)]
 pub struct RequestContext {
+    /// The routing policy of the caller's tier (else the model's).
+    pub policy: Option<super::Policy>,
     /// Headers to forward to the upstream.
     pub headers: Vec<(String, String)>,
     /// Affinity key of the prompt's leading block.
@@ -57,7 +59,7 @@ impl Gateway {
             return Err(ApiError::model_not_found(&name));
         }
         body.set_model(&name);
-        let policy = self.policy(&name);
+        let policy = ctx.policy.unwrap_or_else(|| self.policy(&name));
         let retry = self.routing.retry;
         let mut last: Option<UpstreamError> = None;
         for pass in 0..retry.attempts.max(1) {

@@ -27,6 +27,10 @@ use upstream::{ModelInfo, Upstream};
 
 use crate::metrics::Metrics;
 
+/// The request header giving the weight of the request's fairness id in fair queueing (a
+/// tenant's priority).
+pub const FAIRNESS_WEIGHT_HEADER: &str = "x-tandem-fairness-weight";
+
 /// Time limits of requests to one upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {

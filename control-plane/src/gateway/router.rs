@@ -139,10 +139,7 @@ pub fn estimate(c: &Candidate, needs: &Needs, prior: Prior) -> Estimate {
         })
         .min(1 << 20);
     let latency_s = ttft_s + out as f64 / tok_s;
-    let cost_usd = h
-        .settings
-        .cost
-        .cost(needs.prompt_tokens, out, base_tok_s * slots as f64);
+    let cost_usd = price(h, needs.prompt_tokens, out, prior);
     Estimate {
         ttft_s,
         tok_s,
@@ -150,6 +147,22 @@ pub fn estimate(c: &Candidate, needs: &Needs, prior: Prior) -> Estimate {
         cost_usd,
         load,
     }
+}
+
+/// What `prompt` input and `completion` generated tokens cost on an upstream (an hourly price
+/// spread over its measured throughput, else `prior`'s, else the default).
+pub fn price(h: &UpstreamHandle, prompt: usize, completion: usize, prior: Prior) -> f64 {
+    let slots = h.settings.max_concurrency.unwrap_or(DEFAULT_SLOTS).max(1);
+    let tok_s = h
+        .stats
+        .measured()
+        .1
+        .or(prior.tok_s)
+        .unwrap_or(DEFAULT_TOK_S)
+        .max(1e-3);
+    h.settings
+        .cost
+        .cost(prompt, completion, tok_s * slots as f64)
 }
 
 /// Scores under `policy` (lower is better); `best` holds the best latency and cost of all.

@@ -9,23 +9,79 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
-use crate::api::{chat, completions, files, health, models, route};
+use crate::accounting;
+use crate::api::admin::{self, directory, reports};
+use crate::api::{auth, chat, completions, files, health, models, route, usage};
 use crate::errors::ApiError;
 use crate::state::SharedState;
 
 /// Builds the application: API routes, then the web demo (or a JSON 404) for everything else.
 pub fn router(state: SharedState, cors_origins: &[String], web_root: Option<&Path>) -> Router {
-    let api = Router::new()
+    let generation = Router::new()
         .route("/v1/chat/completions", post(chat::handle))
         .route("/v1/completions", post(completions::handle))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            auth::require_key,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            accounting::tag_requests,
+        ));
+    let v1 = Router::new()
         .route("/v1/route", post(route::handle))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{*id}", get(models::get))
+        .route("/v1/usage/browser", post(usage::browser))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            auth::require_key,
+        ));
+    let admin = Router::new()
+        .route(
+            "/admin/v1/tiers",
+            get(directory::list_tiers).post(directory::create_tier),
+        )
+        .route(
+            "/admin/v1/tiers/{id}",
+            get(directory::get_tier)
+                .patch(directory::patch_tier)
+                .delete(directory::delete_tier),
+        )
+        .route(
+            "/admin/v1/tenants",
+            get(directory::list_tenants).post(directory::create_tenant),
+        )
+        .route(
+            "/admin/v1/tenants/{id}",
+            get(directory::get_tenant)
+                .patch(directory::patch_tenant)
+                .delete(directory::delete_tenant),
+        )
+        .route(
+            "/admin/v1/tenants/{id}/keys",
+            get(directory::list_keys).post(directory::create_key),
+        )
+        .route("/admin/v1/keys/{id}", delete(directory::revoke_key))
+        .route("/admin/v1/upstreams", get(admin::upstreams::list))
+        .route("/admin/v1/usage", get(reports::usage))
+        .route(
+            "/admin/v1/invoices/{tenant}/{period}",
+            get(reports::invoice),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            auth::require_admin,
+        ));
+    let api = Router::new()
+        .merge(generation)
+        .merge(v1)
+        .merge(admin)
         .route("/models/{id}/{file}", get(files::get))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::accounting::Accounting;
 use crate::backends::EngineLimits;
 use crate::config::{ServeConfig, UpstreamEntry};
 use crate::gateway::breaker::BreakerConfig;
@@ -52,7 +53,6 @@ pub async fn run(args: crate::config::ServeArgs) -> Result<(), ServeError> {
 
 /// Serves until a shutdown signal, then drains.
 pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
-    let state: SharedState = Arc::new(AppState::new(cfg.body_limit, cfg.metrics_names));
     let listener = tokio::net::TcpListener::bind((cfg.host.as_str(), cfg.port))
         .await
         .map_err(|source| ServeError::Bind {
@@ -62,6 +62,14 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
     let addr = listener
         .local_addr()
         .map_err(|e| ServeError::Other(e.to_string()))?;
+    let instance = cfg
+        .instance_id
+        .clone()
+        .unwrap_or_else(|| format!("{}:{}", hostname(), addr.port()));
+    let (accounting, ledger_task) = open_accounting(&cfg, instance).await?;
+    let state: SharedState = Arc::new(
+        AppState::new(cfg.body_limit, cfg.metrics_names).with_accounting(Arc::clone(&accounting)),
+    );
     let root = web_root(cfg.web_root.as_deref());
     let app = router(Arc::clone(&state), &cfg.cors_origins, root.as_deref());
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -125,8 +133,70 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut server_task).await;
     }
+    // Every request's record is written before the process ends.
+    accounting.ledger.flush().await;
+    drop(state);
+    drop(accounting);
+    let _ = tokio::time::timeout(Duration::from_secs(10), ledger_task).await;
     eprintln!("tandem: stopped");
     Ok(())
+}
+
+/// This machine's name.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Opens the accounting (database, tenants, ledger) and says what it found.
+async fn open_accounting(
+    cfg: &ServeConfig,
+    instance: String,
+) -> Result<(Arc<Accounting>, tokio::task::JoinHandle<()>), ServeError> {
+    let (acc, task, interrupted) = Accounting::open(
+        &cfg.database,
+        cfg.redis.as_deref(),
+        instance.clone(),
+        cfg.admin_key.clone(),
+    )
+    .await
+    .map_err(|e| ServeError::Other(format!("opening the database: {e}")))?;
+    if interrupted > 0 {
+        eprintln!(
+            "tandem: {interrupted} requests were in flight when {instance} last stopped; recorded as interrupted"
+        );
+    }
+    let what = if acc.tenants.enabled() {
+        "API keys required"
+    } else {
+        "no tenants: the API is open"
+    };
+    eprintln!(
+        "tandem: ledger in {} ({what}; limits and budgets {}; admin API {})",
+        redact(&cfg.database),
+        cfg.redis.as_deref().map_or_else(
+            || "in this process".to_owned(),
+            |r| format!("in {}", redact(r))
+        ),
+        if cfg.admin_key.is_some() { "on" } else { "off" }
+    );
+    Ok((acc, task))
+}
+
+/// A database URL without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// Routing settings from the configuration.

@@ -25,6 +25,29 @@ pub fn default_model() -> PathBuf {
     path
 }
 
+/// A fresh folder under the system's temporary folder.
+pub fn scratch_dir(what: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "tandem-test-{what}-{}-{:016x}",
+        std::process::id(),
+        rand_u64()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
 /// A running `tandem serve`; killed on drop.
 pub struct Server {
     pub child: Child,
@@ -53,6 +76,10 @@ impl Server {
         if !args.contains(&"--threads") {
             cmd.args(["--threads", "2"]);
         }
+        // Each server keeps its ledger apart from every other test's.
+        if !args.contains(&"--data-dir") && !args.contains(&"--database") {
+            cmd.arg("--data-dir").arg(scratch_dir("data"));
+        }
         cmd.args(args);
         for key in [
             "TANDEM_MODEL",
@@ -61,6 +88,9 @@ impl Server {
             "TANDEM_CONFIG",
             "TANDEM_MAX_SEQS",
             "TANDEM_CTX_SIZE",
+            "TANDEM_DATA_DIR",
+            "TANDEM_DATABASE",
+            "TANDEM_ADMIN_KEY",
         ] {
             cmd.env_remove(key);
         }
@@ -235,4 +265,38 @@ pub fn chat_stream_text(chunks: &[Value]) -> String {
 /// A user message.
 pub fn user(text: &str) -> Value {
     serde_json::json!([{"role": "user", "content": text}])
+}
+
+/// `tandem echo-upstream` on a free port (an upstream that answers at once); killed on drop.
+pub struct Echo {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `tandem echo-upstream`.
+pub fn echo() -> Echo {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["echo-upstream", "--port", "0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    let url = line
+        .split("listening on ")
+        .nth(1)
+        .expect("echo-upstream address")
+        .trim()
+        .to_owned();
+    Echo { child, url }
 }

@@ -2,17 +2,20 @@
 //! iteration-level scheduler (continuous batching) that advances every active sequence by one
 //! forward pass per [`Engine::step`].
 
+mod fairness;
 mod request;
 mod sequence;
 #[cfg(feature = "std-threads")]
 mod service;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
+pub use fairness::Flow;
 pub use request::{Event, EventSink, FinishReason, PromptLogprob, Request, SeqId};
 #[cfg(feature = "std-threads")]
 pub use service::{EngineInfo, EngineService, EngineStats, Reply, ServiceOptions, SubmitError};
 
+use self::fairness::FairQueue;
 use self::sequence::Sequence;
 use crate::backend::{Backend, BackendError, KvDtype, KvLayout, LogitsWanted, SeqChunk, StepInput};
 use crate::chat::{ChatTemplate, ChatTemplateError};
@@ -143,8 +146,10 @@ pub struct Engine<B: Backend> {
     alloc: BlockAllocator,
     scratch: Scratch<B>,
     config: EngineConfig,
+    /// Sequences waiting for room, in order of their fair-queueing start tags.
     waiting: VecDeque<Sequence>,
     running: Vec<Sequence>,
+    fair: FairQueue,
     next_id: SeqId,
     /// Whether finished sequences leave their KV behind for the next request ([`Engine::set_retain_prefix`]).
     retain_prefix: bool,
@@ -205,6 +210,7 @@ impl<B: Backend> Engine<B> {
             config,
             waiting: VecDeque::new(),
             running: Vec::new(),
+            fair: FairQueue::default(),
             next_id: 1,
             retain_prefix: false,
             retained: None,
@@ -329,9 +335,21 @@ impl<B: Backend> Engine<B> {
         sampler.accept_prompt(&req.prompt);
         let id = self.next_id;
         self.next_id += 1;
-        self.waiting
-            .push_back(Sequence::new(id, req, sampler, sink));
+        let cost = (req.prompt.len() + req.max_tokens).min(context);
+        let tag = self.fair.tag(req.flow.as_ref(), cost);
+        let flow = req.flow.as_ref().map(|f| f.id.clone()).unwrap_or_default();
+        let mut seq = Sequence::new(id, req, sampler, sink);
+        seq.start_tag = tag;
+        seq.flow = flow;
+        self.enqueue(seq);
         Ok(id)
+    }
+
+    /// Puts a sequence in the waiting queue at its place by start tag (then age).
+    fn enqueue(&mut self, seq: Sequence) {
+        let key = (seq.start_tag, seq.id);
+        let at = self.waiting.partition_point(|s| (s.start_tag, s.id) < key);
+        self.waiting.insert(at, seq);
     }
 
     /// Cancels a sequence: it ends with [`FinishReason::Cancelled`] and its blocks are freed at
@@ -355,7 +373,7 @@ impl<B: Backend> Engine<B> {
         seq.computed = 0;
         seq.scheduled = 0;
         seq.restart_prompt_logprobs();
-        self.waiting.push_front(seq);
+        self.enqueue(seq);
     }
 
     /// Ends running sequence `i`, freeing its blocks (or retaining them, see [`Engine::set_retain_prefix`]).
@@ -380,14 +398,19 @@ impl<B: Backend> Engine<B> {
     ///    one, the most recently admitted sequence is preempted (freed, to be recomputed later).
     /// 2. Running sequences still in prefill get chunks from what is left of the token budget,
     ///    as far as free blocks allow.
-    /// 3. Waiting sequences are admitted (first come, first served) while the budget, the
-    ///    sequence limit and memory allow.
+    /// 3. Waiting sequences are admitted in fair-queueing order (arrival order within a flow;
+    ///    a flow below its share of the slots first) while the budget, the sequence limit and
+    ///    memory allow. Before all this (0), a flow kept below its share by another's running
+    ///    sequences takes one of their slots.
     ///
     /// A sequence that cannot fit even alone in the cache ends with [`FinishReason::Length`].
     fn schedule(&mut self, report: &mut StepReport) {
         let full_budget = self.config.max_batch_tokens;
         let mut budget = full_budget;
         let bs = self.config.block_size;
+
+        // 0. A flow below its share of the slots takes one from the flow furthest above it.
+        self.yield_to_fair_share(report);
 
         // 1. Decodes.
         let mut i = 0;
@@ -449,16 +472,15 @@ impl<B: Backend> Engine<B> {
 
         // 3. Admissions.
         while budget > 0 && self.running.len() < self.config.max_seqs {
-            if let Some(seq) = self.waiting.front_mut() {
-                adopt_retained(&mut self.retained, &mut self.alloc, seq);
-            }
-            let Some(seq) = self.waiting.front() else {
+            let Some(k) = self.next_admission() else {
                 break;
             };
+            adopt_retained(&mut self.retained, &mut self.alloc, &mut self.waiting[k]);
+            let seq = &self.waiting[k];
             let need = self.alloc.blocks_for(seq.tokens.len() + 1);
             if need > self.alloc.total_blocks() {
                 // A preempted sequence that grew beyond the whole cache.
-                let mut seq = self.waiting.pop_front().expect("checked above");
+                let mut seq = self.waiting.remove(k).expect("checked above");
                 seq.table.release(&mut self.alloc);
                 seq.finish(FinishReason::Length);
                 report.finished += 1;
@@ -467,7 +489,8 @@ impl<B: Backend> Engine<B> {
             if need.saturating_sub(seq.table.blocks().len()) > self.alloc.free_blocks() {
                 break;
             }
-            let mut seq = self.waiting.pop_front().expect("checked above");
+            let mut seq = self.waiting.remove(k).expect("checked above");
+            self.fair.admitted(seq.start_tag);
             let take = seq.pending().min(budget).min(Self::chunk_cap(&seq));
             seq.table
                 .reserve(&mut self.alloc, take)
@@ -489,6 +512,77 @@ impl<B: Backend> Engine<B> {
         } else if budget == full_budget && self.running.len() == 1 {
             self.finish_running(0, FinishReason::Length);
             report.finished += 1;
+        }
+    }
+
+    /// Each flow's running sequences, and the share of the slots each flow of those running or
+    /// waiting is due.
+    fn fair_shares(&self) -> (HashMap<&str, usize>, usize) {
+        let mut running: HashMap<&str, usize> = HashMap::new();
+        for s in &self.running {
+            *running.entry(s.flow.as_str()).or_default() += 1;
+        }
+        let mut flows: Vec<&str> = running.keys().copied().collect();
+        for s in &self.waiting {
+            if !flows.contains(&s.flow.as_str()) {
+                flows.push(s.flow.as_str());
+            }
+        }
+        let share = (self.config.max_seqs / flows.len().max(1)).max(1);
+        (running, share)
+    }
+
+    /// The waiting sequence to admit next: the first in fair-queueing order whose flow runs
+    /// fewer sequences than its share, else the first.
+    fn next_admission(&self) -> Option<usize> {
+        if self.waiting.is_empty() {
+            return None;
+        }
+        let (running, share) = self.fair_shares();
+        let below = |s: &Sequence| running.get(s.flow.as_str()).copied().unwrap_or(0) < share;
+        Some(self.waiting.iter().position(below).unwrap_or(0))
+    }
+
+    /// When every slot is taken and a waiting flow runs fewer sequences than its share, the
+    /// most recently admitted sequence of the flow furthest above its share is preempted (freed,
+    /// recomputed later), so that one tenant's backlog never keeps another out for the length
+    /// of its answers. With one flow nothing changes.
+    fn yield_to_fair_share(&mut self, report: &mut StepReport) {
+        if self.running.len() < self.config.max_seqs || self.waiting.is_empty() {
+            return;
+        }
+        let victim = {
+            let (running, share) = self.fair_shares();
+            let starved = self
+                .waiting
+                .iter()
+                .find(|s| running.get(s.flow.as_str()).copied().unwrap_or(0) < share);
+            let over = running
+                .iter()
+                .filter(|(_, n)| **n > share)
+                .max_by_key(|(f, n)| (**n, std::cmp::Reverse(**f)))
+                .map(|(f, _)| (*f).to_owned());
+            match (starved, over) {
+                (Some(starved), Some(flow)) => {
+                    self.running
+                        .iter()
+                        .rposition(|s| s.flow == flow)
+                        .filter(|&i| {
+                            // Only when the freed blocks let the starved sequence in.
+                            let need = self
+                                .alloc
+                                .blocks_for(starved.tokens.len() + 1)
+                                .saturating_sub(starved.table.blocks().len());
+                            need <= self.alloc.free_blocks() + self.running[i].table.blocks().len()
+                        })
+                }
+                _ => None,
+            }
+        };
+        if let Some(i) = victim {
+            let seq = self.running.remove(i);
+            report.preempted += 1;
+            self.preempt(seq);
         }
     }
 

@@ -22,6 +22,8 @@ pub struct Request {
     pub prompt_logprobs: Option<usize>,
     /// Seed used when `params.seed` is unset (the caller draws it).
     pub fallback_seed: u64,
+    /// The flow (tenant) it belongs to, for fair queueing; none: the shared default flow.
+    pub flow: Option<super::Flow>,
 }
 
 impl Request {
@@ -38,6 +40,7 @@ impl Request {
             ignore_eos: false,
             prompt_logprobs: None,
             fallback_seed: 0,
+            flow: None,
         }
     }
 }

@@ -29,6 +29,10 @@ pub(crate) struct Sequence {
     pub scheduled: usize,
     /// A stop string matched: nothing more is shown.
     pub stop_hit: bool,
+    /// Its fair-queueing start tag (the waiting queue's order).
+    pub start_tag: f64,
+    /// Its flow's id ("" without one).
+    pub flow: String,
 }
 
 impl Sequence {
@@ -59,6 +63,8 @@ impl Sequence {
             deaf: false,
             scheduled: 0,
             stop_hit: false,
+            start_tag: 0.0,
+            flow: String::new(),
         }
     }
 

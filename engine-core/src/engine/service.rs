@@ -8,6 +8,7 @@
 //! which cancels the sequence. The service is generic over the backend, so any
 //! [`Backend`] plugs in unchanged.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,8 +25,10 @@ pub type Reply = Box<dyn FnOnce(Result<SeqId, EngineError>) -> bool + Send>;
 /// Limits of the service itself (the engine's own are in [`EngineConfig`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceOptions {
-    /// Most sequences that may wait for a slot beyond the engine's `max_seqs` running ones;
-    /// further submissions are refused with [`SubmitError::QueueFull`].
+    /// Most sequences of one flow (see [`super::Flow`]; requests without one share a flow) that
+    /// may wait for a slot beyond the engine's `max_seqs` running ones; further submissions of
+    /// that flow are refused with [`SubmitError::QueueFull`], so a flow that floods the queue
+    /// never shuts others out.
     pub max_waiting: usize,
 }
 
@@ -106,12 +109,15 @@ struct Shared {
     queued: AtomicUsize,
     /// Submitted and not ended yet (queued, waiting or running).
     outstanding: AtomicUsize,
+    /// The same, per flow.
+    per_flow: Mutex<HashMap<String, usize>>,
 }
 
 /// Counts one outstanding sequence until it ends (its final event, or its sink being dropped
 /// without one: refused, or dropped because nobody listened).
 struct Outstanding {
     shared: Arc<Shared>,
+    flow: String,
     counted: bool,
 }
 
@@ -119,6 +125,17 @@ impl Outstanding {
     fn release(&mut self) {
         if std::mem::take(&mut self.counted) {
             self.shared.outstanding.fetch_sub(1, Ordering::SeqCst);
+            let mut per_flow = self
+                .shared
+                .per_flow
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(n) = per_flow.get_mut(&self.flow) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    per_flow.remove(&self.flow);
+                }
+            }
         }
     }
 }
@@ -157,6 +174,7 @@ impl EngineService {
             }),
             queued: AtomicUsize::new(0),
             outstanding: AtomicUsize::new(0),
+            per_flow: Mutex::new(HashMap::new()),
         });
         let (tx, rx) = mpsc::channel();
         let thread_shared = Arc::clone(&shared);
@@ -182,16 +200,26 @@ impl EngineService {
     /// why it was refused: an empty or too long prompt, bad sampling parameters); the sequence's
     /// events then go to `sink`. Fails at once when the queue is full or the engine stopped.
     pub fn submit(&self, req: Request, sink: EventSink, reply: Reply) -> Result<(), SubmitError> {
-        let pending = self.shared.outstanding.load(Ordering::SeqCst);
-        if pending >= self.limit {
-            return Err(SubmitError::QueueFull {
-                pending,
-                limit: self.limit,
-            });
+        let flow = req.flow.as_ref().map(|f| f.id.clone()).unwrap_or_default();
+        {
+            let mut per_flow = self
+                .shared
+                .per_flow
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let pending = per_flow.entry(flow.clone()).or_insert(0);
+            if *pending >= self.limit {
+                return Err(SubmitError::QueueFull {
+                    pending: *pending,
+                    limit: self.limit,
+                });
+            }
+            *pending += 1;
         }
         self.shared.outstanding.fetch_add(1, Ordering::SeqCst);
         let mut guard = Outstanding {
             shared: Arc::clone(&self.shared),
+            flow,
             counted: true,
         };
         let mut inner = sink;

@@ -13,13 +13,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use engine_core::chat::ChatTemplate;
-use engine_core::engine::{EngineService, ServiceOptions};
+use engine_core::engine::{EngineService, Flow, ServiceOptions};
 use engine_core::model::ModelConfig;
 use engine_core::tokenizer::Tokenizer;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use crate::backends::{self, BackendKind, EngineLimits};
+use crate::gateway::FAIRNESS_WEIGHT_HEADER;
 use crate::gateway::upstream::{
     FailureKind, Features, GenerateRequest, Generation, ModelInfo, SelfLoad, Upstream,
     UpstreamError,
@@ -269,7 +270,12 @@ impl Upstream for LocalUpstream {
             })?
             .map_err(UpstreamError::Rejected)?;
             let choices = prepared.requests.len();
-            let run = EngineRun::start(&metrics, &handle, prepared.requests, start)
+            let flow = flow_of(&req.headers);
+            let mut requests = prepared.requests;
+            for r in &mut requests {
+                r.flow.clone_from(&flow);
+            }
+            let run = EngineRun::start(&metrics, &handle, requests, start)
                 .await
                 .map_err(UpstreamError::from)?;
             let mapper = EventMapper::new(
@@ -287,4 +293,20 @@ impl Upstream for LocalUpstream {
         }
         .boxed()
     }
+}
+
+/// The fair-queueing flow of a request: its fairness id (llm-d's or the Gateway API Inference
+/// Extension's header) with the weight of `x-tandem-fairness-weight` (default 1).
+fn flow_of(headers: &[(String, String)]) -> Option<Flow> {
+    let id = headers
+        .iter()
+        .find(|(k, _)| k.ends_with("-inference-fairness-id"))
+        .map(|(_, v)| v.clone())?;
+    let weight = headers
+        .iter()
+        .find(|(k, _)| k == FAIRNESS_WEIGHT_HEADER)
+        .and_then(|(_, v)| v.parse::<u32>().ok())
+        .unwrap_or(1)
+        .clamp(1, 1000);
+    Some(Flow { id, weight })
 }

@@ -217,6 +217,7 @@ pub fn chat(model: &ModelHandle, req: &ChatCompletionRequest) -> Result<Prepared
             ignore_eos: s.ignore_eos,
             prompt_logprobs: None,
             fallback_seed: rand::random(),
+            flow: None,
         }],
         top_logprobs: top,
         ignore_eos: s.ignore_eos,
@@ -307,6 +308,7 @@ pub fn completion(model: &ModelHandle, req: &CompletionRequest) -> Result<Prepar
             ignore_eos: s.ignore_eos,
             prompt_logprobs: if echo { top } else { None },
             fallback_seed: rand::random(),
+            flow: None,
         });
     }
     Ok(Prepared {

@@ -1,0 +1,350 @@
+//! `/admin/v1/tiers`, `/admin/v1/tenants`, their keys and `/admin/v1/keys/{id}`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use super::{accounting, check_id, list, merge_patch, object, store_error};
+use crate::api::json::JsonBody;
+use crate::errors::ApiError;
+use crate::state::SharedState;
+use crate::tenants::keys;
+use crate::tenants::model::{KeyLimits, Plan, Tenant};
+
+type Answer = Result<(StatusCode, Json<Value>), ApiError>;
+
+fn ok(v: Value) -> Answer {
+    Ok((StatusCode::OK, Json(v)))
+}
+
+fn plan_from(map: serde_json::Map<String, Value>) -> Result<Plan, ApiError> {
+    let plan: Plan = serde_json::from_value(Value::Object(map))
+        .map_err(|e| ApiError::bad_request(format!("Invalid plan: {e}")))?;
+    plan.validate().map_err(ApiError::bad_request)?;
+    Ok(plan)
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+async fn reload(state: &SharedState) -> Result<(), ApiError> {
+    accounting(state)?
+        .tenants
+        .refresh()
+        .await
+        .map_err(store_error)
+}
+
+/// `GET /admin/v1/tiers`.
+pub async fn list_tiers(State(state): State<SharedState>) -> Answer {
+    let tiers = accounting(&state)?
+        .store
+        .tiers()
+        .await
+        .map_err(store_error)?;
+    ok(list(&tiers))
+}
+
+/// `POST /admin/v1/tiers`: `{"id", ...the plan's fields}`.
+pub async fn create_tier(
+    State(state): State<SharedState>,
+    JsonBody(body): JsonBody<Value>,
+) -> Answer {
+    let acc = accounting(&state)?;
+    let mut map = object(body)?;
+    let id = match map.remove("id") {
+        Some(Value::String(s)) => s,
+        _ => return Err(ApiError::bad_param("id", "A tier needs an id (a string).")),
+    };
+    check_id("tier", &id)?;
+    let plan = plan_from(map)?;
+    if !acc
+        .store
+        .create_tier(&id, &plan)
+        .await
+        .map_err(store_error)?
+    {
+        return Err(ApiError::conflict(format!("The tier {id:?} exists.")));
+    }
+    reload(&state).await?;
+    let tier = acc.store.tier(&id).await.map_err(store_error)?;
+    Ok((StatusCode::CREATED, Json(to_value(&tier))))
+}
+
+/// `GET /admin/v1/tiers/{id}`.
+pub async fn get_tier(State(state): State<SharedState>, Path(id): Path<String>) -> Answer {
+    match accounting(&state)?
+        .store
+        .tier(&id)
+        .await
+        .map_err(store_error)?
+    {
+        Some(t) => ok(to_value(&t)),
+        None => Err(ApiError::not_found(format!("No tier {id:?}."))),
+    }
+}
+
+/// `PATCH /admin/v1/tiers/{id}`: a merge patch of the plan's fields.
+pub async fn patch_tier(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> Answer {
+    let acc = accounting(&state)?;
+    let Some(tier) = acc.store.tier(&id).await.map_err(store_error)? else {
+        return Err(ApiError::not_found(format!("No tier {id:?}.")));
+    };
+    let mut patch = object(body)?;
+    patch.remove("id");
+    let mut current = object(to_value(&tier.plan))?;
+    merge_patch(&mut current, patch);
+    let plan = plan_from(current)?;
+    acc.store
+        .update_tier(&id, &plan)
+        .await
+        .map_err(store_error)?;
+    reload(&state).await?;
+    let tier = acc.store.tier(&id).await.map_err(store_error)?;
+    ok(to_value(&tier))
+}
+
+/// `DELETE /admin/v1/tiers/{id}`: only a tier no tenant was ever on.
+pub async fn delete_tier(State(state): State<SharedState>, Path(id): Path<String>) -> Answer {
+    let acc = accounting(&state)?;
+    if acc.store.tier(&id).await.map_err(store_error)?.is_none() {
+        return Err(ApiError::not_found(format!("No tier {id:?}.")));
+    }
+    if !acc.store.delete_tier(&id).await.map_err(store_error)? {
+        return Err(ApiError::conflict(format!(
+            "The tier {id:?} has (or had) tenants; move them to another tier first."
+        )));
+    }
+    reload(&state).await?;
+    ok(json!({"id": id, "object": "tier", "deleted": true}))
+}
+
+/// A tenant with its effective plan and this month's spending.
+async fn tenant_json(state: &SharedState, t: &Tenant) -> Value {
+    let mut v = to_value(t);
+    if let Ok(acc) = accounting(state) {
+        v["plan"] = to_value(&acc.tenants.plan(&t.id));
+        let (spent, reserved) = acc.budgets.current(&t.id).await;
+        v["month_spent_usd"] = json!(spent);
+        v["month_reserved_usd"] = json!(reserved);
+    }
+    v
+}
+
+/// `GET /admin/v1/tenants`.
+pub async fn list_tenants(State(state): State<SharedState>) -> Answer {
+    let tenants = accounting(&state)?
+        .store
+        .tenants()
+        .await
+        .map_err(store_error)?;
+    let mut items = Vec::with_capacity(tenants.len());
+    for t in &tenants {
+        items.push(tenant_json(&state, t).await);
+    }
+    ok(list(&items))
+}
+
+/// `POST /admin/v1/tenants`: `{"id"?, "name", "tier", "overrides"?}`.
+pub async fn create_tenant(
+    State(state): State<SharedState>,
+    JsonBody(body): JsonBody<Value>,
+) -> Answer {
+    let acc = accounting(&state)?;
+    let mut map = object(body)?;
+    let id = match map.remove("id") {
+        Some(Value::String(s)) => s,
+        None | Some(Value::Null) => keys::new_id("ten_"),
+        _ => return Err(ApiError::bad_param("id", "id must be a string.")),
+    };
+    check_id("tenant", &id)?;
+    let name = match map.remove("name") {
+        Some(Value::String(s)) => s,
+        None => id.clone(),
+        _ => return Err(ApiError::bad_param("name", "name must be a string.")),
+    };
+    let Some(Value::String(tier)) = map.remove("tier") else {
+        return Err(ApiError::bad_param(
+            "tier",
+            "A tenant needs a tier (its id).",
+        ));
+    };
+    let overrides = match map.remove("overrides") {
+        Some(Value::Object(o)) => plan_from(o)?,
+        None | Some(Value::Null) => Plan::default(),
+        _ => {
+            return Err(ApiError::bad_param(
+                "overrides",
+                "overrides must be an object.",
+            ));
+        }
+    };
+    if let Some(k) = map.keys().next() {
+        return Err(ApiError::bad_param(k, format!("Unknown field {k:?}.")));
+    }
+    if acc.store.tier(&tier).await.map_err(store_error)?.is_none() {
+        return Err(ApiError::bad_param("tier", format!("No tier {tier:?}.")));
+    }
+    if !acc
+        .store
+        .create_tenant(&id, &name, &tier, &overrides)
+        .await
+        .map_err(store_error)?
+    {
+        return Err(ApiError::conflict(format!(
+            "The tenant id {id:?} is taken."
+        )));
+    }
+    reload(&state).await?;
+    let t = acc.store.tenant(&id).await.map_err(store_error)?;
+    let v = match t {
+        Some(t) => tenant_json(&state, &t).await,
+        None => Value::Null,
+    };
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+async fn live_tenant(state: &SharedState, id: &str) -> Result<Tenant, ApiError> {
+    accounting(state)?
+        .store
+        .tenant(id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found(format!("No tenant {id:?}.")))
+}
+
+/// `GET /admin/v1/tenants/{id}`.
+pub async fn get_tenant(State(state): State<SharedState>, Path(id): Path<String>) -> Answer {
+    let t = live_tenant(&state, &id).await?;
+    ok(tenant_json(&state, &t).await)
+}
+
+/// `PATCH /admin/v1/tenants/{id}`: `name`, `tier`, and a merge patch of `overrides`.
+pub async fn patch_tenant(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> Answer {
+    let acc = accounting(&state)?;
+    let mut t = live_tenant(&state, &id).await?;
+    let mut map = object(body)?;
+    match map.remove("name") {
+        Some(Value::String(s)) => t.name = s,
+        None => {}
+        _ => return Err(ApiError::bad_param("name", "name must be a string.")),
+    }
+    match map.remove("tier") {
+        Some(Value::String(s)) => {
+            if acc.store.tier(&s).await.map_err(store_error)?.is_none() {
+                return Err(ApiError::bad_param("tier", format!("No tier {s:?}.")));
+            }
+            t.tier = s;
+        }
+        None => {}
+        _ => return Err(ApiError::bad_param("tier", "tier must be a string.")),
+    }
+    match map.remove("overrides") {
+        Some(Value::Object(patch)) => {
+            let mut current = object(to_value(&t.overrides))?;
+            merge_patch(&mut current, patch);
+            t.overrides = plan_from(current)?;
+        }
+        Some(Value::Null) => t.overrides = Plan::default(),
+        None => {}
+        _ => {
+            return Err(ApiError::bad_param(
+                "overrides",
+                "overrides must be an object.",
+            ));
+        }
+    }
+    map.remove("id");
+    if let Some(k) = map.keys().next() {
+        return Err(ApiError::bad_param(k, format!("Unknown field {k:?}.")));
+    }
+    acc.store.update_tenant(&t).await.map_err(store_error)?;
+    reload(&state).await?;
+    let t = live_tenant(&state, &id).await?;
+    ok(tenant_json(&state, &t).await)
+}
+
+/// `DELETE /admin/v1/tenants/{id}`: the tenant's keys are revoked; its usage stays.
+pub async fn delete_tenant(State(state): State<SharedState>, Path(id): Path<String>) -> Answer {
+    let acc = accounting(&state)?;
+    if !acc.store.delete_tenant(&id).await.map_err(store_error)? {
+        return Err(ApiError::not_found(format!("No tenant {id:?}.")));
+    }
+    reload(&state).await?;
+    ok(json!({"id": id, "object": "tenant", "deleted": true}))
+}
+
+/// `POST /admin/v1/tenants/{id}/keys`: `{"name"?, "requests_per_minute"?,
+/// "tokens_per_minute"?}`. The answer holds the key; it is never shown again.
+pub async fn create_key(
+    State(state): State<SharedState>,
+    Path(tenant): Path<String>,
+    body: axum::body::Bytes,
+) -> Answer {
+    let acc = accounting(&state)?;
+    live_tenant(&state, &tenant).await?;
+    let mut map = if body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Map::new()
+    } else {
+        object(crate::api::json::parse(&body)?)?
+    };
+    let name = match map.remove("name") {
+        Some(Value::String(s)) => s,
+        None | Some(Value::Null) => String::new(),
+        _ => return Err(ApiError::bad_param("name", "name must be a string.")),
+    };
+    let limits: KeyLimits = serde_json::from_value(Value::Object(map))
+        .map_err(|e| ApiError::bad_request(format!("Invalid key limits: {e}")))?;
+    if limits.requests_per_minute == Some(0) || limits.tokens_per_minute == Some(0) {
+        return Err(ApiError::bad_request(
+            "A per-minute limit must be at least 1 (leave it out for none).",
+        ));
+    }
+    let (key, prefix, hash) = keys::generate();
+    let id = keys::new_id("key_");
+    let info = acc
+        .store
+        .create_key(&id, &tenant, &name, &prefix, &hash, &limits)
+        .await
+        .map_err(store_error)?;
+    reload(&state).await?;
+    let mut v = to_value(&info);
+    v["key"] = Value::String(key);
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// `GET /admin/v1/tenants/{id}/keys`: the tenant's keys (never the keys themselves).
+pub async fn list_keys(State(state): State<SharedState>, Path(tenant): Path<String>) -> Answer {
+    let acc = accounting(&state)?;
+    live_tenant(&state, &tenant).await?;
+    let keys: Vec<_> = acc
+        .store
+        .keys()
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .filter(|k| k.info.tenant == tenant)
+        .map(|k| k.info)
+        .collect();
+    ok(list(&keys))
+}
+
+/// `DELETE /admin/v1/keys/{id}`: revokes a key.
+pub async fn revoke_key(State(state): State<SharedState>, Path(id): Path<String>) -> Answer {
+    let acc = accounting(&state)?;
+    if !acc.store.revoke_key(&id).await.map_err(store_error)? {
+        return Err(ApiError::not_found(format!("No live key {id:?}.")));
+    }
+    reload(&state).await?;
+    ok(json!({"id": id, "object": "key", "deleted": true}))
+}

@@ -1,0 +1,68 @@
+//! The admin API under `/admin/v1/`, behind the admin key: tiers, tenants and their keys,
+//! upstream health, usage reports and invoices.
+
+pub mod directory;
+pub mod reports;
+pub mod upstreams;
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::accounting::Accounting;
+use crate::errors::ApiError;
+use crate::state::SharedState;
+use crate::store::StoreError;
+
+/// The accounting of a server with the admin API on.
+fn accounting(state: &SharedState) -> Result<&Arc<Accounting>, ApiError> {
+    state
+        .accounting
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("The admin API is off."))
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    tracing::error!("admin: {e}");
+    ApiError::internal(format!("database: {e}"))
+}
+
+/// A JSON object from a body, or 400.
+fn object(v: Value) -> Result<Map<String, Value>, ApiError> {
+    match v {
+        Value::Object(m) => Ok(m),
+        _ => Err(ApiError::bad_request("The body must be a JSON object.")),
+    }
+}
+
+/// Applies a JSON merge patch (RFC 7396) of `patch` onto `target`: null removes a field.
+fn merge_patch(target: &mut Map<String, Value>, patch: Map<String, Value>) {
+    for (k, v) in patch {
+        if v.is_null() {
+            target.remove(&k);
+        } else {
+            target.insert(k, v);
+        }
+    }
+}
+
+/// Checks an id given by the admin: 1 to 64 of `[A-Za-z0-9_.-]`.
+fn check_id(what: &str, id: &str) -> Result<(), ApiError> {
+    let ok = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_param(
+            "id",
+            format!("A {what} id is 1 to 64 letters, digits, '_', '-' or '.', got {id:?}."),
+        ))
+    }
+}
+
+/// `{"object": "list", "data": [...]}`.
+fn list<T: serde::Serialize>(items: &[T]) -> Value {
+    serde_json::json!({"object": "list", "data": items})
+}
