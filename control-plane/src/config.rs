@@ -97,6 +97,17 @@ pub struct ServeArgs {
     /// unfinished requests as interrupted.
     #[arg(long, env = "TANDEM_INSTANCE_ID")]
     pub instance_id: Option<String>,
+    /// Seconds a request may wait in a local engine's queue before it is answered 503 with
+    /// Retry-After (default 600).
+    #[arg(long, env = "TANDEM_QUEUE_TIMEOUT")]
+    pub queue_timeout: Option<u64>,
+    /// Megabytes of whole answers of deterministic requests (temperature 0 or a seed) to keep
+    /// and replay (0: no response cache).
+    #[arg(long, env = "TANDEM_RESPONSE_CACHE_MB")]
+    pub response_cache_mb: Option<usize>,
+    /// Seconds a cached answer stays valid.
+    #[arg(long, env = "TANDEM_RESPONSE_CACHE_TTL")]
+    pub response_cache_ttl: Option<u64>,
     /// A tandem.toml file.
     #[arg(long, env = "TANDEM_CONFIG")]
     pub config: Option<PathBuf>,
@@ -244,6 +255,12 @@ pub struct FileConfig {
     pub redis: Option<String>,
     /// This replica's name in the ledger.
     pub instance_id: Option<String>,
+    /// Seconds a request may wait in a local engine's queue.
+    pub queue_timeout: Option<u64>,
+    /// Megabytes of the response cache.
+    pub response_cache_mb: Option<usize>,
+    /// Seconds a cached answer stays valid.
+    pub response_cache_ttl: Option<u64>,
     /// The local models to serve; the first is the default.
     #[serde(default)]
     pub models: Vec<ModelEntry>,
@@ -315,6 +332,12 @@ pub struct ServeConfig {
     pub admin_key: Option<String>,
     /// This replica's name in the ledger (none: HOST:PORT once bound).
     pub instance_id: Option<String>,
+    /// How long a request may wait in a local engine's queue.
+    pub queue_timeout: Duration,
+    /// Bytes of the response cache (0: off).
+    pub response_cache_bytes: usize,
+    /// How long a cached answer stays valid.
+    pub response_cache_ttl: Duration,
 }
 
 /// The default data folder: `$XDG_DATA_HOME/tandem`, else `~/.local/share/tandem`, else
@@ -516,6 +539,22 @@ impl ServeConfig {
             redis: args.redis.or(file.redis),
             admin_key: args.admin_key.filter(|k| !k.is_empty()),
             instance_id: args.instance_id.or(file.instance_id),
+            queue_timeout: Duration::from_secs(
+                args.queue_timeout
+                    .or(file.queue_timeout)
+                    .unwrap_or(600)
+                    .max(1),
+            ),
+            response_cache_bytes: args
+                .response_cache_mb
+                .or(file.response_cache_mb)
+                .unwrap_or(0)
+                .saturating_mul(1 << 20),
+            response_cache_ttl: Duration::from_secs(
+                args.response_cache_ttl
+                    .or(file.response_cache_ttl)
+                    .unwrap_or(600),
+            ),
         };
         if cfg.admin_key.as_ref().is_some_and(|k| k.len() < 16) {
             return Err(ConfigError::Invalid(

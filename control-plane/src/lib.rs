@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod openai;
 pub mod progress;
 pub mod render;
+pub mod response_cache;
 pub mod server;
 pub mod shutdown;
 pub mod source;

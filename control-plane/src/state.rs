@@ -11,6 +11,7 @@ use crate::gateway::Gateway;
 use crate::gateway::local::ModelHandle;
 use crate::gateway::local::variant::LocalVariant;
 use crate::metrics::{Metrics, MetricsNames};
+use crate::response_cache::ResponseCache;
 
 /// A local model, as the server sees it beside the gateway.
 #[derive(Clone)]
@@ -46,6 +47,8 @@ pub struct AppState {
     pub metrics_names: MetricsNames,
     /// Tenants, limits and the usage ledger (none: an open server that keeps no ledger).
     pub accounting: Option<Arc<Accounting>>,
+    /// The response cache (none: off).
+    pub response_cache: Option<Arc<ResponseCache>>,
 }
 
 impl AppState {
@@ -58,7 +61,14 @@ impl AppState {
             body_limit,
             metrics_names,
             accounting: None,
+            response_cache: None,
         }
+    }
+
+    /// With a response cache.
+    pub fn with_response_cache(mut self, cache: Arc<ResponseCache>) -> AppState {
+        self.response_cache = Some(cache);
+        self
     }
 
     /// With tenants, limits and the ledger.

@@ -141,9 +141,8 @@ fn an_unknown_backend_is_a_usage_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cpu"));
 }
 
-#[tokio::test]
-async fn a_full_queue_is_429_with_retry_after() {
-    let server = Server::start(&["--max-seqs", "1", "--max-waiting", "0"]);
+/// A long stream that holds the only slot (already answering).
+async fn hog(server: &Server) -> reqwest::Response {
     let mut hog = server
         .client
         .post(server.url("/v1/chat/completions"))
@@ -153,6 +152,13 @@ async fn a_full_queue_is_429_with_retry_after() {
         .unwrap();
     assert_eq!(hog.status(), 200);
     hog.chunk().await.unwrap();
+    hog
+}
+
+#[tokio::test]
+async fn a_full_queue_is_429_with_retry_after() {
+    let server = Server::start(&["--max-seqs", "1", "--max-waiting", "0"]);
+    let hog = hog(&server).await;
     let (status, retry, err) = server
         .post_raw(
             "/v1/chat/completions",
@@ -178,6 +184,34 @@ async fn a_full_queue_is_429_with_retry_after() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(answered, "the slot was not freed after the client left");
+}
+
+#[tokio::test]
+async fn a_request_queued_past_the_queue_timeout_is_503_with_retry_after() {
+    let server = Server::start(&["--max-seqs", "1", "--queue-timeout", "1"]);
+    let hog = hog(&server).await;
+    let start = std::time::Instant::now();
+    let (status, retry, err) = server
+        .post_raw(
+            "/v1/chat/completions",
+            serde_json::to_vec(&json!({"messages": user("Hi"), "max_tokens": 2})).unwrap(),
+        )
+        .await;
+    assert_eq!(status, 503, "{err}");
+    assert_eq!(err["error"]["code"], "queue_timeout");
+    assert_eq!(retry.as_deref(), Some("5"));
+    assert!(start.elapsed() < Duration::from_secs(10));
+    // The queued request is withdrawn (within a few engine steps): only the hog runs.
+    let mut waiting = 1.0;
+    for _ in 0..100 {
+        waiting = server.metric("tandem_num_requests_waiting").await;
+        if waiting == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(waiting, 0.0);
+    drop(hog);
 }
 
 #[tokio::test]

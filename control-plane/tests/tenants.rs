@@ -18,6 +18,7 @@ use control_plane::accounting::Accounting;
 use control_plane::gateway::cost::CostModel;
 use control_plane::gateway::{Gateway, Policy, RetryConfig, RoutingConfig, UpstreamHandle};
 use control_plane::metrics::MetricsNames;
+use control_plane::response_cache::ResponseCache;
 use control_plane::state::{AppState, Loaded};
 use control_plane::store::ledger::{UsageFilter, UsageRecord};
 use fake::{Behavior, FakeServer, handle, test_settings};
@@ -30,7 +31,7 @@ const ADMIN: &str = "admin-key-0123456789";
 struct App {
     router: Router,
     acc: Arc<Accounting>,
-    _fake: FakeServer,
+    fake: FakeServer,
 }
 
 /// Where a case keeps its data.
@@ -112,10 +113,16 @@ on_both!(
     browser_usage_reports_and_invoices_come_from_the_ledger,
     a_client_that_goes_away_is_recorded_as_cancelled,
     requests_left_in_flight_are_marked_interrupted_at_the_next_start,
+    the_response_cache_replays_deterministic_answers_within_a_tenant,
 );
 
 /// The app over one fake serving `m` at `price` USD per million output tokens.
 async fn app_with(place: &Place, price: f64, behavior: Behavior) -> App {
+    app_with_cache(place, price, behavior, false).await
+}
+
+/// The same, with a response cache if `cache`.
+async fn app_with_cache(place: &Place, price: f64, behavior: Behavior, cache: bool) -> App {
     let fake = FakeServer::start(&["m"], behavior).await;
     let h = handle(
         "a",
@@ -135,14 +142,21 @@ async fn app_with(place: &Place, price: f64, behavior: Behavior) -> App {
     .await
     .unwrap();
     App {
-        router: router(vec![h], Arc::clone(&acc)),
+        router: router(vec![h], Arc::clone(&acc), cache),
         acc,
-        _fake: fake,
+        fake,
     }
 }
 
-fn router(handles: Vec<Arc<UpstreamHandle>>, acc: Arc<Accounting>) -> Router {
-    let state = Arc::new(AppState::new(1 << 20, MetricsNames::Tandem).with_accounting(acc));
+fn router(handles: Vec<Arc<UpstreamHandle>>, acc: Arc<Accounting>, cache: bool) -> Router {
+    let mut state = AppState::new(1 << 20, MetricsNames::Tandem).with_accounting(acc);
+    if cache {
+        state = state.with_response_cache(Arc::new(ResponseCache::new(
+            1 << 20,
+            Duration::from_secs(60),
+        )));
+    }
+    let state = Arc::new(state);
     let gateway = Gateway::new(
         handles,
         RoutingConfig {
@@ -819,4 +833,77 @@ async fn requests_left_in_flight_are_marked_interrupted_at_the_next_start(b: Bac
         .await
         .unwrap();
     assert_eq!(n, 0);
+}
+
+async fn the_response_cache_replays_deterministic_answers_within_a_tenant(b: Backing) {
+    let place = Place::new(b).await;
+    let app = app_with_cache(&place, 1.0, Behavior::Answer(vec!["Hel", "lo"]), true).await;
+    let a = tenant_with_key(&app, "a", json!({"id": "t"})).await;
+    let b = tenant_with_key(&app, "b", json!({"id": "t"})).await;
+    let greedy = |stream: bool| {
+        json!({"model": "m", "temperature": 0, "stream": stream,
+               "messages": [{"role": "user", "content": "hi"}]})
+    };
+    let first = send(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        Some(&a),
+        Some(greedy(false)),
+    )
+    .await;
+    assert_eq!(first.header("x-tandem-cache"), Some("miss"));
+    assert_eq!(app.fake.hits(), 1);
+    // The same request again, streamed this time: replayed, the upstream not asked.
+    let again = send(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        Some(&a),
+        Some(greedy(true)),
+    )
+    .await;
+    assert_eq!(again.header("x-tandem-cache"), Some("hit"));
+    assert!(
+        again.body.contains("\"content\":\"Hello\"") && again.body.contains("data: [DONE]"),
+        "{}",
+        again.body
+    );
+    assert_eq!(app.fake.hits(), 1);
+    // Never across tenants.
+    let other = send(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        Some(&b),
+        Some(greedy(false)),
+    )
+    .await;
+    assert_eq!(other.header("x-tandem-cache"), Some("miss"));
+    assert_eq!(app.fake.hits(), 2);
+    assert_eq!(other.json()["choices"][0]["message"]["content"], "Hello");
+    // Sampled requests are not cached.
+    let sampled = json!({"model": "m", "temperature": 0.7,
+                         "messages": [{"role": "user", "content": "hi"}]});
+    let s = send(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        Some(&a),
+        Some(sampled),
+    )
+    .await;
+    assert_eq!(s.header("x-tandem-cache"), None);
+    // The hit is in the ledger at no cost.
+    let id = again.header("x-request-id").unwrap().to_owned();
+    records(&app).await;
+    let r = app.acc.store.usage_record(&id).await.unwrap().unwrap();
+    assert_eq!(r.upstream.as_deref(), Some("cache"));
+    assert_eq!((r.cost_usd, r.cached_tokens), (0.0, 7));
+    let metrics = send(&app, "GET", "/metrics", None, None).await;
+    assert!(
+        metrics.body.contains("tandem_response_cache_hits_total 1"),
+        "{}",
+        metrics.body
+    );
 }

@@ -22,12 +22,17 @@ export function model() {
   return path;
 }
 
-/** Starts a server; resolves to { base, log, stop() } once it is ready. */
+/** Starts a server on the default model; resolves to { base, log, stop() } once it is ready. */
 export function startServer(...extra) {
+  return startServerArgs(["--model", model(), "--model-id", MODEL_ID, ...extra]);
+}
+
+/** Starts `tandem serve ARGS` on a free port of 127.0.0.1 with two threads. */
+export function startServerArgs(args) {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("TANDEM_") || k === "TANDEM_CACHE"));
   // Each server keeps its ledger in a scratch folder.
   env.TANDEM_DATA_DIR = mkdtempSync(join(tmpdir(), "tandem-data-"));
-  const child = spawn(binary(), ["serve", "--model", model(), "--model-id", MODEL_ID, "--host", "127.0.0.1", "--port", "0", "--threads", "2", ...extra], { env, stdio: ["ignore", "ignore", "pipe"] });
+  const child = spawn(binary(), ["serve", "--host", "127.0.0.1", "--port", "0", "--threads", "2", ...args], { env, stdio: ["ignore", "ignore", "pipe"] });
   let log = "";
   let base = null;
   return new Promise((resolvePromise, reject) => {

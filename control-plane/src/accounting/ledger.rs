@@ -50,27 +50,36 @@ impl Ledger {
     }
 
     /// Queues a record and waits until it is committed.
-    pub async fn record_durably(&self, mut record: UsageRecord) {
+    pub async fn record_durably(&self, record: UsageRecord) {
+        self.record_acked(record).await;
+    }
+
+    /// Queues a record; the returned future ends once it is committed (dropping it does not
+    /// withdraw the record).
+    pub fn record_acked(&self, mut record: UsageRecord) -> impl Future<Output = ()> + use<> {
         record.instance.clone_from(&self.instance);
-        self.send_and_wait(Some(record)).await;
+        self.send(Some(record))
     }
 
     /// Waits until every record queued before this call is committed.
     pub async fn flush(&self) {
-        self.send_and_wait(None).await;
+        self.send(None).await;
     }
 
-    async fn send_and_wait(&self, record: Option<UsageRecord>) {
+    /// Queues an entry; the future ends once it is committed.
+    fn send(&self, record: Option<UsageRecord>) -> impl Future<Output = ()> + use<> {
         let (done, wait) = oneshot::channel();
-        if self
+        let sent = self
             .tx
             .send(Entry {
                 record,
                 done: Some(done),
             })
-            .is_ok()
-        {
-            let _ = wait.await;
+            .is_ok();
+        async move {
+            if sent {
+                let _ = wait.await;
+            }
         }
     }
 }
@@ -82,6 +91,7 @@ async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<Entry>) {
             return;
         }
         let records: Vec<UsageRecord> = batch.iter().filter_map(|e| e.record.clone()).collect();
+        let started = std::time::Instant::now();
         let mut backoff = Duration::from_millis(50);
         while !records.is_empty()
             && let Err(e) = store.write_usage(&records).await
@@ -93,6 +103,11 @@ async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<Entry>) {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
+        tracing::debug!(
+            records = records.len(),
+            micros = started.elapsed().as_micros(),
+            "usage records written"
+        );
         for e in batch.drain(..) {
             if let Some(done) = e.done {
                 let _ = done.send(());

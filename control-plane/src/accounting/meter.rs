@@ -15,12 +15,20 @@ use crate::gateway::upstream::{Output, OutputStream};
 use crate::store::ledger::UsageRecord;
 use crate::store::now_ms;
 
+/// Where an answer comes from.
+pub struct Source {
+    /// The upstream that produced it.
+    pub upstream: Arc<UpstreamHandle>,
+    /// Replayed from the response cache (it costs nothing).
+    pub cached: bool,
+}
+
 /// A request's accounting while its stream runs.
 pub struct Meter {
     acc: Arc<Accounting>,
     admission: Option<Admission>,
     record: UsageRecord,
-    upstream: Arc<UpstreamHandle>,
+    source: Source,
     started: Instant,
     prompt_tokens: Option<usize>,
     completion_tokens: Option<usize>,
@@ -36,17 +44,21 @@ impl Meter {
         acc: Arc<Accounting>,
         admission: Option<Admission>,
         mut record: UsageRecord,
-        upstream: Arc<UpstreamHandle>,
+        source: Source,
         started: Instant,
         first: &Output,
     ) -> Meter {
-        record.upstream = Some(upstream.id.clone());
+        record.upstream = Some(if source.cached {
+            "cache".to_owned()
+        } else {
+            source.upstream.id.clone()
+        });
         record.ttft_ms = Some(elapsed_ms(started));
         let mut m = Meter {
             acc,
             admission,
             record,
-            upstream,
+            source,
             started,
             prompt_tokens: None,
             completion_tokens: None,
@@ -82,13 +94,20 @@ impl Meter {
         let prompt = self.prompt_tokens.unwrap_or(0);
         // Without a usage report, each non-empty delta is taken as one token.
         let completion = self.completion_tokens.unwrap_or(self.deltas);
-        let usd = price(&self.upstream, prompt, completion, Prior::default());
+        let usd = if self.source.cached {
+            0.0
+        } else {
+            price(&self.source.upstream, prompt, completion, Prior::default())
+        };
         let settlement = self
             .admission
             .take()
             .map(|a| (a, (prompt + completion) as u64, usd));
         let mut r = std::mem::take(&mut self.record);
         r.prompt_tokens = prompt as i64;
+        if self.source.cached {
+            r.cached_tokens = prompt as i64;
+        }
         r.completion_tokens = completion as i64;
         r.cost_usd = usd;
         r.status = status.into();

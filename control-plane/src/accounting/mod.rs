@@ -83,7 +83,7 @@ pub struct RequestTag {
 impl RequestTag {
     fn new(endpoint: &'static str) -> RequestTag {
         RequestTag {
-            id: crate::util::response_id("req_"),
+            id: crate::util::request_id("req_"),
             started: Instant::now(),
             started_at: now_ms(),
             endpoint,

@@ -9,10 +9,12 @@ use std::sync::atomic::Ordering;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
-use crate::accounting::meter::{Meter, metered};
+use crate::accounting::meter::{Meter, Source, metered};
 use crate::accounting::{DEFAULT_COMPLETION_ESTIMATE, RequestTag, rate_limit_headers};
 use crate::gateway::Gateway;
 use crate::gateway::dispatch::Dispatched;
+use crate::response_cache::{self, ResponseCache};
+use crate::tenants::Caller;
 
 use crate::errors::ApiError;
 use crate::gateway::dispatch::RequestContext;
@@ -51,6 +53,9 @@ pub const BYTES_PER_TOKEN: usize = 4;
 /// Bytes per token of the lower bound used to rule out upstreams by context length.
 pub const BYTES_PER_TOKEN_BOUND: usize = 8;
 
+/// The response header saying whether the response cache answered (`hit`) or not (`miss`).
+pub const CACHE_HEADER: &str = "x-tandem-cache";
+
 /// Handles a generation request of either endpoint: `tag` identifies it (and, once
 /// authenticated, its caller).
 pub async fn handle(
@@ -64,27 +69,20 @@ pub async fn handle(
     let mut ctx = context(&req, headers);
     let spec = RenderSpec::of(&req);
     let caller = tag.and_then(RequestTag::caller);
+    let name = req
+        .model()
+        .map(str::to_owned)
+        .or_else(|| gateway.default_model())
+        .unwrap_or_default();
+    if let Some(c) = &caller {
+        as_tenant(&mut ctx, c);
+    }
     let accounting = state.accounting.as_ref().zip(tag);
     let mut admission = None;
+    let mut start_written = None;
     if let Some((acc, tag)) = accounting {
-        let name = match req.model() {
-            Some(m) => m.to_owned(),
-            None => gateway.default_model().unwrap_or_default(),
-        };
         tag.set_model(&name);
         if let Some(c) = &caller {
-            ctx.policy = c.plan.policy;
-            // A tenant is its own flow in fair queueing, with its tier's priority as weight;
-            // what the client sent is not trusted.
-            ctx.headers
-                .retain(|(k, _)| !FAIRNESS_HEADERS.contains(&k.as_str()));
-            for name in &FAIRNESS_HEADERS[..2] {
-                ctx.headers.push(((*name).to_owned(), c.tenant.clone()));
-            }
-            ctx.headers.push((
-                FAIRNESS_HEADERS[2].to_owned(),
-                c.plan.priority.unwrap_or(1).to_string(),
-            ));
             let (tokens, usd) = estimate(gateway, &name, &ctx);
             match acc.admit(c, &name, tokens, usd).await {
                 Ok(a) => admission = Some(a),
@@ -96,19 +94,39 @@ pub async fn handle(
                 }
             }
         }
-        acc.ledger
-            .record_durably(tag.record(caller.as_ref(), "in_flight", 0))
-            .await;
+        start_written = Some(
+            acc.ledger
+                .record_acked(tag.record(caller.as_ref(), "in_flight", 0)),
+        );
     }
-    let dispatched = match gateway.dispatch(req, ctx).await {
-        Ok(d) => d,
-        Err(e) => {
-            if let (Some((acc, _)), Some(a)) = (accounting, &admission) {
-                acc.settle(a, 0, 0.0).await;
+    let cache = state.response_cache.as_ref().and_then(|c| {
+        let key = ResponseCache::key(caller.as_ref().map(|c| c.tenant.as_str()), &name, &req)?;
+        Some((c, key))
+    });
+    let hit = cache.and_then(|(c, key)| c.get(&key));
+    let from_cache = hit.is_some();
+    let dispatched = match hit {
+        Some(hit) => response_cache::replay(hit),
+        None => match gateway.dispatch(req, ctx).await {
+            Ok(d) => match cache {
+                Some((c, key)) => response_cache::capture(d, Arc::clone(c), key),
+                None => d,
+            },
+            Err(e) => {
+                if let (Some((acc, _)), Some(a)) = (accounting, &admission) {
+                    acc.settle(a, 0, 0.0).await;
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
+        },
     };
+    // A stream shows its request id before it ends: its record is durable before the first
+    // byte. (A whole answer's final record is written before the answer is sent.)
+    if spec.stream
+        && let Some(written) = start_written
+    {
+        written.await;
+    }
     let upstream = HeaderValue::from_str(&dispatched.upstream.id).ok();
     let verdict = admission.as_ref().map(|a| a.verdict);
     let dispatched = match accounting {
@@ -119,7 +137,10 @@ pub async fn handle(
                 Arc::clone(acc),
                 admission,
                 record,
-                Arc::clone(&dispatched.upstream),
+                Source {
+                    upstream: Arc::clone(&dispatched.upstream),
+                    cached: from_cache,
+                },
                 tag.started,
                 &dispatched.first,
             );
@@ -135,10 +156,31 @@ pub async fn handle(
     if let Some(id) = upstream {
         resp.headers_mut().insert(UPSTREAM_HEADER, id);
     }
+    if cache.is_some() {
+        resp.headers_mut().insert(
+            CACHE_HEADER,
+            HeaderValue::from_static(if from_cache { "hit" } else { "miss" }),
+        );
+    }
     if let Some(v) = verdict {
         rate_limit_headers(resp.headers_mut(), &v);
     }
     Ok(resp)
+}
+
+/// Routes a tenant's request as its own: its tier's policy, and its own flow in fair queueing
+/// with its tier's priority as weight (what the client sent is not trusted).
+fn as_tenant(ctx: &mut RequestContext, c: &Caller) {
+    ctx.policy = c.plan.policy;
+    ctx.headers
+        .retain(|(k, _)| !FAIRNESS_HEADERS.contains(&k.as_str()));
+    for name in &FAIRNESS_HEADERS[..2] {
+        ctx.headers.push(((*name).to_owned(), c.tenant.clone()));
+    }
+    ctx.headers.push((
+        FAIRNESS_HEADERS[2].to_owned(),
+        c.plan.priority.unwrap_or(1).to_string(),
+    ));
 }
 
 /// What admission charges a request: (tokens, USD), its prompt estimate plus its completion

@@ -77,9 +77,37 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state
-            .metrics
-            .render(&engines, &upstreams, state.metrics_names),
+        {
+            let mut text = state
+                .metrics
+                .render(&engines, &upstreams, state.metrics_names);
+            if let Some(c) = &state.response_cache {
+                text.push_str(&response_cache_metrics(c));
+            }
+            text
+        },
     )
         .into_response()
+}
+
+/// The response cache's counters in Prometheus text format.
+fn response_cache_metrics(c: &crate::response_cache::ResponseCache) -> String {
+    use std::sync::atomic::Ordering;
+    let (entries, bytes) = c.size();
+    format!(
+        "# HELP tandem_response_cache_hits_total Deterministic requests answered from the response cache.\n\
+         # TYPE tandem_response_cache_hits_total counter\n\
+         tandem_response_cache_hits_total {}\n\
+         # HELP tandem_response_cache_misses_total Deterministic requests not found in the response cache.\n\
+         # TYPE tandem_response_cache_misses_total counter\n\
+         tandem_response_cache_misses_total {}\n\
+         # HELP tandem_response_cache_entries Answers in the response cache.\n\
+         # TYPE tandem_response_cache_entries gauge\n\
+         tandem_response_cache_entries {entries}\n\
+         # HELP tandem_response_cache_bytes Bytes held by the response cache.\n\
+         # TYPE tandem_response_cache_bytes gauge\n\
+         tandem_response_cache_bytes {bytes}\n",
+        c.counters.hits.load(Ordering::Relaxed),
+        c.counters.misses.load(Ordering::Relaxed),
+    )
 }

@@ -93,7 +93,7 @@ pub async fn browser(
         .duration_ms
         .map(|d| i64::try_from(d).unwrap_or(i64::MAX));
     let record = UsageRecord {
-        request_id: crate::util::response_id("req_"),
+        request_id: crate::util::request_id("req_"),
         tenant_id: caller.as_ref().map(|c| c.tenant.clone()),
         key_id: caller.as_ref().map(|c| c.key_id.clone()),
         endpoint: "browser".into(),

@@ -15,6 +15,9 @@ use super::{Gateway, UpstreamHandle};
 use crate::errors::ApiError;
 use crate::openai::ApiRequest;
 
+/// Seconds a client is told to wait after a queue timeout.
+pub const QUEUE_RETRY_AFTER_S: u64 = 5;
+
 /// What the handler knows of a request besides its body.
 #[derive(Clone, Debug, Default)]
 pub struct RequestContext {
@@ -168,14 +171,26 @@ impl Gateway {
         })
         .await
         .unwrap_or_else(|_| {
-            Err(UpstreamError::failed(
-                FailureKind::Timeout,
-                format!(
-                    "{} gave no first token within {} ms",
-                    h.id,
-                    first_wait.as_millis()
-                ),
-            ))
+            // A local engine's first token waits for a slot: its timeout is a queue timeout.
+            Err(if h.upstream.kind() == "local" {
+                UpstreamError::QueueTimeout {
+                    message: format!(
+                        "The request waited {} ms in the queue of {} without starting; the server is busy.",
+                        first_wait.as_millis(),
+                        h.id
+                    ),
+                    retry_after: QUEUE_RETRY_AFTER_S,
+                }
+            } else {
+                UpstreamError::failed(
+                    FailureKind::Timeout,
+                    format!(
+                        "{} gave no first token within {} ms",
+                        h.id,
+                        first_wait.as_millis()
+                    ),
+                )
+            })
         });
         match started {
             Ok((first, rest, fingerprint)) => {

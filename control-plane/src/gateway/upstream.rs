@@ -192,6 +192,15 @@ pub enum UpstreamError {
         /// Seconds it asked to wait, if it said.
         retry_after: Option<u64>,
     },
+    /// The request waited in a local engine's queue past its timeout (the engine is not at
+    /// fault: it is busy).
+    #[error("queue timeout: {message}")]
+    QueueTimeout {
+        /// What happened.
+        message: String,
+        /// Seconds after which a retry may find room.
+        retry_after: u64,
+    },
     /// The upstream is at fault: connect errors, timeouts, 5xx, broken streams.
     #[error("{kind:?}: {message}")]
     Failed {
@@ -221,6 +230,7 @@ impl UpstreamError {
         match self {
             UpstreamError::Rejected(_) => "client_error",
             UpstreamError::Busy { .. } => "busy",
+            UpstreamError::QueueTimeout { .. } => "queue_timeout",
             UpstreamError::Failed { kind, .. } => kind.label(),
         }
     }
@@ -235,6 +245,14 @@ impl UpstreamError {
             } => ApiError {
                 retry_after: Some(retry_after.unwrap_or(1)),
                 ..ApiError::busy(message.clone())
+            },
+            UpstreamError::QueueTimeout {
+                message,
+                retry_after,
+            } => ApiError {
+                code: Some(std::borrow::Cow::Borrowed("queue_timeout")),
+                retry_after: Some(*retry_after),
+                ..ApiError::unavailable(message.clone())
             },
             UpstreamError::Failed { kind, message } => match kind {
                 FailureKind::Timeout => ApiError::timeout(message.clone()),

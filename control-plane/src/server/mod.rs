@@ -19,6 +19,7 @@ use crate::gateway::upstream::{Features, ModelInfo};
 use crate::gateway::{
     Gateway, RetryConfig, RoutingConfig, Timeouts, UpstreamHandle, UpstreamSettings, probe,
 };
+use crate::response_cache::ResponseCache;
 use crate::state::{AppState, Loaded, LocalModel, SharedState};
 
 pub use app::{router, web_root};
@@ -67,12 +68,25 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         .clone()
         .unwrap_or_else(|| format!("{}:{}", hostname(), addr.port()));
     let (accounting, ledger_task) = open_accounting(&cfg, instance).await?;
-    let state: SharedState = Arc::new(
-        AppState::new(cfg.body_limit, cfg.metrics_names).with_accounting(Arc::clone(&accounting)),
-    );
+    let mut state =
+        AppState::new(cfg.body_limit, cfg.metrics_names).with_accounting(Arc::clone(&accounting));
+    if cfg.response_cache_bytes > 0 {
+        state = state.with_response_cache(Arc::new(ResponseCache::new(
+            cfg.response_cache_bytes,
+            cfg.response_cache_ttl,
+        )));
+    }
+    let state: SharedState = Arc::new(state);
     let root = web_root(cfg.web_root.as_deref());
     let app = router(Arc::clone(&state), &cfg.cors_origins, root.as_deref());
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    // No Nagle: a stream's last events (written after its usage record is committed) must not
+    // wait for the client's delayed acknowledgement.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY: {e}");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     });
@@ -344,7 +358,14 @@ async fn start_upstreams(cfg: &ServeConfig, state: &SharedState) -> Result<Loade
             handle: Arc::clone(up.handle()),
             variant: Arc::clone(up.variant()),
         });
-        let settings = settings(cfg, entry.as_ref(), Timeouts::LOCAL);
+        let settings = settings(
+            cfg,
+            entry.as_ref(),
+            Timeouts {
+                first_token: cfg.queue_timeout,
+                ..Timeouts::LOCAL
+            },
+        );
         handles.push(Arc::new(UpstreamHandle::new(id, Box::new(up), settings)));
     }
     handles.extend(remotes);

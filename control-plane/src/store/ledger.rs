@@ -4,7 +4,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Store, StoreError, now_ms};
+use super::{Dialect, Store, StoreError, now_ms};
 
 /// One request's usage record.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -50,6 +50,42 @@ pub struct UsageRecord {
 }
 
 const COLUMNS: &str = "request_id, instance, tenant_id, key_id, endpoint, model, upstream, route, prompt_tokens, completion_tokens, cached_tokens, cost_usd, savings_usd, ttft_ms, latency_ms, status, http_status, started_at, finished_at";
+
+/// Columns of the usage table.
+const N_COLUMNS: usize = 19;
+
+/// Rows per multi-row statement (SQLite binds at most 32,766 parameters).
+const ROWS_PER_STATEMENT: usize = 256;
+
+/// `INSERT ... VALUES (...), ... ON CONFLICT ... DO UPDATE` for `rows` rows, with positional
+/// `?` parameters for SQLite (whose named `$N` ones cost a lookup each) and `$N` for PostgreSQL.
+fn upsert_sql(rows: usize, dialect: Dialect) -> String {
+    let mut sql = format!("INSERT INTO usage ({COLUMNS}) VALUES ");
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..N_COLUMNS {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            match dialect {
+                Dialect::Sqlite => sql.push('?'),
+                Dialect::Postgres => sql.push_str(&format!("${}", r * N_COLUMNS + c + 1)),
+            }
+        }
+        sql.push(')');
+    }
+    sql.push_str(
+        " ON CONFLICT (request_id) DO UPDATE SET upstream = excluded.upstream, route = excluded.route, \
+         prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens, \
+         cached_tokens = excluded.cached_tokens, cost_usd = excluded.cost_usd, savings_usd = excluded.savings_usd, \
+         ttft_ms = excluded.ttft_ms, latency_ms = excluded.latency_ms, status = excluded.status, \
+         http_status = excluded.http_status, finished_at = excluded.finished_at",
+    );
+    sql
+}
 
 /// A ledger query's filter.
 #[derive(Clone, Debug, Default)]
@@ -140,41 +176,51 @@ fn record(row: &sqlx::any::AnyRow) -> Result<UsageRecord, StoreError> {
 
 impl Store {
     /// Writes records in one transaction: a new request id is inserted, a known one updated
-    /// (its start row completed). Keys' last-used times follow.
+    /// (its start row completed); of several records of one request in `records`, the last
+    /// counts. Rows go in multi-row statements. Keys' last-used times follow.
     pub async fn write_usage(&self, records: &[UsageRecord]) -> Result<(), StoreError> {
+        // The last record of each request, in order.
+        let mut last: std::collections::HashMap<&str, usize> =
+            std::collections::HashMap::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            last.insert(r.request_id.as_str(), i);
+        }
+        let rows: Vec<&UsageRecord> = records
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| last.get(r.request_id.as_str()) == Some(i))
+            .map(|(_, r)| r)
+            .collect();
         let mut tx = self.pool().begin().await?;
-        let sql = format!(
-            "INSERT INTO usage ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
-             ON CONFLICT (request_id) DO UPDATE SET upstream = excluded.upstream, route = excluded.route, \
-             prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens, \
-             cached_tokens = excluded.cached_tokens, cost_usd = excluded.cost_usd, savings_usd = excluded.savings_usd, \
-             ttft_ms = excluded.ttft_ms, latency_ms = excluded.latency_ms, status = excluded.status, \
-             http_status = excluded.http_status, finished_at = excluded.finished_at"
-        );
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let sql = upsert_sql(chunk.len(), self.dialect());
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                q = q
+                    .bind(&r.request_id)
+                    .bind(&r.instance)
+                    .bind(&r.tenant_id)
+                    .bind(&r.key_id)
+                    .bind(&r.endpoint)
+                    .bind(&r.model)
+                    .bind(&r.upstream)
+                    .bind(&r.route)
+                    .bind(r.prompt_tokens)
+                    .bind(r.completion_tokens)
+                    .bind(r.cached_tokens)
+                    .bind(r.cost_usd)
+                    .bind(r.savings_usd)
+                    .bind(r.ttft_ms)
+                    .bind(r.latency_ms)
+                    .bind(&r.status)
+                    .bind(r.http_status)
+                    .bind(r.started_at)
+                    .bind(r.finished_at);
+            }
+            q.execute(&mut *tx).await?;
+        }
         let mut last_used: Vec<(&str, i64)> = Vec::new();
-        for r in records {
-            sqlx::query(&sql)
-                .bind(&r.request_id)
-                .bind(&r.instance)
-                .bind(&r.tenant_id)
-                .bind(&r.key_id)
-                .bind(&r.endpoint)
-                .bind(&r.model)
-                .bind(&r.upstream)
-                .bind(&r.route)
-                .bind(r.prompt_tokens)
-                .bind(r.completion_tokens)
-                .bind(r.cached_tokens)
-                .bind(r.cost_usd)
-                .bind(r.savings_usd)
-                .bind(r.ttft_ms)
-                .bind(r.latency_ms)
-                .bind(&r.status)
-                .bind(r.http_status)
-                .bind(r.started_at)
-                .bind(r.finished_at)
-                .execute(&mut *tx)
-                .await?;
+        for r in &rows {
             if let Some(k) = r.key_id.as_deref() {
                 match last_used.iter_mut().find(|(id, _)| *id == k) {
                     Some(e) => e.1 = e.1.max(r.started_at),

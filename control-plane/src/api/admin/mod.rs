@@ -1,7 +1,8 @@
 //! The admin API under `/admin/v1/`, behind the admin key: tiers, tenants and their keys,
-//! upstream health, usage reports and invoices.
+//! upstream health, usage reports and invoices; and the admin page at `/admin/` on top of it.
 
 pub mod directory;
+pub mod page;
 pub mod reports;
 pub mod upstreams;
 

@@ -55,4 +55,5 @@ CREATE TABLE usage (
 );
 
 CREATE INDEX usage_tenant_started ON usage (tenant_id, started_at);
-CREATE INDEX usage_instance_status ON usage (instance, status);
+-- Only requests in flight, found again after a crash.
+CREATE INDEX usage_in_flight ON usage (instance) WHERE status = 'in_flight';
