@@ -87,6 +87,9 @@ impl Store {
                         conn.execute("PRAGMA synchronous = NORMAL").await?;
                         conn.execute("PRAGMA busy_timeout = 10000").await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
+                        // Checkpoints (which sync the file) run in the background, not in the
+                        // commit a request waits for; this is only a bound if they fall behind.
+                        conn.execute("PRAGMA wal_autocheckpoint = 16384").await?;
                     }
                     Ok(())
                 })
@@ -95,6 +98,9 @@ impl Store {
             .await?;
         let store = Store { pool, dialect };
         store.migrate().await?;
+        if dialect == Dialect::Sqlite {
+            spawn_checkpointer(store.pool.clone());
+        }
         Ok(store)
     }
 
@@ -128,6 +134,25 @@ impl Store {
         migrator.run(&self.pool).await?;
         Ok(())
     }
+}
+
+/// How often SQLite's write-ahead log is copied back into the database.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Checkpoints SQLite's write-ahead log in the background (passive: never waits for readers or
+/// the writer), until the pool closes.
+fn spawn_checkpointer(pool: AnyPool) {
+    tokio::spawn(async move {
+        while !pool.is_closed() {
+            tokio::time::sleep(CHECKPOINT_INTERVAL).await;
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&pool)
+                .await
+            {
+                tracing::debug!("checkpointing the database: {e}");
+            }
+        }
+    });
 }
 
 /// The default database: SQLite in `data_dir`.
