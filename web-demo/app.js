@@ -73,6 +73,7 @@ const REASONS = {
   path_webgpu: "the browser would use the GPU",
   path_cpu: "the browser would use the CPU",
   not_cross_origin_isolated: "one CPU thread only (page not cross-origin isolated)",
+  variant_loaded: "the model is already loaded in this page",
   variant_cached: "the model is already in this browser's cache",
   download_required: "the model would have to be downloaded first",
   measured_speed: "using the speed measured in this browser",

@@ -41,6 +41,10 @@ enum Command {
     /// Manage tiers, tenants and API keys, and read usage and invoices, through a server's admin
     /// API.
     Admin(cli::admin::AdminArgs),
+    /// Simulate a population of web clients against a server, first all on the server, then
+    /// routed by `/v1/route` as the browser package does, and report from the ledger what the
+    /// hybrid saves.
+    SimulateClients(cli::simulate::SimulateArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -74,5 +78,6 @@ fn run() -> Result<()> {
         Command::Throughput(args) => rt.block_on(cli::throughput::run(args)),
         Command::EchoUpstream(args) => rt.block_on(cli::echo_upstream::run(args)),
         Command::Admin(args) => rt.block_on(cli::admin::run(args)),
+        Command::SimulateClients(args) => rt.block_on(cli::simulate::run(args)),
     }
 }

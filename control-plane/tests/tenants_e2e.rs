@@ -19,17 +19,7 @@ const ADMIN: &str = "e2e-admin-key-0123456789";
 
 /// Runs `tandem admin ARGS` against `base`; returns its JSON output.
 fn admin(base: &str, args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["admin", "--url", base, "--admin-key", ADMIN])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tandem admin {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    common::admin_cli(base, ADMIN, args)
 }
 
 fn serve(echo: &common::Echo, data: &std::path::Path) -> Server {

@@ -9,6 +9,7 @@ pub mod backend;
 pub mod chat;
 pub mod engine;
 pub mod gguf;
+pub mod infill;
 pub mod kv_cache;
 pub mod math;
 pub mod model;

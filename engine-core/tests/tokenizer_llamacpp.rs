@@ -4,7 +4,7 @@
 
 mod common;
 
-use engine_core::gguf::{GgufFile, GgufWriter, ModelBytes, Value, ValueType};
+use engine_core::gguf::{GgufFile, GgufWriter, ModelBytes, Value};
 use engine_core::tokenizer::Tokenizer;
 use serde_json::Value as Json;
 
@@ -99,37 +99,6 @@ fn tiny_sentencepiece_random_text() {
         ("é", -5.0),
         ("<s", -0.9),
     ];
-    let mut tokens = vec!["<unk>".to_owned(), "<s>".to_owned(), "</s>".to_owned()];
-    let mut scores = vec![0.0f32; 3];
-    let mut types = vec![2i32, 3, 3];
-    for b in 0..=255u8 {
-        tokens.push(format!("<0x{b:02X}>"));
-        scores.push(0.0);
-        types.push(6);
-    }
-    for (p, s) in pieces {
-        tokens.push((*p).to_owned());
-        scores.push(*s);
-        types.push(1);
-    }
-    let mut w = GgufWriter::new();
-    w.set("tokenizer.ggml.model", Value::String("llama".into()));
-    w.set(
-        "tokenizer.ggml.tokens",
-        Value::Array(
-            ValueType::String,
-            tokens.into_iter().map(Value::String).collect(),
-        ),
-    );
-    w.set(
-        "tokenizer.ggml.scores",
-        Value::Array(ValueType::F32, scores.into_iter().map(Value::F32).collect()),
-    );
-    w.set(
-        "tokenizer.ggml.token_type",
-        Value::Array(ValueType::I32, types.into_iter().map(Value::I32).collect()),
-    );
-    let f = GgufFile::new(ModelBytes::from_vec(w.to_bytes().unwrap())).unwrap();
-    let tok = Tokenizer::from_metadata(f.metadata()).unwrap();
+    let tok = common::tiny_vocab::spm(pieces, &[]);
     assert_eq!(check("spm", &tok, &fixture()["spm"]), 800);
 }

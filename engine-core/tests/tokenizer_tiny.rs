@@ -1,6 +1,8 @@
 //! Tiny hand-made vocabularies, written as GGUF files in memory. Every expected id sequence is
 //! worked out by hand from the merge rules (see the comments), not taken from the implementation.
 
+mod common;
+
 use engine_core::gguf::{GgufFile, GgufWriter, ModelBytes, Value, ValueType};
 use engine_core::tokenizer::{StreamDecoder, Tokenizer, TokenizerError, TokenizerKind};
 
@@ -47,37 +49,7 @@ fn byte_id(b: u8) -> u32 {
 }
 
 fn spm_entries(extra: Vec<(&'static str, Value)>) -> Vec<(&'static str, Value)> {
-    let mut tokens = vec!["<unk>".to_owned(), "<s>".to_owned(), "</s>".to_owned()];
-    let mut scores = vec![0.0f32; 3];
-    let mut types = vec![2i32, 3, 3];
-    for b in 0..=255u8 {
-        tokens.push(format!("<0x{b:02X}>"));
-        scores.push(0.0);
-        types.push(6);
-    }
-    for (p, s) in SPM_PIECES {
-        tokens.push((*p).to_owned());
-        scores.push(*s);
-        types.push(1);
-    }
-    let mut e = vec![
-        ("tokenizer.ggml.model", Value::String("llama".into())),
-        (
-            "tokenizer.ggml.tokens",
-            Value::Array(
-                ValueType::String,
-                tokens.into_iter().map(Value::String).collect(),
-            ),
-        ),
-        (
-            "tokenizer.ggml.scores",
-            Value::Array(ValueType::F32, scores.into_iter().map(Value::F32).collect()),
-        ),
-        (
-            "tokenizer.ggml.token_type",
-            Value::Array(ValueType::I32, types.into_iter().map(Value::I32).collect()),
-        ),
-    ];
+    let mut e = common::tiny_vocab::spm_entries(SPM_PIECES, &[]);
     e.extend(extra);
     e
 }

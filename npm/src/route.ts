@@ -141,6 +141,12 @@ function strings(x: unknown): string[] {
   return Array.isArray(x) ? x.filter((s): s is string => typeof s === 'string') : [];
 }
 
+/** Whether a non-blank `sha256` is in `list` (compared case-insensitively, blanks trimmed). */
+function listed(list: string[], sha256: string): boolean {
+  const s = sha256.trim().toLowerCase();
+  return s !== '' && list.some((c) => c.trim().toLowerCase() === s);
+}
+
 /** Clamps a time into [0, MAX_TIME_MS] (NaN becomes the cap). */
 function capTime(ms: number): number {
   if (Number.isNaN(ms)) return MAX_TIME_MS;
@@ -238,6 +244,7 @@ class Device {
   readonly memoryUnknown: boolean;
   readonly storage: number | undefined;
   readonly cached: string[];
+  readonly loaded: string[];
   readonly decode: number | undefined;
   readonly prefill: number | undefined;
 
@@ -264,6 +271,7 @@ class Device {
     this.memoryUnknown = reported === undefined;
     this.storage = nonNegative(caps.storage_available_bytes);
     this.cached = strings(caps.cached_variants);
+    this.loaded = strings(caps.loaded_variants);
     const measured = isObject(caps.measured) ? caps.measured : {};
     const d = positive(measured.decode_tok_s);
     const p = positive(measured.prefill_tok_s);
@@ -272,8 +280,11 @@ class Device {
   }
 
   isCached(sha256: string): boolean {
-    const s = sha256.trim().toLowerCase();
-    return s !== '' && this.cached.some((c) => c.trim().toLowerCase() === s);
+    return listed(this.cached, sha256) || this.isLoaded(sha256);
+  }
+
+  isLoaded(sha256: string): boolean {
+    return listed(this.loaded, sha256);
   }
 
   static memoryNeed(v: Variant): number {
@@ -318,14 +329,16 @@ class Device {
     return CPU_THREAD_BYTES_PER_SEC * (1 + CPU_EXTRA_THREAD_GAIN * Math.max(this.cpuThreads - 1, 0));
   }
 
-  candidate(v: Variant, index: number, path: EnginePath, cached: boolean, promptTokens: number, maxTokens: number): Candidate {
+  candidate(v: Variant, index: number, path: EnginePath, promptTokens: number, maxTokens: number): Candidate {
+    const cached = this.isCached(v.sha256);
+    const loaded = this.isLoaded(v.sha256);
     const bytes = Math.max(v.bytes, 1);
     const estimatedDecode = capRate(this.bandwidth(path) / bytes);
     const estimatedPrefill = capRate(estimatedDecode * PREFILL_SPEEDUP);
     const decode = this.decode ?? estimatedDecode;
     const prefill = this.prefill ?? capRate(decode * PREFILL_SPEEDUP);
     const downloadMs = cached ? 0 : capTime((bytes / DOWNLOAD_BYTES_PER_SEC) * 1000);
-    const loadMs = capTime(LOAD_OVERHEAD_MS + (bytes / LOAD_BYTES_PER_SEC) * 1000);
+    const loadMs = loaded ? 0 : capTime(LOAD_OVERHEAD_MS + (bytes / LOAD_BYTES_PER_SEC) * 1000);
     const ttft = (p: number) => capTime(downloadMs + loadMs + msFor(promptTokens, p));
     const estimate: Estimate = { ttft_ms: ttft(prefill), tok_s: decode, cost_usd: 0 };
     const estimated: Estimate = { ttft_ms: ttft(estimatedPrefill), tok_s: estimatedDecode, cost_usd: 0 };
@@ -333,6 +346,7 @@ class Device {
       index,
       path,
       cached,
+      loaded,
       bytes: v.bytes,
       estimate,
       totalMs: totalMs(estimate, maxTokens),
@@ -345,17 +359,20 @@ interface Candidate {
   index: number;
   path: EnginePath;
   cached: boolean;
+  /** Its engine is loaded in the page (implies `cached`). */
+  loaded: boolean;
   bytes: number;
   estimate: Estimate;
   totalMs: number;
   estimatedTotalMs: number;
 }
 
-/** Cached first, then the lowest expected total time, then the smaller file, then the earlier
+/** Loaded first, then cached, then the lowest expected total time, then the smaller file, then the earlier
  * variant, then WebGPU. */
 function betterThan(a: Candidate, b: Candidate): boolean {
   const rank = (p: EnginePath) => (p === 'webgpu' ? 0 : 1);
   const order =
+    cmp(a.loaded ? 0 : 1, b.loaded ? 0 : 1) ||
     cmp(a.cached ? 0 : 1, b.cached ? 0 : 1) ||
     cmp(a.totalMs, b.totalMs) ||
     cmp(a.estimatedTotalMs, b.estimatedTotalMs) ||
@@ -431,7 +448,7 @@ export function decide(
         blockers.extend(blocked.list);
         continue;
       }
-      const candidate = device.candidate(variant, index, path, cached, promptTokens, maxTokens);
+      const candidate = device.candidate(variant, index, path, promptTokens, maxTokens);
       if (!best || betterThan(candidate, best)) best = candidate;
     }
   });
@@ -459,7 +476,7 @@ export function decide(
   reasons.extend(device.pathBlockers(variant, other).list);
   reasons.push(chosen.path === 'webgpu' ? 'path_webgpu' : 'path_cpu');
   if (chosen.path === 'cpu' && !device.crossOriginIsolated) reasons.push('not_cross_origin_isolated');
-  reasons.push(chosen.cached ? 'variant_cached' : 'download_required');
+  reasons.push(chosen.loaded ? 'variant_loaded' : chosen.cached ? 'variant_cached' : 'download_required');
   reasons.push(device.decode !== undefined ? 'measured_speed' : 'estimated_speed');
 
   const browserTotal = chosen.totalMs;

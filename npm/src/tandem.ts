@@ -291,6 +291,12 @@ export class Tandem {
     return this.device.measured;
   }
 
+  /** The device report for a request: loaded engines and the model's measured speeds added. */
+  private reportFor(model: string | undefined): DeviceReport {
+    const loaded = [...this.loaded.values()].map((e) => e.variant.sha256).filter((s) => s !== '');
+    return { ...this.device, loaded_variants: loaded, measured: this.measuredFor(model) };
+  }
+
   /**
    * The device report, each model's variants and whether they are cached, the loaded engines and
    * their measured speeds, and whether the server was reachable.
@@ -402,7 +408,7 @@ export class Tandem {
       if (e) return { variant: v, path: e.path };
     }
     const answer = decide(
-      { model, capabilities: { ...this.device, measured: this.measuredFor(model) } },
+      { model, capabilities: this.reportFor(model) },
       variants,
       UNREACHABLE_SERVER,
       'cheapest',
@@ -463,7 +469,7 @@ export class Tandem {
     if (this.serverError !== undefined) await this.refreshModels(signal);
     const body: RouteRequest = {
       prompt_tokens: estimatePromptTokens(params.messages),
-      capabilities: { ...this.device, measured: this.measuredFor(model) },
+      capabilities: this.reportFor(model),
     };
     if (model) body.model = model;
     const max = maxTokensOf(params);

@@ -11,6 +11,8 @@ import {
   CPU_THREAD_BYTES_PER_SEC,
   DEFAULT_MAX_TOKENS,
   DOWNLOAD_BYTES_PER_SEC,
+  LOAD_BYTES_PER_SEC,
+  LOAD_OVERHEAD_MS,
   MAX_TIME_MS,
   UNREACHABLE_SERVER,
   WEBGPU_FALLBACK_BYTES_PER_SEC,
@@ -213,6 +215,31 @@ describe('decide (ported from browser_route.rs)', () => {
     const fTtft = fresh.estimates.browser!.ttft_ms;
     expect(Math.abs(fTtft - cTtft - (98e6 / DOWNLOAD_BYTES_PER_SEC) * 1000)).toBeLessThan(1e-6);
     expect(cTtft).toBeLessThan(1000);
+  });
+
+  it('a loaded variant has no load time', () => {
+    const cachedCaps = caps();
+    cachedCaps.cached_variants = [SHA_SMALL];
+    const loadedCaps = caps();
+    loadedCaps.loaded_variants = [` ${SHA_SMALL.toUpperCase()} `];
+    const c = decide(request(cachedCaps), [small()], server(), 'fastest');
+    const l = decide(request(loadedCaps), [small()], server(), 'fastest');
+    expect(has(l, 'variant_loaded') && !has(l, 'variant_cached') && !has(l, 'download_required')).toBe(true);
+    const load = LOAD_OVERHEAD_MS + (98e6 / LOAD_BYTES_PER_SEC) * 1000;
+    const cTtft = c.estimates.browser!.ttft_ms;
+    const lTtft = l.estimates.browser!.ttft_ms;
+    expect(Math.abs(cTtft - lTtft - load)).toBeLessThan(1e-6);
+    // The prompt alone: 100 tokens at 4 x (20 GB/s / 98 MB).
+    expect(Math.abs(lTtft - (100 / ((4 * 20e9) / 98e6)) * 1000)).toBeLessThan(1e-6);
+  });
+
+  it('a loaded variant is preferred over a cached one', () => {
+    const c = caps();
+    c.cached_variants = [SHA_SMALL];
+    c.loaded_variants = [SHA_BIG];
+    const a = decide(request(c), [small(), big()], server(), 'cheapest');
+    expect(a.variant?.sha256).toBe(SHA_BIG);
+    expect(has(a, 'variant_loaded')).toBe(true);
   });
 
   it('a cached variant is preferred', () => {

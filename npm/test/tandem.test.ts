@@ -255,6 +255,19 @@ describe('server route', () => {
 });
 
 describe('browser route', () => {
+  it('auto: once the engine is loaded, the next /v1/route lists the variant as loaded and cached', async () => {
+    const { tandem, server } = await setup({ '/v1/route': () => json(BROWSER_ANSWER) });
+    await tandem.chat.completions.create({ model: 'smol', messages: MESSAGES });
+    await tandem.chat.completions.create({ model: 'smol', messages: MESSAGES });
+    const [first, second] = server.to('/v1/route');
+    expect(first!.body.capabilities).toMatchObject({ cached_variants: [], loaded_variants: [] });
+    expect(second!.body.capabilities).toMatchObject({
+      cached_variants: ['aa11'],
+      loaded_variants: ['aa11'],
+      measured: { decode_tok_s: 42, prefill_tok_s: 300 },
+    });
+  });
+
   it('auto: runs in the browser, maps the parameters, reports usage once', async () => {
     const progress: LoadProgress[] = [];
     const { tandem, server, engine } = await setup({ '/v1/route': () => json(BROWSER_ANSWER) }, { onProgress: (p) => progress.push(p) });

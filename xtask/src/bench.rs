@@ -80,9 +80,12 @@ pub fn bench(which: &str, llama_cpp: bool, bandwidth: Option<f64>) -> Result<()>
         "serve" => bench_serve(&model, llama_cpp),
         "webgpu" => webgpu(&model, bandwidth),
         "gateway" => crate::bench_gateway::bench(),
+        "hybrid" => crate::bench_hybrid::bench(&model),
         "browser" => browser(&model, llama_cpp),
         other => {
-            bail!("unknown benchmark {other:?} (available: cpu, serve, webgpu, gateway, browser)")
+            bail!(
+                "unknown benchmark {other:?} (available: cpu, serve, webgpu, gateway, browser, hybrid)"
+            )
         }
     }
 }

@@ -137,11 +137,11 @@ pub fn bench() -> Result<()> {
 }
 
 /// The admin key of the authenticated gateway.
-const ADMIN_KEY: &str = "bench-admin-key-0123456789";
+pub const ADMIN_KEY: &str = "bench-admin-key-0123456789";
 
 /// Sets up a tier, a tenant and a key on the gateway at `port` with `tandem admin`; returns the
 /// key.
-fn tenant_key(tandem: &std::path::Path, port: u16) -> Result<String> {
+pub fn tenant_key(tandem: &std::path::Path, port: u16) -> Result<String> {
     let admin = |args: &[&str]| -> Result<String> {
         shell::output(
             Command::new(tandem)

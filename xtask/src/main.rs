@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_gateway;
+mod bench_hybrid;
 mod cache;
 mod llama;
 mod setup;
@@ -36,7 +37,9 @@ enum Task {
     /// `webgpu`: prefill and decode tokens/s on the WebGPU adapter, for the default model and a
     /// synthetic 1B-parameter Q4_0 model; `gateway`: requests/s and added latency of the gateway
     /// in front of an upstream that answers at once; `browser`: Tandem's WASM CPU and WebGPU paths
-    /// against @wllama/wllama in headless Chromium, and the package's size).
+    /// against @wllama/wllama in headless Chromium, and the package's size; `hybrid`: a simulated
+    /// population of web clients through `/v1/route`, served in browsers or by the server, against
+    /// the same workload on the server alone).
     Bench {
         /// Which benchmark.
         #[arg(default_value = "cpu")]

@@ -70,7 +70,7 @@ pub struct RequestTag {
     pub started: Instant,
     /// Unix milliseconds it arrived.
     pub started_at: i64,
-    /// The endpoint (`chat`, `completions`).
+    /// The endpoint (`chat`, `completions`, `infill`).
     pub endpoint: &'static str,
     /// The model's public name, once known.
     pub model: Mutex<String>,
@@ -138,6 +138,8 @@ impl RequestTag {
 fn endpoint_of(path: &str) -> &'static str {
     if path.ends_with("/chat/completions") {
         "chat"
+    } else if path.ends_with("/infill") {
+        "infill"
     } else {
         "completions"
     }

@@ -64,10 +64,21 @@ pub async fn handle(
     tag: Option<&RequestTag>,
     req: ApiRequest,
 ) -> Result<Response, ApiError> {
+    let spec = RenderSpec::of(&req);
+    handle_rendered(state, headers, tag, req, spec).await
+}
+
+/// [`handle`], answering as `spec` says (llama.cpp's shape for `/infill`).
+pub async fn handle_rendered(
+    state: &SharedState,
+    headers: &HeaderMap,
+    tag: Option<&RequestTag>,
+    req: ApiRequest,
+    spec: RenderSpec,
+) -> Result<Response, ApiError> {
     let gateway = state.gateway_for_generation()?;
     validate(&req)?;
     let mut ctx = context(&req, headers);
-    let spec = RenderSpec::of(&req);
     let caller = tag.and_then(RequestTag::caller);
     let name = req
         .model()
@@ -288,7 +299,9 @@ pub fn needs(req: &ApiRequest, rendered: &str) -> Needs {
             f.prompt_logprobs = r.logprobs.is_some() && r.echo.unwrap_or(false);
             f.token_prompts = r.prompt.has_token_ids();
             f.multiple_choices |= r.best_of.is_some_and(|b| b > 1);
-            f.passthrough = !r.extra.is_empty() || r.suffix.is_some();
+            f.passthrough = !r.extra.is_empty();
+            f.fill_in_middle =
+                r.infill.is_some() || r.suffix.as_deref().is_some_and(|s| !s.is_empty());
             match &r.prompt {
                 PromptInput::Tokens(ids) => (ids.len(), ids.len()),
                 PromptInput::TokenLists(l) => {

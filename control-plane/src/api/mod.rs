@@ -8,6 +8,7 @@ pub mod completions;
 pub mod files;
 pub mod generation;
 pub mod health;
+pub mod infill;
 pub mod json;
 pub mod models;
 pub mod route;

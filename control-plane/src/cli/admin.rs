@@ -40,6 +40,23 @@ impl Fields {
     }
 }
 
+/// The body of a tenant's create or update: the string fields given, and the `--set` overrides
+/// (always when `always_overrides`, else only when there are some).
+fn tenant_body<const N: usize>(
+    strings: [(&str, Option<String>); N],
+    fields: &Fields,
+    always_overrides: bool,
+) -> Result<Value> {
+    let mut m: Map<String, Value> = strings
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k.to_owned(), Value::String(v))))
+        .collect();
+    if always_overrides || !fields.set.is_empty() {
+        m.insert("overrides".into(), Value::Object(fields.object()?));
+    }
+    Ok(Value::Object(m))
+}
+
 /// The admin commands.
 #[derive(clap::Subcommand, Debug)]
 pub enum AdminCommand {
@@ -228,16 +245,9 @@ pub async fn run(args: AdminArgs) -> Result<()> {
                 tier,
                 fields,
             } => {
-                let mut m = Map::new();
-                if let Some(id) = id {
-                    m.insert("id".into(), Value::String(id));
-                }
-                if let Some(n) = name {
-                    m.insert("name".into(), Value::String(n));
-                }
-                m.insert("tier".into(), Value::String(tier));
-                m.insert("overrides".into(), Value::Object(fields.object()?));
-                (Method::POST, "tenants".into(), Some(Value::Object(m)))
+                let strings = [("id", id), ("name", name), ("tier", Some(tier))];
+                let body = tenant_body(strings, &fields, true)?;
+                (Method::POST, "tenants".into(), Some(body))
             }
             TenantCommand::Update {
                 id,
@@ -245,21 +255,8 @@ pub async fn run(args: AdminArgs) -> Result<()> {
                 tier,
                 fields,
             } => {
-                let mut m = Map::new();
-                if let Some(n) = name {
-                    m.insert("name".into(), Value::String(n));
-                }
-                if let Some(t) = tier {
-                    m.insert("tier".into(), Value::String(t));
-                }
-                if !fields.set.is_empty() {
-                    m.insert("overrides".into(), Value::Object(fields.object()?));
-                }
-                (
-                    Method::PATCH,
-                    format!("tenants/{}", enc(&id)),
-                    Some(Value::Object(m)),
-                )
+                let body = tenant_body([("name", name), ("tier", tier)], &fields, false)?;
+                (Method::PATCH, format!("tenants/{}", enc(&id)), Some(body))
             }
             TenantCommand::Delete { id } => (Method::DELETE, format!("tenants/{}", enc(&id)), None),
         },

@@ -291,6 +291,10 @@ pub struct Capabilities {
     /// SHA-256s of the variants already in the browser's cache.
     #[serde(default, deserialize_with = "lenient_strings")]
     pub cached_variants: Vec<String>,
+    /// SHA-256s of the variants whose engine is loaded in the page right now (cached too, and
+    /// nothing left to load: the time to the first token is the prompt's alone).
+    #[serde(default, deserialize_with = "lenient_strings")]
+    pub loaded_variants: Vec<String>,
     /// Speeds the client measured for this model, if it has run it.
     #[serde(default, deserialize_with = "lenient")]
     pub measured: Option<Measured>,
@@ -486,7 +490,7 @@ pub fn decide(
                 blockers.extend(blocked);
                 continue;
             }
-            let candidate = device.candidate(variant, index, path, cached, req);
+            let candidate = device.candidate(variant, index, path, req);
             if best.as_ref().is_none_or(|b| candidate.better_than(b)) {
                 best = Some(candidate);
             }
@@ -527,7 +531,9 @@ pub fn decide(
     if best.path == BrowserPath::Cpu && !device.cross_origin_isolated {
         reasons.push("not_cross_origin_isolated");
     }
-    reasons.push(if best.cached {
+    reasons.push(if best.loaded {
+        "variant_loaded"
+    } else if best.cached {
         "variant_cached"
     } else {
         "download_required"
@@ -666,6 +672,7 @@ struct Device<'a> {
     memory_unknown: bool,
     storage: Option<f64>,
     cached: &'a [String],
+    loaded: &'a [String],
     decode: Option<f64>,
     prefill: Option<f64>,
 }
@@ -696,6 +703,12 @@ fn cap_rate(tok_s: f64) -> f64 {
     } else {
         tok_s.clamp(0.0, MAX_TOK_S)
     }
+}
+
+/// Whether a non-blank `sha256` is in `list` (compared case-insensitively, blanks trimmed).
+fn listed(list: &[String], sha256: &str) -> bool {
+    let sha256 = sha256.trim();
+    !sha256.is_empty() && list.iter().any(|c| c.trim().eq_ignore_ascii_case(sha256))
 }
 
 /// Milliseconds to process `count` tokens at `tok_s`.
@@ -738,18 +751,18 @@ impl<'a> Device<'a> {
             memory_unknown: reported.is_none(),
             storage: non_negative(caps.storage_available_bytes),
             cached: &caps.cached_variants,
+            loaded: &caps.loaded_variants,
             decode: positive(measured.decode_tok_s).map(cap_rate),
             prefill: positive(measured.prefill_tok_s).map(cap_rate),
         }
     }
 
     fn is_cached(&self, sha256: &str) -> bool {
-        let sha256 = sha256.trim();
-        !sha256.is_empty()
-            && self
-                .cached
-                .iter()
-                .any(|c| c.trim().eq_ignore_ascii_case(sha256))
+        listed(self.cached, sha256) || self.is_loaded(sha256)
+    }
+
+    fn is_loaded(&self, sha256: &str) -> bool {
+        listed(self.loaded, sha256)
     }
 
     /// Memory the variant needs: its `memory_bytes`, and never less than its file.
@@ -829,9 +842,10 @@ impl<'a> Device<'a> {
         variant: &BrowserVariant,
         index: usize,
         path: BrowserPath,
-        cached: bool,
         req: &RouteRequest,
     ) -> Candidate {
+        let cached = self.is_cached(&variant.sha256);
+        let loaded = self.is_loaded(&variant.sha256);
         let bytes = variant.bytes.max(1) as f64;
         let estimated_decode = cap_rate(self.bandwidth(path) / bytes);
         let estimated_prefill = cap_rate(estimated_decode * PREFILL_SPEEDUP);
@@ -845,7 +859,11 @@ impl<'a> Device<'a> {
         } else {
             cap_time(bytes / DOWNLOAD_BYTES_PER_SEC * 1000.0)
         };
-        let load_ms = cap_time(LOAD_OVERHEAD_MS + bytes / LOAD_BYTES_PER_SEC * 1000.0);
+        let load_ms = if loaded {
+            0.0
+        } else {
+            cap_time(LOAD_OVERHEAD_MS + bytes / LOAD_BYTES_PER_SEC * 1000.0)
+        };
         let prompt = req.prompt_tokens as f64;
         let ttft = |prefill: f64| cap_time(download_ms + load_ms + ms_for(prompt, prefill));
 
@@ -863,6 +881,7 @@ impl<'a> Device<'a> {
             index,
             path,
             cached,
+            loaded,
             bytes: variant.bytes,
             total_ms: estimate.total_ms(req.max_tokens),
             estimated_total_ms: estimated.total_ms(req.max_tokens),
@@ -876,6 +895,8 @@ struct Candidate {
     index: usize,
     path: BrowserPath,
     cached: bool,
+    /// Its engine is loaded in the page (implies `cached`).
+    loaded: bool,
     bytes: u64,
     estimate: Estimate,
     /// Expected total time, with the client's measurements when given.
@@ -886,15 +907,16 @@ struct Candidate {
 }
 
 impl Candidate {
-    /// Cached first, then the lowest expected total time, then the smaller file, then the
-    /// earlier variant, then WebGPU.
+    /// Loaded first, then cached, then the lowest expected total time, then the smaller file,
+    /// then the earlier variant, then WebGPU.
     fn better_than(&self, other: &Candidate) -> bool {
         let path_rank = |p: BrowserPath| match p {
             BrowserPath::Webgpu => 0u8,
             BrowserPath::Cpu => 1,
         };
-        (!self.cached)
-            .cmp(&!other.cached)
+        (!self.loaded)
+            .cmp(&!other.loaded)
+            .then((!self.cached).cmp(&!other.cached))
             .then(self.total_ms.total_cmp(&other.total_ms))
             .then(self.estimated_total_ms.total_cmp(&other.estimated_total_ms))
             .then(self.bytes.cmp(&other.bytes))
@@ -1054,6 +1076,7 @@ mod tests {
             device_memory_gb: Some(8.0),
             storage_available_bytes: Some(10e9),
             cached_variants: vec![],
+            loaded_variants: vec![],
             measured: None,
         }
     }
@@ -1236,6 +1259,40 @@ mod tests {
         assert!((f_ttft - c_ttft - download).abs() < 1e-6);
         // Load + prefill only: well under a second.
         assert!(c_ttft < 1000.0, "{c_ttft}");
+    }
+
+    #[test]
+    fn loaded_variant_has_no_load_time() {
+        let mut cached = caps();
+        cached.cached_variants = vec![SHA_SMALL.into()];
+        let mut loaded = caps();
+        loaded.loaded_variants = vec![format!(" {} ", SHA_SMALL.to_uppercase())];
+        let c = decide(&request(cached), &[small()], server(), Policy::Fastest);
+        let l = decide(&request(loaded), &[small()], server(), Policy::Fastest);
+        assert!(
+            has(&l, "variant_loaded") && !has(&l, "variant_cached"),
+            "{l:?}"
+        );
+        assert!(!has(&l, "download_required"));
+        let load = LOAD_OVERHEAD_MS + 98e6 / LOAD_BYTES_PER_SEC * 1000.0;
+        let (c_ttft, l_ttft) = (
+            c.estimates.browser.unwrap().ttft_ms,
+            l.estimates.browser.unwrap().ttft_ms,
+        );
+        assert!((c_ttft - l_ttft - load).abs() < 1e-6, "{c_ttft} {l_ttft}");
+        // The prompt alone: 100 tokens at 4 x (20 GB/s / 98 MB).
+        let prefill = 4.0 * 20e9 / 98e6;
+        assert!((l_ttft - 100.0 / prefill * 1000.0).abs() < 1e-6, "{l_ttft}");
+    }
+
+    #[test]
+    fn loaded_variant_is_preferred_over_a_cached_one() {
+        let mut c = caps();
+        c.cached_variants = vec![SHA_SMALL.into()];
+        c.loaded_variants = vec![SHA_BIG.into()];
+        let a = decide(&request(c), &[small(), big()], server(), Policy::Cheapest);
+        assert_eq!(a.variant.as_ref().unwrap().sha256, SHA_BIG);
+        assert!(has(&a, "variant_loaded"));
     }
 
     #[test]

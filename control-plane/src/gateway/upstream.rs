@@ -25,6 +25,8 @@ pub struct Features {
     pub multiple_choices: bool,
     /// `tools`, `response_format` and other fields Tandem passes through uninterpreted.
     pub passthrough: bool,
+    /// Fill-in-the-middle (`suffix`, `/infill`): the vocabulary has the markers.
+    pub fill_in_middle: bool,
 }
 
 impl Features {
@@ -35,6 +37,7 @@ impl Features {
         token_prompts: true,
         multiple_choices: true,
         passthrough: true,
+        fill_in_middle: true,
     };
 
     /// Whether `self` offers everything `needed` asks for.
@@ -44,6 +47,7 @@ impl Features {
             && (!needed.token_prompts || self.token_prompts)
             && (!needed.multiple_choices || self.multiple_choices)
             && (!needed.passthrough || self.passthrough)
+            && (!needed.fill_in_middle || self.fill_in_middle)
     }
 }
 

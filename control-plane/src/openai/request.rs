@@ -305,12 +305,24 @@ pub struct CompletionRequest {
     /// Text after the completion (fill-in-the-middle).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suffix: Option<String>,
+    /// Set by llama.cpp's `/infill` only (never read from or sent in a `/v1/completions`
+    /// body): the request is a fill-in-the-middle one even with an empty suffix, other files
+    /// of the repository go before it, and it generates until the end by default.
+    #[serde(skip)]
+    pub infill: Option<InfillParts>,
     /// Sampling parameters.
     #[serde(flatten)]
     pub sampling: SamplingFields,
     /// Fields Tandem does not interpret, forwarded.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// What llama.cpp's `/infill` adds to a completion request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InfillParts {
+    /// Other files given as context (`input_extra`), most relevant last.
+    pub files: Vec<engine_core::infill::ExtraFile>,
 }
 
 /// The two generation endpoints, whose requests, chunks and log-probabilities differ in shape.

@@ -2,6 +2,7 @@
 //! endpoints, the usage chunk, the SSE framing (with an OpenAI-shaped error event and `[DONE]`
 //! when the upstream fails mid-stream), and the whole responses of non-streamed requests.
 
+pub mod llama;
 pub mod merge;
 pub mod sse;
 
@@ -31,6 +32,8 @@ pub struct RenderSpec {
     pub include_usage: bool,
     /// Log-probabilities were asked for.
     pub logprobs: bool,
+    /// In llama.cpp's native shape (`/infill`), for a request that arrived at this instant.
+    pub llama_since: Option<std::time::Instant>,
 }
 
 impl RenderSpec {
@@ -46,6 +49,7 @@ impl RenderSpec {
             stream: s.stream(),
             include_usage: s.include_usage(),
             logprobs,
+            llama_since: None,
         }
     }
 }
@@ -100,6 +104,9 @@ impl Head {
 
 /// Answers the client: a stream of chunks, or (after the upstream finished) one response.
 pub async fn respond(spec: RenderSpec, d: Dispatched) -> Response {
+    if let Some(started) = spec.llama_since {
+        return llama::respond(spec.stream, started, d).await;
+    }
     let head = Head::new(spec.endpoint, d.model.clone(), d.fingerprint.clone());
     if spec.stream {
         stream(spec, head, d)

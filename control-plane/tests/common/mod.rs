@@ -25,6 +25,22 @@ pub fn default_model() -> PathBuf {
     path
 }
 
+/// Runs `tandem admin --url BASE --admin-key KEY ARGS`; returns its JSON output (Null when it
+/// prints none).
+pub fn admin_cli(base: &str, key: &str, args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["admin", "--url", base, "--admin-key", key])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tandem admin {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
 /// A fresh folder under the system's temporary folder.
 pub fn scratch_dir(what: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(

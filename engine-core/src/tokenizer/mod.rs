@@ -302,4 +302,32 @@ impl Tokenizer {
     pub fn end_of_generation_ids(&self) -> &[u32] {
         &self.vocab.eog
     }
+
+    /// The fill-in-the-middle tokens (from `tokenizer.ggml.fim_*_token_id`, else recognised by
+    /// their text), when the vocabulary has at least the prefix, suffix and middle markers.
+    pub fn fim_tokens(&self) -> Option<FimTokens> {
+        let ids = &self.vocab.ids;
+        Some(FimTokens {
+            prefix: ids.fim_pre?,
+            suffix: ids.fim_suf?,
+            middle: ids.fim_mid?,
+            repo: ids.fim_rep,
+            file_separator: ids.fim_sep,
+        })
+    }
+}
+
+/// A vocabulary's fill-in-the-middle markers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FimTokens {
+    /// Starts the text before the gap (`<|fim_prefix|>`, `<PRE>`...).
+    pub prefix: u32,
+    /// Starts the text after the gap.
+    pub suffix: u32,
+    /// Asks for the gap's text.
+    pub middle: u32,
+    /// Starts a repository's name in repository-level prompts (`<|repo_name|>`).
+    pub repo: Option<u32>,
+    /// Starts another file of the repository (`<|file_sep|>`).
+    pub file_separator: Option<u32>,
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod judge;
+pub mod tiny_vocab;
 
 use std::path::PathBuf;
 

@@ -150,6 +150,8 @@ export interface DeviceReport {
   storage_available_bytes?: number;
   /** SHA-256s of cached variants. */
   cached_variants: string[];
+  /** SHA-256s of variants whose engine is loaded in this page (nothing left to load). */
+  loaded_variants?: string[];
   measured?: { decode_tok_s?: number; prefill_tok_s?: number };
 }
 

@@ -25,6 +25,24 @@ fn plan_from(map: serde_json::Map<String, Value>) -> Result<Plan, ApiError> {
     Ok(plan)
 }
 
+/// Removes `field` from `map`: its string; `None` when absent (or `null`, with `null_absent`);
+/// a 400 naming the field when it holds anything else.
+fn take_string(
+    map: &mut serde_json::Map<String, Value>,
+    field: &str,
+    null_absent: bool,
+) -> Result<Option<String>, ApiError> {
+    match map.remove(field) {
+        Some(Value::String(s)) => Ok(Some(s)),
+        None => Ok(None),
+        Some(Value::Null) if null_absent => Ok(None),
+        Some(_) => Err(ApiError::bad_param(
+            field,
+            format!("{field} must be a string."),
+        )),
+    }
+}
+
 fn to_value<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
@@ -54,9 +72,8 @@ pub async fn create_tier(
 ) -> Answer {
     let acc = accounting(&state)?;
     let mut map = object(body)?;
-    let id = match map.remove("id") {
-        Some(Value::String(s)) => s,
-        _ => return Err(ApiError::bad_param("id", "A tier needs an id (a string).")),
+    let Ok(Some(id)) = take_string(&mut map, "id", false) else {
+        return Err(ApiError::bad_param("id", "A tier needs an id (a string)."));
     };
     check_id("tier", &id)?;
     let plan = plan_from(map)?;
@@ -158,18 +175,10 @@ pub async fn create_tenant(
 ) -> Answer {
     let acc = accounting(&state)?;
     let mut map = object(body)?;
-    let id = match map.remove("id") {
-        Some(Value::String(s)) => s,
-        None | Some(Value::Null) => keys::new_id("ten_"),
-        _ => return Err(ApiError::bad_param("id", "id must be a string.")),
-    };
+    let id = take_string(&mut map, "id", true)?.unwrap_or_else(|| keys::new_id("ten_"));
     check_id("tenant", &id)?;
-    let name = match map.remove("name") {
-        Some(Value::String(s)) => s,
-        None => id.clone(),
-        _ => return Err(ApiError::bad_param("name", "name must be a string.")),
-    };
-    let Some(Value::String(tier)) = map.remove("tier") else {
+    let name = take_string(&mut map, "name", false)?.unwrap_or_else(|| id.clone());
+    let Ok(Some(tier)) = take_string(&mut map, "tier", false) else {
         return Err(ApiError::bad_param(
             "tier",
             "A tenant needs a tier (its id).",
@@ -234,20 +243,14 @@ pub async fn patch_tenant(
     let acc = accounting(&state)?;
     let mut t = live_tenant(&state, &id).await?;
     let mut map = object(body)?;
-    match map.remove("name") {
-        Some(Value::String(s)) => t.name = s,
-        None => {}
-        _ => return Err(ApiError::bad_param("name", "name must be a string.")),
+    if let Some(name) = take_string(&mut map, "name", false)? {
+        t.name = name;
     }
-    match map.remove("tier") {
-        Some(Value::String(s)) => {
-            if acc.store.tier(&s).await.map_err(store_error)?.is_none() {
-                return Err(ApiError::bad_param("tier", format!("No tier {s:?}.")));
-            }
-            t.tier = s;
+    if let Some(tier) = take_string(&mut map, "tier", false)? {
+        if acc.store.tier(&tier).await.map_err(store_error)?.is_none() {
+            return Err(ApiError::bad_param("tier", format!("No tier {tier:?}.")));
         }
-        None => {}
-        _ => return Err(ApiError::bad_param("tier", "tier must be a string.")),
+        t.tier = tier;
     }
     match map.remove("overrides") {
         Some(Value::Object(patch)) => {
@@ -298,11 +301,7 @@ pub async fn create_key(
     } else {
         object(crate::api::json::parse(&body)?)?
     };
-    let name = match map.remove("name") {
-        Some(Value::String(s)) => s,
-        None | Some(Value::Null) => String::new(),
-        _ => return Err(ApiError::bad_param("name", "name must be a string.")),
-    };
+    let name = take_string(&mut map, "name", true)?.unwrap_or_default();
     let limits: KeyLimits = serde_json::from_value(Value::Object(map))
         .map_err(|e| ApiError::bad_request(format!("Invalid key limits: {e}")))?;
     if limits.requests_per_minute == Some(0) || limits.tokens_per_minute == Some(0) {

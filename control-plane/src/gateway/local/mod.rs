@@ -113,6 +113,7 @@ impl LocalUpstream {
                 token_prompts: true,
                 multiple_choices: false,
                 passthrough: false,
+                fill_in_middle: handle.tokenizer.fim_tokens().is_some(),
             },
             browser_variants: Vec::new(),
             created: crate::util::unix_now(),

@@ -281,9 +281,7 @@ pub fn completion(model: &ModelHandle, req: &CompletionRequest) -> Result<Prepar
             format!("Only best_of=1 is supported, got {b}."),
         ));
     }
-    if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::bad_param("suffix", "suffix is not supported."));
-    }
+    let fim = req.infill.is_some() || req.suffix.as_deref().is_some_and(|s| !s.is_empty());
     let top = match req.logprobs {
         Some(n) if n > MAX_COMPLETION_LOGPROBS => {
             return Err(ApiError::bad_param(
@@ -295,11 +293,29 @@ pub fn completion(model: &ModelHandle, req: &CompletionRequest) -> Result<Prepar
         None => None,
     };
     let echo = req.echo.unwrap_or(false);
+    if fim && echo {
+        return Err(ApiError::bad_param(
+            "echo",
+            "echo cannot be combined with suffix.",
+        ));
+    }
     let s = sampling(&req.sampling, top, model.vocab)?;
-    let prompts = prompts(model, &req.prompt)?;
+    let prompts = if fim {
+        vec![fill_in_middle(model, req)?]
+    } else {
+        prompts(model, &req.prompt)?
+    };
+    // `/infill` generates until the end by default, as llama.cpp's; completions 16 tokens.
+    let default_max = if req.infill.is_some() { usize::MAX } else { 16 };
     let mut requests = Vec::with_capacity(prompts.len());
     for p in &prompts {
-        let max_tokens = max_tokens(req.max_tokens, 16, p.tokens.len(), model.context, "prompt")?;
+        let max_tokens = max_tokens(
+            req.max_tokens,
+            default_max,
+            p.tokens.len(),
+            model.context,
+            "prompt",
+        )?;
         requests.push(Request {
             prompt: p.tokens.clone(),
             params: s.params.clone(),
@@ -316,6 +332,44 @@ pub fn completion(model: &ModelHandle, req: &CompletionRequest) -> Result<Prepar
         top_logprobs: top,
         ignore_eos: s.ignore_eos,
         echo: echo.then(|| prompts.into_iter().map(|p| p.text).collect()),
+    })
+}
+
+/// The fill-in-the-middle prompt of a completion with `suffix` (or of `/infill`): the prompt
+/// text before the gap, the suffix after it, trimmed to leave room for the completion.
+fn fill_in_middle(model: &ModelHandle, req: &CompletionRequest) -> Result<Prompt, ApiError> {
+    let PromptInput::Text(prefix) = &req.prompt else {
+        return Err(ApiError::bad_param(
+            "prompt",
+            "With suffix, the prompt must be one string.",
+        ));
+    };
+    let suffix = req.suffix.as_deref().unwrap_or_default();
+    let files = req.infill.as_ref().map_or(&[][..], |i| &i.files[..]);
+    let input = engine_core::infill::Infill {
+        prefix,
+        suffix,
+        prompt: "",
+        extra: files,
+    };
+    // Room for the completion: what was asked, else a quarter of the context.
+    let reserve = req.max_tokens.map_or(model.context / 4, |m| {
+        usize::try_from(m).unwrap_or(usize::MAX)
+    });
+    let budget = model.context.saturating_sub(reserve).max(1);
+    let tokens = engine_core::infill::prompt(&model.tokenizer, &input, budget).map_err(|e| {
+        let message = match e {
+            engine_core::infill::InfillError::Unsupported => format!(
+                "The model {} has no fill-in-the-middle tokens; suffix and /infill need a code model that has them.",
+                model.id
+            ),
+            other => format!("{other}; the model's context is {} tokens.", model.context),
+        };
+        ApiError::bad_param("suffix", message)
+    })?;
+    Ok(Prompt {
+        text: prefix.clone(),
+        tokens,
     })
 }
 

@@ -1,0 +1,189 @@
+//! The second pass: each client behaves as `@tandem-inference/web` under its `auto` policy in
+//! an app that calls `tandem.load()` when the page opens. The engine becomes ready after the
+//! download (when the model is not cached) and the load; until then the capability report lists
+//! the variant as neither cached nor loaded, and `/v1/route` decides with what it says. A
+//! browser-routed request waits for the engine if it is still loading, then takes the profile's
+//! prefill and decode time; it is reported through `/v1/usage/browser`. When the engine fails to
+//! load, a request routed to the browser is completed by the server once the load has failed,
+//! and the app sends the rest of the visit to the server.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use control_plane::gateway::browser_route::{
+    BrowserPath, LOAD_BYTES_PER_SEC, LOAD_OVERHEAD_MS, RouteRequest,
+};
+
+use super::client::{Client, Completion, Variant};
+use super::messages;
+use super::profiles::Profile;
+use super::workload::Session;
+
+/// Where a request of the hybrid pass ran, as its client saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// In the browser, on this path.
+    Browser(BrowserPath),
+    /// On the server, as `/v1/route` said (or after a failed load, as the app decided).
+    Server,
+    /// Sent to the browser, whose engine failed to load; completed by the server.
+    Failover,
+}
+
+/// One request of the hybrid pass.
+#[derive(Clone, Copy, Debug)]
+pub struct Observed {
+    /// The session's profile.
+    pub profile: usize,
+    /// Where it ran.
+    pub outcome: Outcome,
+    /// Time to first token as the user saw it, `/v1/route`'s round trip included.
+    pub ttft: Duration,
+}
+
+/// Runs the pass; gives every request's observation.
+pub async fn run(
+    client: &Client,
+    sessions: &Arc<Vec<Session>>,
+    profiles: &Arc<Vec<Profile>>,
+    answers: &Arc<Vec<Vec<Completion>>>,
+    variant: &Variant,
+) -> Result<Vec<Observed>> {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for index in 0..sessions.len() {
+        let (client, sessions, profiles, answers, variant) = (
+            client.clone(),
+            sessions.clone(),
+            profiles.clone(),
+            answers.clone(),
+            variant.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let session = &sessions[index];
+            let at = start + session.start;
+            tokio::time::sleep_until(at.into()).await;
+            visit(
+                &client,
+                session,
+                &profiles[session.profile],
+                &answers[index],
+                &variant,
+                at,
+            )
+            .await
+            .with_context(|| format!("session {index}"))
+        }));
+    }
+    let mut out = Vec::new();
+    for task in tasks {
+        out.extend(task.await??);
+    }
+    Ok(out)
+}
+
+/// One page visit, opened at `opened`.
+async fn visit(
+    client: &Client,
+    session: &Session,
+    profile: &Profile,
+    answers: &[Completion],
+    variant: &Variant,
+    opened: Instant,
+) -> Result<Vec<Observed>> {
+    let download = if session.cached {
+        0.0
+    } else {
+        profile.download_ms(variant.bytes)
+    };
+    let ready = download + LOAD_OVERHEAD_MS + variant.bytes as f64 / LOAD_BYTES_PER_SEC * 1e3;
+    let sha = [variant.sha256.clone()];
+    let mut measured: Option<BrowserPath> = None;
+    let mut out = Vec::new();
+    for (t, turn) in session.turns.iter().enumerate() {
+        let msgs = messages(session, t, answers);
+        let answer = &answers[t];
+        let asked = Instant::now();
+        let now = ms(opened.elapsed());
+        let load_failed = session.load_fails && now >= ready;
+        let path = if load_failed {
+            None
+        } else {
+            let cached = session.cached || now >= download;
+            let loaded = !session.load_fails && now >= ready;
+            let chars: usize = msgs
+                .iter()
+                .map(|m| m["content"].as_str().map_or(0, str::len))
+                .sum();
+            let req = RouteRequest {
+                model: Some(client.model.clone()),
+                prompt_tokens: chars.div_ceil(4) as u64,
+                max_tokens: u64::from(turn.max_tokens),
+                capabilities: profile.capabilities(
+                    if cached { &sha } else { &[] },
+                    if loaded { &sha } else { &[] },
+                    measured,
+                ),
+            };
+            client.route(&req).await?
+        };
+        let routed = asked.elapsed();
+        let waiting = Duration::from_secs_f64((ready - now).max(0.0) / 1e3);
+        let observed = match path {
+            Some(_) if session.load_fails => {
+                // The load fails when it would have finished; the server completes the request.
+                tokio::time::sleep(waiting).await;
+                let c = client.chat(&msgs, turn.max_tokens).await?;
+                Observed {
+                    profile: 0,
+                    outcome: Outcome::Failover,
+                    ttft: routed + waiting + c.ttft,
+                }
+            }
+            Some(path) => {
+                let (decode, prefill) = profile.speeds(path);
+                let ttft = routed + waiting + secs(answer.prompt_tokens as f64 / prefill.max(0.1));
+                let generation = secs(answer.completion_tokens as f64 / decode.max(0.1));
+                tokio::time::sleep((ttft + generation).saturating_sub(asked.elapsed())).await;
+                client
+                    .report_browser(
+                        path,
+                        answer.prompt_tokens,
+                        answer.completion_tokens,
+                        ttft,
+                        ttft + generation,
+                    )
+                    .await?;
+                measured = Some(path);
+                Observed {
+                    profile: 0,
+                    outcome: Outcome::Browser(path),
+                    ttft,
+                }
+            }
+            None => {
+                let c = client.chat(&msgs, turn.max_tokens).await?;
+                Observed {
+                    profile: 0,
+                    outcome: Outcome::Server,
+                    ttft: routed + c.ttft,
+                }
+            }
+        };
+        out.push(Observed {
+            profile: session.profile,
+            ..observed
+        });
+        tokio::time::sleep(turn.think).await;
+    }
+    Ok(out)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}

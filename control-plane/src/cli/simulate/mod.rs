@@ -1,0 +1,165 @@
+//! `tandem simulate-clients`: what the hybrid saves. A simulated population of web clients
+//! (device profiles with their sources in `profiles.toml`) sends the same mixed chat workload
+//! twice to a real `tandem serve`: first every request to the server, then as
+//! `@tandem-inference/web` would under its `auto` policy: each request asks the real
+//! `/v1/route`, server-routed requests run on the server, and browser-routed ones are charged
+//! the time the profile's engine would take and reported through `POST /v1/usage/browser`.
+//! The report comes from the server's ledger: the share served in browsers, time to first token
+//! per route, and server cost per request against the server-only pass.
+
+mod client;
+mod hybrid;
+mod profiles;
+mod report;
+mod workload;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+
+use client::{Client, Completion};
+use workload::{Session, Shape};
+
+/// Arguments of `tandem simulate-clients`.
+#[derive(clap::Args, Debug)]
+pub struct SimulateArgs {
+    /// Base URL of the server.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// API key sent as `Authorization: Bearer` (when the server has tenants).
+    #[arg(long, default_value = "")]
+    pub api_key: String,
+    /// The model (default: the first with a browser variant).
+    #[arg(long, default_value = "")]
+    pub model: String,
+    /// The server's ledger (`sqlite://...` or `postgres://...`), read for the report.
+    #[arg(long)]
+    pub database: String,
+    /// Only this tenant's records (the key's), when others use the server too.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Page visits in each pass.
+    #[arg(long, default_value_t = 40)]
+    pub sessions: usize,
+    /// Seconds over which the visits start.
+    #[arg(long, default_value_t = 60.0)]
+    pub window: f64,
+    /// Most chat turns per visit.
+    #[arg(long, default_value_t = 4)]
+    pub max_turns: usize,
+    /// Mean pause between turns, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub think: f64,
+    /// Seed of the population.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Device profiles (TOML, as the built-in `profiles.toml`).
+    #[arg(long)]
+    pub profiles: Option<PathBuf>,
+}
+
+/// The system prompt of every conversation.
+const SYSTEM: &str = "You are a helpful assistant.";
+
+/// Runs the command.
+pub async fn run(args: SimulateArgs) -> Result<()> {
+    let profiles = Arc::new(profiles::load(args.profiles.as_deref())?);
+    let shape = Shape {
+        sessions: args.sessions,
+        window: Duration::from_secs_f64(args.window.max(0.0)),
+        max_turns: args.max_turns,
+        mean_think: Duration::from_secs_f64(args.think.max(0.0)),
+        seed: args.seed,
+    };
+    let sessions = Arc::new(shape.sessions(&profiles));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()?;
+    let mut client = Client::new(http, &args.url, &args.api_key, &args.model);
+    // A local model's variant is listed once its file's SHA-256 is known (hashed in the
+    // background after the server is ready).
+    let mut tries = 0;
+    let variant = loop {
+        match client.variant().await {
+            Ok(v) => break v,
+            Err(e) if tries >= 120 => {
+                return Err(e.context("reading the model's browser variant"));
+            }
+            Err(_) => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    let turns: usize = sessions.iter().map(|s| s.turns.len()).sum();
+    eprintln!(
+        "{} sessions, {turns} requests per pass, model {} (browser variant {} bytes)",
+        sessions.len(),
+        client.model,
+        variant.bytes
+    );
+
+    let started = report::now_ms();
+    let answers = Arc::new(server_only(&client, &sessions).await?);
+    let middle = report::now_ms();
+    let observed = hybrid::run(&client, &sessions, &profiles, &answers, &variant).await?;
+    let ended = report::now_ms() + 1;
+
+    let store = control_plane::store::Store::open(&args.database)
+        .await
+        .context("opening the ledger")?;
+    let tenant = args.tenant.as_deref();
+    let baseline = report::Pass::read(&store, tenant, started, middle).await?;
+    let with_browsers = report::Pass::read(&store, tenant, middle, ended).await?;
+    report::print(&baseline, &with_browsers, &profiles, &sessions, &observed);
+    Ok(())
+}
+
+/// The messages of a turn: the system prompt, the earlier turns with their answers, the user's
+/// message.
+fn messages(session: &Session, turn: usize, answers: &[Completion]) -> Vec<Value> {
+    let mut out = vec![json!({"role": "system", "content": SYSTEM})];
+    for (t, a) in session.turns[..turn].iter().zip(answers) {
+        out.push(json!({"role": "user", "content": t.user}));
+        out.push(json!({"role": "assistant", "content": a.text}));
+    }
+    out.push(json!({"role": "user", "content": session.turns[turn].user}));
+    out
+}
+
+/// The first pass: every request on the server. Gives each turn's answer, whose text builds the
+/// next turns' history in both passes (greedy answers are the same in the browser, which runs
+/// the same engine) and whose token counts the browser reports in the second.
+async fn server_only(
+    client: &Client,
+    sessions: &Arc<Vec<Session>>,
+) -> Result<Vec<Vec<Completion>>> {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for index in 0..sessions.len() {
+        let (client, sessions) = (client.clone(), sessions.clone());
+        tasks.push(tokio::spawn(async move {
+            let session = &sessions[index];
+            tokio::time::sleep_until((start + session.start).into()).await;
+            let mut answers = Vec::new();
+            for (t, turn) in session.turns.iter().enumerate() {
+                let msgs = messages(session, t, &answers);
+                let answer = client
+                    .chat(&msgs, turn.max_tokens)
+                    .await
+                    .with_context(|| format!("session {index}, turn {t}"))?;
+                answers.push(answer);
+                tokio::time::sleep(turn.think).await;
+            }
+            anyhow::Ok(answers)
+        }));
+    }
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await??);
+    }
+    Ok(out)
+}

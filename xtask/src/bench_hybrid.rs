@@ -1,0 +1,93 @@
+//! `cargo xtask bench hybrid`: what the hybrid saves. Starts `tandem serve` on the default model
+//! with tenants, a ledger and an hourly machine price, then runs `tandem simulate-clients`: a
+//! population of web clients (device profiles with their sources in
+//! `control-plane/src/cli/simulate/profiles.toml`) sends the same chat workload first to the
+//! server alone, then routed by the real `/v1/route` as `@tandem-inference/web` does. The report
+//! comes from the server's ledger.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::bench::{Running, free_port, wait_ready};
+use crate::bench_gateway::{ADMIN_KEY, tenant_key};
+use crate::shell;
+
+/// What the server costs to run: an on-demand 2-vCPU cloud machine, USD per hour.
+const PER_HOUR_USD: f64 = 0.10;
+/// Its aggregate throughput, tokens per second (pinned, so both passes pay the same per token).
+const TOKENS_PER_S: f64 = 200.0;
+/// The population: page visits per pass, the window they start in (s), turns per visit at most,
+/// and the mean pause between turns (s).
+const SIMULATION: [(&str, &str); 4] = [
+    ("--sessions", "30"),
+    ("--window", "90"),
+    ("--max-turns", "4"),
+    ("--think", "10"),
+];
+
+/// Runs the benchmark.
+pub fn bench(model: &Path) -> Result<()> {
+    shell::run(shell::cargo().args(["build", "--release", "-p", "control-plane"]))?;
+    let tandem = shell::root().join("target/release/tandem");
+    let dir = std::env::temp_dir().join(format!("tandem-bench-hybrid-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("tandem.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[upstreams]]\nid = \"local\"\nkind = \"local\"\nsource = {:?}\n\
+             cost = {{ per_hour = {PER_HOUR_USD}, tokens_per_s = {TOKENS_PER_S} }}\n\
+             [[upstreams.models]]\nname = \"smollm2\"\n",
+            model.display().to_string()
+        ),
+    )?;
+    let port = free_port()?;
+    let data = dir.join("data");
+    let mut server = Running(
+        Command::new(&tandem)
+            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--admin-key", ADMIN_KEY])
+            .env("TANDEM_LOG", "error")
+            .spawn()
+            .context("starting tandem serve")?,
+    );
+    wait_ready(port, "/ready", &mut server.0)?;
+    let key = tenant_key(&tandem, port)?;
+    println!(
+        "## What the hybrid saves (`tandem simulate-clients {}`; server: `tandem serve`, default model, \
+         {PER_HOUR_USD} USD/h at {TOKENS_PER_S} tok/s)\n",
+        SIMULATION
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let database = format!("sqlite://{}", data.join("tandem.db").display());
+    let mut sim = Command::new(&tandem);
+    sim.args([
+        "simulate-clients",
+        "--url",
+        &format!("http://127.0.0.1:{port}"),
+    ])
+    .args([
+        "--api-key",
+        &key,
+        "--database",
+        &database,
+        "--tenant",
+        "bench",
+    ]);
+    for (k, v) in SIMULATION {
+        sim.args([k, v]);
+    }
+    shell::run(&mut sim)?;
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
