@@ -56,6 +56,9 @@ pub struct ServeArgs {
     /// Most requests waiting for a slot; more are answered 429.
     #[arg(long, env = "TANDEM_MAX_WAITING")]
     pub max_waiting: Option<usize>,
+    /// Do not keep full KV blocks for later requests that start with the same tokens.
+    #[arg(long, env = "TANDEM_NO_PREFIX_CACHING")]
+    pub no_prefix_caching: bool,
     /// Largest request body in bytes.
     #[arg(long, env = "TANDEM_BODY_LIMIT")]
     pub body_limit: Option<usize>,
@@ -237,6 +240,8 @@ pub struct FileConfig {
     pub kv_blocks: Option<usize>,
     /// Most waiting requests.
     pub max_waiting: Option<usize>,
+    /// Automatic prefix caching (default on).
+    pub prefix_caching: Option<bool>,
     /// Largest request body in bytes.
     pub body_limit: Option<usize>,
     /// CORS origins.
@@ -308,6 +313,8 @@ pub struct ServeConfig {
     pub kv_blocks: usize,
     /// Most waiting requests.
     pub max_waiting: usize,
+    /// Automatic prefix caching.
+    pub prefix_caching: bool,
     /// Largest body in bytes.
     pub body_limit: usize,
     /// CORS origins.
@@ -508,6 +515,7 @@ impl ServeConfig {
                 .unwrap_or(512),
             kv_blocks: args.kv_blocks.or(file.kv_blocks).unwrap_or(0),
             max_waiting: args.max_waiting.or(file.max_waiting).unwrap_or(64),
+            prefix_caching: !args.no_prefix_caching && file.prefix_caching.unwrap_or(true),
             body_limit: args
                 .body_limit
                 .or(file.body_limit)

@@ -329,17 +329,7 @@ impl Metrics {
                 |s| s.kv_usage,
             ));
         }
-        for (name, help, get) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-            for (model, stats) in engines {
-                let _ = writeln!(
-                    out,
-                    "{name}{{model_name=\"{}\"}} {}",
-                    escape(model),
-                    get(stats)
-                );
-            }
-        }
+        engine_families(&mut out, "gauge", gauges, engines);
         let info = prefixed("tandem_cache_config_info", "vllm:cache_config_info");
         let _ = writeln!(
             out,
@@ -354,18 +344,30 @@ impl Metrics {
                 e.stats.kv_blocks_total
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP tandem_num_preemptions_total Sequences preempted (freed and recomputed later).\n# TYPE tandem_num_preemptions_total counter"
-        );
-        for (model, stats) in engines {
-            let _ = writeln!(
-                out,
-                "tandem_num_preemptions_total{{model_name=\"{}\"}} {}",
-                escape(model),
-                stats.preemptions
-            );
-        }
+        let engine_counters: [Family<EngineStats, u64>; 3] = [
+            (
+                "tandem_num_preemptions_total",
+                "Sequences preempted (freed and recomputed later).",
+                |s| s.preemptions,
+            ),
+            (
+                prefixed(
+                    "tandem_prefix_cache_queries_total",
+                    "vllm:prefix_cache_queries_total",
+                ),
+                "Prompt tokens looked up in the prefix cache.",
+                |s| s.prefix_cache_queries,
+            ),
+            (
+                prefixed(
+                    "tandem_prefix_cache_hits_total",
+                    "vllm:prefix_cache_hits_total",
+                ),
+                "Prompt tokens found in the prefix cache (not computed again).",
+                |s| s.prefix_cache_hits,
+            ),
+        ];
+        engine_families(&mut out, "counter", engine_counters, engines);
 
         let models = self.models.lock().unwrap_or_else(PoisonError::into_inner);
         let counters: [Family<ModelMetrics, u64>; 2] = [
@@ -552,6 +554,25 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Writes each family (`kind`: `gauge` or `counter`) with one sample per engine.
+fn engine_families<V: std::fmt::Display>(
+    out: &mut String,
+    kind: &str,
+    families: impl IntoIterator<Item = Family<EngineStats, V>>,
+    engines: &[(String, EngineStats)],
+) {
+    for (name, help, get) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (model, stats) in engines {
+            let _ = writeln!(
+                out,
+                "{name}{{model_name=\"{}\"}} {}",
+                escape(model),
+                get(stats)
+            );
+        }
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -308,7 +308,13 @@ fn service_runs_requests_and_reports_gauges() {
     let (mut want, _) = run_all(&mut single, vec![Request::greedy(prompt.clone(), 16)]);
     let want = want.remove(0);
 
-    let service = EngineService::start(e, ServiceOptions { max_waiting: 1 });
+    let service = EngineService::start(
+        e,
+        ServiceOptions {
+            max_waiting: 1,
+            ..ServiceOptions::default()
+        },
+    );
     assert_eq!(service.info().config.max_seqs, 2);
     let submit = |req: Request| {
         let (tx, rx) = mpsc::channel();

@@ -43,6 +43,20 @@ pub fn bench(which: &str, llama_cpp: bool, bandwidth: Option<f64>) -> Result<()>
                 "--reps",
                 "3",
             ])?;
+            // A 1,500-token shared system prompt, cold and warm (prefix caching), one thread count.
+            println!();
+            tandem_bench(&[
+                "--threads",
+                "2",
+                "-p",
+                "0",
+                "-n",
+                "0",
+                "--prefix-cache",
+                "1500",
+                "--reps",
+                "3",
+            ])?;
             // Decode deep into the context, in a process of its own so that the peak memory
             // above is that of the short tests (4000 tokens of f16 KV cache take 92 MiB).
             println!();

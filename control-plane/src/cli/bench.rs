@@ -44,7 +44,15 @@ pub struct BenchArgs {
     /// Repetitions of each test (after one warm-up).
     #[arg(short, long, default_value_t = 3)]
     pub reps: usize,
+    /// Length of a shared prefix for the prefix-cache test (0: none): the time to the first
+    /// token of a prompt of this many tokens plus a 16-token question, cold (the prefix never
+    /// seen) and warm (the same prefix, another question).
+    #[arg(long, default_value_t = 0)]
+    pub prefix_cache: usize,
 }
+
+/// Tokens after the shared prefix in the prefix-cache test.
+const QUESTION_TOKENS: usize = 16;
 
 /// Runs the command.
 pub async fn bench(args: BenchArgs) -> Result<()> {
@@ -68,6 +76,7 @@ pub async fn bench(args: BenchArgs) -> Result<()> {
                 .max()
                 .unwrap_or(0)
                 .max(args.n_gen + 1 + args.depth.iter().copied().max().unwrap_or(0))
+                .max(args.prefix_cache + QUESTION_TOKENS + 1)
                 + 16,
             ..EngineConfig::default()
         };
@@ -134,6 +143,38 @@ impl Table<'_> {
             }
             let mean = mean_secs(&times);
             row(&format!("pp{n}"), n as f64 / mean, Some(mean * 1e3));
+        }
+        if args.prefix_cache > 0 {
+            let n = args.prefix_cache;
+            let random = |rng: &mut rand::rngs::StdRng, k: usize| -> Vec<u32> {
+                (0..k).map(|_| rng.random_range(32..vocab)).collect()
+            };
+            engine.set_prefix_caching(true);
+            let (mut cold, mut warm) = (Vec::new(), Vec::new());
+            for rep in 0..=args.reps {
+                let prefix = random(&mut rng, n);
+                let ask = |rng: &mut rand::rngs::StdRng| {
+                    let mut p = prefix.clone();
+                    p.extend(random(rng, QUESTION_TOKENS));
+                    p
+                };
+                let (c, _) = generate(&mut engine, ask(&mut rng), 1).await?;
+                let (w, _) = generate(&mut engine, ask(&mut rng), 1).await?;
+                if rep > 0 {
+                    cold.push(c);
+                    warm.push(w);
+                }
+            }
+            engine.set_prefix_caching(false);
+            let m = n + QUESTION_TOKENS;
+            let (c, w) = (mean_secs(&cold), mean_secs(&warm));
+            row(&format!("pp{m} cold"), m as f64 / c, Some(c * 1e3));
+            row(
+                &format!("pp{m} warm ({n} cached)"),
+                m as f64 / w,
+                Some(w * 1e3),
+            );
+            println!("| | | | | | warm TTFT / cold | {:.1}% | |", w / c * 100.0);
         }
         for &depth in args.depth.iter().filter(|_| args.n_gen > 0) {
             let mut rates = Vec::new();

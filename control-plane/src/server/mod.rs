@@ -332,6 +332,7 @@ async fn start_upstreams(cfg: &ServeConfig, state: &SharedState) -> Result<Loade
                 threads: cfg.threads,
                 limits,
                 max_waiting: cfg.max_waiting,
+                prefix_caching: cfg.prefix_caching,
             };
             let variants = spec
                 .upstream

@@ -134,6 +134,10 @@ pub struct StepReport {
     pub finished: usize,
     /// Sequences preempted (to be recomputed later).
     pub preempted: usize,
+    /// Prompt tokens of the sequences admitted, whose start was looked up in the prefix cache.
+    pub prefix_queries: usize,
+    /// Of those, the tokens found there (not computed again).
+    pub prefix_hits: usize,
 }
 
 /// A model ready to generate, with its scheduler.
@@ -222,10 +226,28 @@ impl<B: Backend> Engine<B> {
     /// for single-user engines (a browser tab); the retained blocks are given back whenever a
     /// request does not continue them or the cache needs them.
     pub fn set_retain_prefix(&mut self, on: bool) {
-        self.retain_prefix = on;
+        self.retain_prefix = on && !self.alloc.prefix_caching();
         if !on {
             self.drop_retained();
         }
+    }
+
+    /// Caches full KV blocks by their tokens (a hash chain over every token before them), so
+    /// that a request starting with the same tokens as an earlier or running one (a shared
+    /// system prompt, the earlier turns of a chat, a preempted sequence coming back) computes
+    /// only the rest; blocks no sequence holds stay cached until the pool needs them, least
+    /// recently used first. Results are the same with and without it. Meant for servers; it
+    /// replaces [`Engine::set_retain_prefix`], which it turns off.
+    pub fn set_prefix_caching(&mut self, on: bool) {
+        if on {
+            self.set_retain_prefix(false);
+        }
+        self.alloc.set_prefix_caching(on);
+    }
+
+    /// Blocks no sequence holds that still cache tokens for later requests.
+    pub fn cached_blocks(&self) -> usize {
+        self.alloc.cached_blocks()
     }
 
     /// Tokens of the last finished sequence whose KV is still cached (0 when none is retained).
@@ -242,7 +264,11 @@ impl<B: Backend> Engine<B> {
     /// Hands a finished sequence's cached tokens to the next request (or frees them).
     fn retire(&mut self, mut seq: Sequence, reason: FinishReason) {
         seq.finish(reason);
-        if self.retain_prefix && reason != FinishReason::Cancelled && seq.computed > 0 {
+        if self.retain_prefix
+            && !self.alloc.prefix_caching()
+            && reason != FinishReason::Cancelled
+            && seq.computed > 0
+        {
             self.drop_retained();
             let mut table = std::mem::take(&mut seq.table);
             table.truncate(&mut self.alloc, seq.computed);
@@ -476,6 +502,18 @@ impl<B: Backend> Engine<B> {
                 break;
             };
             adopt_retained(&mut self.retained, &mut self.alloc, &mut self.waiting[k]);
+            let seq = &mut self.waiting[k];
+            // The start of its tokens may be cached (at least the last one is computed, for the
+            // logits; prompt log-probabilities need every row).
+            let looked_up = self.alloc.prefix_caching()
+                && seq.table.is_empty()
+                && seq.table.blocks().is_empty()
+                && seq.computed == 0
+                && seq.prompt_logprobs.is_none();
+            if looked_up {
+                let n = seq.tokens.len();
+                seq.computed = seq.table.adopt_cached(&mut self.alloc, &seq.tokens, n - 1);
+            }
             let seq = &self.waiting[k];
             let need = self.alloc.blocks_for(seq.tokens.len() + 1);
             if need > self.alloc.total_blocks() {
@@ -487,9 +525,19 @@ impl<B: Backend> Engine<B> {
                 continue;
             }
             if need.saturating_sub(seq.table.blocks().len()) > self.alloc.free_blocks() {
+                if looked_up {
+                    // Not admitted yet: it holds nothing while it waits.
+                    let seq = &mut self.waiting[k];
+                    seq.table.release(&mut self.alloc);
+                    seq.computed = 0;
+                }
                 break;
             }
             let mut seq = self.waiting.remove(k).expect("checked above");
+            if looked_up {
+                report.prefix_queries += seq.tokens.len();
+                report.prefix_hits += seq.computed;
+            }
             self.fair.admitted(seq.start_tag);
             let take = seq.pending().min(budget).min(Self::chunk_cap(&seq));
             seq.table
@@ -590,6 +638,11 @@ impl<B: Backend> Engine<B> {
     /// failure, when the state of the step is unknown).
     pub fn fail_all(&mut self, message: &str) {
         self.drop_retained();
+        // What the failed step wrote is unknown: forget the cached blocks too.
+        if self.alloc.prefix_caching() {
+            self.alloc.set_prefix_caching(false);
+            self.alloc.set_prefix_caching(true);
+        }
         for mut seq in self.running.drain(..).chain(self.waiting.drain(..)) {
             seq.table.release(&mut self.alloc);
             seq.send(Event::Failed(message.to_owned()));
@@ -691,6 +744,9 @@ impl<B: Backend> Engine<B> {
             seq.computed += take;
             seq.table.advance(take, bs);
             seq.scheduled = 0;
+            if self.alloc.prefix_caching() {
+                seq.table.index_full_blocks(&mut self.alloc, &seq.tokens);
+            }
             if seq.computed <= seq.prompt_len {
                 report.prefill_tokens += take;
             }

@@ -30,11 +30,16 @@ pub struct ServiceOptions {
     /// that flow are refused with [`SubmitError::QueueFull`], so a flow that floods the queue
     /// never shuts others out.
     pub max_waiting: usize,
+    /// Cache full KV blocks by their tokens for later requests ([`Engine::set_prefix_caching`]).
+    pub prefix_caching: bool,
 }
 
 impl Default for ServiceOptions {
     fn default() -> Self {
-        ServiceOptions { max_waiting: 64 }
+        ServiceOptions {
+            max_waiting: 64,
+            prefix_caching: true,
+        }
     }
 }
 
@@ -72,6 +77,10 @@ pub struct EngineStats {
     pub generated_tokens: u64,
     /// Sequences preempted.
     pub preemptions: u64,
+    /// Prompt tokens looked up in the prefix cache (as vLLM's `prefix_cache_queries`).
+    pub prefix_cache_queries: u64,
+    /// Of those, the tokens found there (as vLLM's `prefix_cache_hits`).
+    pub prefix_cache_hits: u64,
     /// Steps that failed (every sequence in flight then fails).
     pub step_failures: u64,
 }
@@ -158,7 +167,8 @@ pub struct EngineService {
 
 impl EngineService {
     /// Starts the engine thread.
-    pub fn start<B: Backend>(engine: Engine<B>, options: ServiceOptions) -> EngineService {
+    pub fn start<B: Backend>(mut engine: Engine<B>, options: ServiceOptions) -> EngineService {
+        engine.set_prefix_caching(options.prefix_caching);
         let info = EngineInfo {
             config: engine.config().clone(),
             model: engine.model_config().clone(),
@@ -378,6 +388,8 @@ fn publish<B: Backend>(engine: &Engine<B>, shared: &Shared, report: &StepReport,
     s.prefill_tokens += report.prefill_tokens as u64;
     s.generated_tokens += report.decoded as u64;
     s.preemptions += report.preempted as u64;
+    s.prefix_cache_queries += report.prefix_queries as u64;
+    s.prefix_cache_hits += report.prefix_hits as u64;
     if failed {
         s.step_failures += 1;
     }

@@ -66,6 +66,8 @@ pub struct LocalSpec {
     pub limits: EngineLimits,
     /// Most requests waiting beyond the running ones.
     pub max_waiting: usize,
+    /// Automatic prefix caching.
+    pub prefix_caching: bool,
 }
 
 /// A local model served through the gateway.
@@ -175,6 +177,7 @@ fn start(
         engine_config,
         ServiceOptions {
             max_waiting: spec.max_waiting,
+            prefix_caching: spec.prefix_caching,
         },
     )
     .map_err(|e| unusable(e.to_string()))?;

@@ -2,7 +2,13 @@
 //!
 //! The storage itself belongs to the backend ([`crate::backend::Backend::KvStore`]); this module
 //! decides which blocks each sequence owns, so sequences share one pool and give their blocks
-//! back when they end.
+//! back when they end. With prefix caching on, full blocks are also named by their tokens
+//! ([`prefix`]): sequences that start with the same tokens share them (counted references), and
+//! blocks no sequence holds stay cached until the pool needs them, least recently used first.
+
+pub mod prefix;
+
+use prefix::PrefixIndex;
 
 /// The cache has no free block left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -19,7 +25,12 @@ pub struct OutOfBlocks {
 pub struct BlockAllocator {
     block_size: usize,
     n_blocks: usize,
+    /// Blocks holding nothing anyone may want.
     free: Vec<u32>,
+    /// References to each block (sequences holding it).
+    refs: Vec<u32>,
+    /// Full blocks by content, when prefix caching is on.
+    prefix: Option<PrefixIndex>,
 }
 
 impl BlockAllocator {
@@ -32,6 +43,67 @@ impl BlockAllocator {
             block_size,
             n_blocks,
             free,
+            refs: vec![0; n_blocks],
+            prefix: None,
+        }
+    }
+
+    /// Turns prefix caching on or off (off forgets every cached block no sequence holds).
+    pub fn set_prefix_caching(&mut self, on: bool) {
+        match (on, self.prefix.is_some()) {
+            (true, false) => self.prefix = Some(PrefixIndex::default()),
+            (false, true) => {
+                let mut ix = self.prefix.take().expect("checked");
+                self.free.extend(ix.evict_all());
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether prefix caching is on.
+    pub fn prefix_caching(&self) -> bool {
+        self.prefix.is_some()
+    }
+
+    /// Blocks no sequence holds that still cache their tokens.
+    pub fn cached_blocks(&self) -> usize {
+        self.prefix.as_ref().map_or(0, PrefixIndex::parked)
+    }
+
+    /// References held on a block.
+    pub fn refs(&self, block: u32) -> u32 {
+        self.refs.get(block as usize).copied().unwrap_or(0)
+    }
+
+    /// The longest run of cached full blocks holding the start of `tokens` (whole blocks only),
+    /// each now also held by the caller, with their hashes.
+    pub fn lookup(&mut self, tokens: &[u32]) -> (Vec<u32>, Vec<u64>) {
+        let Some(ix) = &mut self.prefix else {
+            return (Vec::new(), Vec::new());
+        };
+        let (mut blocks, mut hashes) = (Vec::new(), Vec::new());
+        let mut parent = prefix::ROOT;
+        for chunk in tokens.chunks_exact(self.block_size) {
+            let Some((block, hash)) = ix.find(parent, chunk) else {
+                break;
+            };
+            if self.refs[block as usize] == 0 {
+                ix.unpark(block);
+            }
+            self.refs[block as usize] += 1;
+            blocks.push(block);
+            hashes.push(hash);
+            parent = hash;
+        }
+        (blocks, hashes)
+    }
+
+    /// Names `block` (full, holding `tokens` after the blocks hashed `parent`) so that others
+    /// may find it; returns its hash.
+    fn index(&mut self, block: u32, parent: u64, tokens: &[u32]) -> u64 {
+        match &mut self.prefix {
+            Some(ix) => ix.insert(block, parent, tokens),
+            None => prefix::chain(parent, tokens),
         }
     }
 
@@ -45,9 +117,9 @@ impl BlockAllocator {
         self.n_blocks
     }
 
-    /// Blocks not owned by any sequence.
+    /// Blocks not held by any sequence (free, or caching tokens until they are needed).
     pub fn free_blocks(&self) -> usize {
-        self.free.len()
+        self.free.len() + self.cached_blocks()
     }
 
     /// Blocks needed to hold `tokens` tokens.
@@ -60,23 +132,41 @@ impl BlockAllocator {
         if self.n_blocks == 0 {
             0.0
         } else {
-            1.0 - self.free.len() as f64 / self.n_blocks as f64
+            1.0 - self.free_blocks() as f64 / self.n_blocks as f64
         }
     }
 
     fn take(&mut self, n: usize) -> Result<Vec<u32>, OutOfBlocks> {
-        if n > self.free.len() {
-            return Err(OutOfBlocks {
-                needed: n,
-                free: self.free.len(),
-            });
+        let free = self.free_blocks();
+        if n > free {
+            return Err(OutOfBlocks { needed: n, free });
         }
-        let at = self.free.len() - n;
-        Ok(self.free.split_off(at))
+        let at = self.free.len().saturating_sub(n);
+        let mut got = self.free.split_off(at);
+        // Then the cached blocks nobody holds, least recently used first.
+        while got.len() < n {
+            let ix = self.prefix.as_mut().expect("counted in free_blocks");
+            got.insert(0, ix.evict().expect("counted in free_blocks"));
+        }
+        for &b in &got {
+            self.refs[b as usize] = 1;
+        }
+        Ok(got)
     }
 
     fn give_back(&mut self, blocks: impl IntoIterator<Item = u32>) {
-        self.free.extend(blocks);
+        for b in blocks {
+            let r = &mut self.refs[b as usize];
+            debug_assert!(*r > 0, "block {b} given back twice");
+            *r = r.saturating_sub(1);
+            if *r > 0 {
+                continue;
+            }
+            match &mut self.prefix {
+                Some(ix) if ix.contains(b) => ix.park(b),
+                _ => self.free.push(b),
+            }
+        }
     }
 }
 
@@ -85,6 +175,8 @@ impl BlockAllocator {
 pub struct BlockTable {
     blocks: Vec<u32>,
     len: usize,
+    /// Hashes of the first full blocks (their place in the prefix cache).
+    hashes: Vec<u64>,
 }
 
 impl BlockTable {
@@ -106,6 +198,35 @@ impl BlockTable {
     /// Block numbers in position order.
     pub fn blocks(&self) -> &[u32] {
         &self.blocks
+    }
+
+    /// Starts an empty table on the cached blocks holding the start of `tokens`
+    /// ([`BlockAllocator::lookup`]); at most `max_tokens` of them. Returns the tokens it holds.
+    pub fn adopt_cached(
+        &mut self,
+        alloc: &mut BlockAllocator,
+        tokens: &[u32],
+        max_tokens: usize,
+    ) -> usize {
+        debug_assert!(self.blocks.is_empty());
+        let whole = max_tokens.min(tokens.len()) / alloc.block_size * alloc.block_size;
+        let (blocks, hashes) = alloc.lookup(&tokens[..whole]);
+        self.len = blocks.len() * alloc.block_size;
+        self.blocks = blocks;
+        self.hashes = hashes;
+        self.len
+    }
+
+    /// Names the full blocks written so far (`tokens` are the sequence's, at least
+    /// [`BlockTable::len`] of them) in the prefix cache.
+    pub fn index_full_blocks(&mut self, alloc: &mut BlockAllocator, tokens: &[u32]) {
+        let bs = alloc.block_size;
+        while self.hashes.len() < self.len / bs {
+            let b = self.hashes.len();
+            let parent = self.hashes.last().copied().unwrap_or(prefix::ROOT);
+            let hash = alloc.index(self.blocks[b], parent, &tokens[b * bs..(b + 1) * bs]);
+            self.hashes.push(hash);
+        }
     }
 
     /// Makes room for `extra` more tokens, taking blocks from `alloc` as needed. On failure nothing
@@ -140,6 +261,7 @@ impl BlockTable {
         }
         self.len = len;
         let keep = alloc.blocks_for(len);
+        self.hashes.truncate(len / alloc.block_size);
         alloc.give_back(self.blocks.drain(keep..));
     }
 
