@@ -406,7 +406,7 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_answering() {
         ("/v1/chat/completions", br#"{"messages": [{"role": "user", "content": "x"}], "max_tokens": -1}"#.to_vec(), 400, "invalid"),
         ("/v1/chat/completions", br#"{"messages": []}"#.to_vec(), 400, "at least one message"),
         ("/v1/chat/completions", br#"{"messages": [{"role": "wizard", "content": "x"}]}"#.to_vec(), 400, "wizard"),
-        ("/v1/chat/completions", br#"{"messages": [{"role": "user", "content": "x"}], "n": 3}"#.to_vec(), 400, "n=1"),
+        ("/v1/chat/completions", br#"{"messages": [{"role": "user", "content": "x"}], "n": 17}"#.to_vec(), 400, "between 1 and 16"),
         ("/v1/chat/completions", br#"{"messages": [{"role": "user", "content": "x"}], "temperature": 7}"#.to_vec(), 400, "temperature"),
         ("/v1/chat/completions", br#"{"messages": [{"role": "user", "content": "x"}], "top_p": 0}"#.to_vec(), 400, "top_p"),
         ("/v1/chat/completions", br#"{"messages": [{"role": "user", "content": "x"}], "logit_bias": {"abc": 1}}"#.to_vec(), 400, "logit_bias"),

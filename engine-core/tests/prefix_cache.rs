@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use engine_core::backend::cpu::{CpuBackend, CpuOptions};
 use engine_core::engine::{Engine, EngineConfig, Event, Request, StepReport};
 use engine_core::gguf::{GgufFile, ModelBytes};
+use engine_core::sampler::SamplingParams;
 
 const BLOCK: usize = 16;
 
@@ -57,21 +58,26 @@ const QUESTIONS: [&str; 8] = [
     "Do you sell old books?",
 ];
 
-/// Runs the requests together to completion: each one's generated tokens, and the step reports
-/// summed.
+/// Runs greedy requests together to completion: each one's generated tokens, and the step
+/// reports summed.
 fn run(
     e: &mut Engine<CpuBackend>,
     prompts: &[Vec<u32>],
     max_tokens: usize,
 ) -> (Vec<Vec<u32>>, StepReport) {
+    let reqs = prompts
+        .iter()
+        .map(|p| Request::greedy(p.clone(), max_tokens))
+        .collect();
+    run_requests(e, reqs)
+}
+
+/// Runs the requests together to completion.
+fn run_requests(e: &mut Engine<CpuBackend>, reqs: Vec<Request>) -> (Vec<Vec<u32>>, StepReport) {
     let mut rxs = Vec::new();
-    for p in prompts {
+    for req in reqs {
         let (tx, rx) = mpsc::channel();
-        e.add(
-            Request::greedy(p.clone(), max_tokens),
-            Box::new(move |ev| tx.send(ev).is_ok()),
-        )
-        .unwrap();
+        e.add(req, Box::new(move |ev| tx.send(ev).is_ok())).unwrap();
         rxs.push(rx);
     }
     let mut total = StepReport::default();
@@ -206,4 +212,36 @@ fn cached_blocks_are_evicted_least_recently_used_first() {
     assert_eq!(e.cached_blocks(), 0);
     let (total, free) = e.kv_blocks();
     assert_eq!(total, free);
+}
+
+#[test]
+fn choices_of_one_prompt_compute_it_once() {
+    let file = file();
+    let mut plain = engine(&file, 4096, false);
+    let mut cached = engine(&file, 4096, true);
+    let p = prompt(&plain, "Suggest a name for a reading club.");
+    let n = p.len();
+    // Four sampled choices of one prompt (n = 4), each with its own seed.
+    let choices: Vec<Request> = (0..4)
+        .map(|i| Request {
+            params: SamplingParams {
+                temperature: 0.9,
+                top_p: 0.95,
+                seed: Some(7 + i),
+                ..SamplingParams::default()
+            },
+            ..Request::greedy(p.clone(), 12)
+        })
+        .collect();
+    let (together, r) = run_requests(&mut cached, choices.clone());
+    // The prompt once; each other choice only the part of its last block.
+    let shared = coverable(n, n);
+    assert_eq!(r.prefix_hits, 3 * shared, "{r:?}");
+    assert_eq!(r.prefill_tokens, n + 3 * (n - shared), "{r:?}");
+    // Each choice is what its seed gives alone.
+    for (i, req) in choices.into_iter().enumerate() {
+        let (alone, _) = run_requests(&mut plain, vec![req]);
+        assert_eq!(together[i], alone[0], "choice {i}");
+    }
+    assert_ne!(together[0], together[1]);
 }

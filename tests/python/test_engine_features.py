@@ -1,6 +1,7 @@
 """Engine features through the official `openai` Python SDK: automatic prefix caching (a shared
-system prompt found in the cache, vLLM's counters, unchanged answers) and fill-in-the-middle's
-typed refusal on a model without FIM markers (the default model has none)."""
+system prompt found in the cache, vLLM's counters, unchanged answers), `n` choices of one prompt
+computed once, and fill-in-the-middle's typed refusal on a model without FIM markers (the
+default model has none)."""
 
 import urllib.request
 
@@ -50,3 +51,37 @@ def test_suffix_on_a_model_without_fim_tokens_is_a_bad_request(client):
     # An empty suffix is a plain completion.
     r = client.completions.create(model=MODEL_ID, prompt="def add(a, b):\n    ", suffix="", max_tokens=2)
     assert r.choices[0].text is not None
+
+
+def test_n_choices_of_one_prompt(client, server):
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Name a new reading club."}]
+    one = client.chat.completions.create(model=MODEL_ID, messages=messages, max_tokens=10, temperature=0.9, seed=5)
+    hits = metric(server, "tandem_prefix_cache_hits_total")
+    r = client.chat.completions.create(model=MODEL_ID, messages=messages, n=3, max_tokens=10, temperature=0.9, seed=5)
+    assert [c.index for c in r.choices] == [0, 1, 2]
+    # The prompt is counted once, and computed once: the other choices take its blocks.
+    assert r.usage.prompt_tokens == one.usage.prompt_tokens
+    assert metric(server, "tandem_prefix_cache_hits_total") - hits >= 2 * (one.usage.prompt_tokens // 16 - 1) * 16
+    # Choice i samples with seed + i: the first is the single request's answer.
+    assert r.choices[0].message.content == one.choices[0].message.content
+    assert len({c.message.content for c in r.choices}) > 1
+    again = client.chat.completions.create(model=MODEL_ID, messages=messages, n=3, max_tokens=10, temperature=0.9, seed=5)
+    assert [c.message.content for c in again.choices] == [c.message.content for c in r.choices]
+
+    # Streamed: every choice's deltas under its index, each with its own finish reason.
+    chunks = list(client.chat.completions.create(
+        model=MODEL_ID, messages=messages, n=2, max_tokens=6, temperature=0.9, seed=5, stream=True,
+    ))
+    texts, finishes = {}, {}
+    for c in chunks:
+        for ch in c.choices:
+            texts[ch.index] = texts.get(ch.index, "") + (ch.delta.content or "")
+            if ch.finish_reason:
+                finishes[ch.index] = ch.finish_reason
+    assert sorted(finishes) == [0, 1]
+    assert texts[0] == r.choices[0].message.content[: len(texts[0])]
+
+    # Completions: choices ordered prompt by prompt.
+    c = client.completions.create(model=MODEL_ID, prompt=["The sky is", "Water is"], n=2, max_tokens=3, temperature=0)
+    assert [x.index for x in c.choices] == [0, 1, 2, 3]
+    assert c.choices[0].text == c.choices[1].text and c.choices[2].text == c.choices[3].text

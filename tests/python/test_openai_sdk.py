@@ -113,7 +113,7 @@ def test_errors_are_typed(client, server):
     cases = [
         dict(messages=[]),
         dict(messages=[{"role": "wizard", "content": "x"}]),
-        dict(messages=ASK, n=2),
+        dict(messages=ASK, n=17),
         dict(messages=ASK, temperature=5),
         dict(messages=[{"role": "user", "content": "word " * 600}]),
         dict(messages=ASK, max_tokens=100000),

@@ -588,7 +588,27 @@ impl<B: Backend> Engine<B> {
         }
         let (running, share) = self.fair_shares();
         let below = |s: &Sequence| running.get(s.flow.as_str()).copied().unwrap_or(0) < share;
-        Some(self.waiting.iter().position(below).unwrap_or(0))
+        let ready = |s: &Sequence| !self.waits_for_twin(s);
+        self.waiting
+            .iter()
+            .position(|s| below(s) && ready(s))
+            .or_else(|| self.waiting.iter().position(ready))
+    }
+
+    /// Whether `s` should wait for a running sequence with the same prompt to finish computing
+    /// it, and then take its blocks from the prefix cache instead of computing them a second
+    /// time (the choices of a request with `n > 1`, or the same request sent twice).
+    fn waits_for_twin(&self, s: &Sequence) -> bool {
+        let prompt = &s.tokens[..s.prompt_len];
+        self.alloc.prefix_caching()
+            && s.table.blocks().is_empty()
+            && s.prompt_logprobs.is_none()
+            && s.prompt_len > self.config.block_size
+            && self.running.iter().any(|r| {
+                r.in_prefill()
+                    && r.prompt_len == s.prompt_len
+                    && r.tokens[..r.prompt_len] == *prompt
+            })
     }
 
     /// When every slot is taken and a waiting flow runs fewer sequences than its share, the

@@ -34,17 +34,20 @@ pub struct EventMapper {
     chars: Vec<usize>,
     /// Each prompt's text, when echoed.
     echo: Option<Vec<String>>,
+    /// Choices per prompt: choice `i` answers prompt `i / n`.
+    n: usize,
     usage: Usage,
 }
 
 impl EventMapper {
-    /// A mapper for `choices` sequences.
+    /// A mapper for `choices` sequences, `n` per prompt.
     pub fn new(
         format: Endpoint,
         model: Arc<ModelHandle>,
         top: Option<usize>,
         ignore_eos: bool,
         choices: usize,
+        n: usize,
         echo: Option<Vec<String>>,
     ) -> EventMapper {
         EventMapper {
@@ -54,8 +57,14 @@ impl EventMapper {
             ignore_eos,
             chars: vec![0; choices],
             echo,
+            n: n.max(1),
             usage: Usage::default(),
         }
+    }
+
+    /// The echoed text of choice `i`'s prompt.
+    fn echoed(&self, i: usize) -> Option<String> {
+        self.echo.as_ref()?.get(i / self.n).cloned()
     }
 
     /// What comes before any event: the echoed prompts, when they come without
@@ -64,11 +73,14 @@ impl EventMapper {
         if self.top.is_some() {
             return Vec::new();
         }
-        let texts = self.echo.clone().unwrap_or_default();
-        texts
-            .into_iter()
-            .enumerate()
-            .map(|(index, text)| self.delta(index, text, None, None))
+        if self.echo.is_none() {
+            return Vec::new();
+        }
+        (0..self.chars.len())
+            .map(|index| {
+                let text = self.echoed(index).unwrap_or_default();
+                self.delta(index, text, None, None)
+            })
             .collect()
     }
 
@@ -108,11 +120,7 @@ impl EventMapper {
             Event::PromptLogprobs(p) => {
                 if self.format == Endpoint::Completion {
                     let lp = self.prompt_logprobs(i, &p);
-                    let text = self
-                        .echo
-                        .as_ref()
-                        .and_then(|e| e.get(i).cloned())
-                        .unwrap_or_default();
+                    let text = self.echoed(i).unwrap_or_default();
                     let d = self.delta(i, text, Some(Logprobs::Completion(lp)), None);
                     out.push_back(Output::Delta(d));
                 }
@@ -123,7 +131,13 @@ impl EventMapper {
                 prompt_tokens,
                 completion_tokens,
             } => {
-                self.usage.add(prompt_tokens, completion_tokens);
+                // A prompt is counted once, however many choices answer it.
+                let prompt = if i.is_multiple_of(self.n) {
+                    prompt_tokens
+                } else {
+                    0
+                };
+                self.usage.add(prompt, completion_tokens);
                 let reason = match reason {
                     FinishReason::Cancelled => "abort",
                     r => r.as_str(),

@@ -113,7 +113,7 @@ impl LocalUpstream {
                 logprobs: true,
                 prompt_logprobs: true,
                 token_prompts: true,
-                multiple_choices: false,
+                multiple_choices: true,
                 passthrough: false,
                 fill_in_middle: handle.tokenizer.fim_tokens().is_some(),
             },
@@ -288,6 +288,7 @@ impl Upstream for LocalUpstream {
                 prepared.top_logprobs,
                 prepared.ignore_eos,
                 choices,
+                prepared.n,
                 prepared.echo,
             );
             Ok(Generation {

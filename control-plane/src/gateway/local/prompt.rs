@@ -20,6 +20,8 @@ pub const MAX_COMPLETION_LOGPROBS: u32 = 5;
 pub const MAX_PROMPTS: usize = 64;
 /// Most stop strings.
 pub const MAX_STOPS: usize = 16;
+/// Most choices per prompt (`n`).
+pub const MAX_N: u32 = 16;
 
 /// Engine requests for one API request, with what rendering needs to know.
 pub struct Prepared {
@@ -31,6 +33,8 @@ pub struct Prepared {
     pub ignore_eos: bool,
     /// Each prompt's text when the completion echoes it.
     pub echo: Option<Vec<String>>,
+    /// Choices per prompt (`n`): request `i` is choice `i % n` of prompt `i / n`.
+    pub n: usize,
 }
 
 /// Converts the request's messages into what chat templates expect, checking roles and content.
@@ -208,20 +212,22 @@ pub fn chat(model: &ModelHandle, req: &ChatCompletionRequest) -> Result<Prepared
         model.context,
         "messages",
     )?;
+    let requests = s.choices(&Request {
+        prompt,
+        params: s.params.clone(),
+        max_tokens,
+        stop: s.stop.clone(),
+        ignore_eos: s.ignore_eos,
+        prompt_logprobs: None,
+        fallback_seed: 0,
+        flow: None,
+    });
     Ok(Prepared {
-        requests: vec![Request {
-            prompt,
-            params: s.params,
-            max_tokens,
-            stop: s.stop,
-            ignore_eos: s.ignore_eos,
-            prompt_logprobs: None,
-            fallback_seed: rand::random(),
-            flow: None,
-        }],
+        requests,
         top_logprobs: top,
         ignore_eos: s.ignore_eos,
         echo: None,
+        n: s.n,
     })
 }
 
@@ -316,22 +322,23 @@ pub fn completion(model: &ModelHandle, req: &CompletionRequest) -> Result<Prepar
             model.context,
             "prompt",
         )?;
-        requests.push(Request {
+        requests.extend(s.choices(&Request {
             prompt: p.tokens.clone(),
             params: s.params.clone(),
             max_tokens,
             stop: s.stop.clone(),
             ignore_eos: s.ignore_eos,
             prompt_logprobs: if echo { top } else { None },
-            fallback_seed: rand::random(),
+            fallback_seed: 0,
             flow: None,
-        });
+        }));
     }
     Ok(Prepared {
         requests,
         top_logprobs: top,
         ignore_eos: s.ignore_eos,
         echo: echo.then(|| prompts.into_iter().map(|p| p.text).collect()),
+        n: s.n,
     })
 }
 
@@ -381,6 +388,24 @@ pub struct Sampling {
     pub stop: Vec<String>,
     /// Keep going after end-of-generation.
     pub ignore_eos: bool,
+    /// Choices per prompt.
+    pub n: usize,
+}
+
+impl Sampling {
+    /// The `n` engine requests of one prompt: the same prompt (the engine computes it once and
+    /// shares its blocks), each with its own random stream (a given seed plus the choice's
+    /// index, so seeded choices differ from each other and repeat across calls).
+    pub fn choices(&self, one: &Request) -> Vec<Request> {
+        (0..self.n)
+            .map(|i| {
+                let mut r = one.clone();
+                r.params.seed = one.params.seed.map(|s| s.wrapping_add(i as u64));
+                r.fallback_seed = rand::random();
+                r
+            })
+            .collect()
+    }
 }
 
 /// Checks and converts the shared fields; `top_logprobs` is `Some` when token log-probabilities
@@ -390,12 +415,11 @@ pub fn sampling(
     top_logprobs: Option<usize>,
     vocab: usize,
 ) -> Result<Sampling, ApiError> {
-    if let Some(n) = f.n
-        && n != 1
-    {
+    let n = f.n.unwrap_or(1);
+    if !(1..=MAX_N).contains(&n) {
         return Err(ApiError::bad_param(
             "n",
-            format!("Only n=1 is supported, got n={n}."),
+            format!("n must be between 1 and {MAX_N}, got {n}."),
         ));
     }
     let top_k = match f.top_k {
@@ -463,6 +487,7 @@ pub fn sampling(
         params,
         stop,
         ignore_eos: f.ignore_eos.unwrap_or(false),
+        n: n as usize,
     })
 }
 
