@@ -320,6 +320,9 @@ async fn an_open_server_records_every_request_once(b: Backing) {
         "{statuses:?}"
     );
     assert!(statuses.contains(&("rejected", 404)) && statuses.contains(&("rejected", 400)));
+    // Without tenants nobody's usage is anybody's to read.
+    let usage = send(&app, "GET", "/v1/usage", None, None).await;
+    assert_eq!(usage.status, 404, "{}", usage.body);
 }
 
 async fn keys_are_required_once_tenants_exist_and_revocation_takes_effect(b: Backing) {
@@ -702,6 +705,32 @@ async fn browser_usage_reports_and_invoices_come_from_the_ledger(b: Backing) {
     assert_eq!(server["completion_tokens"], 6);
     let browser = groups.iter().find(|g| g["group"] == "browser").unwrap();
     assert_eq!(browser["completion_tokens"], 500_000);
+
+    // Each tenant reads its own usage with its key, whatever tenant the query names.
+    let own = send(
+        &app,
+        "GET",
+        "/v1/usage?group_by=route&tenant=rival",
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(own.status, 200, "{}", own.body);
+    let own = own.json();
+    assert_eq!(own["tenant"], "shop");
+    let mine: i64 = own["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["requests"].as_i64().unwrap())
+        .sum();
+    assert_eq!(mine, 3, "{own}");
+    let theirs = send(&app, "GET", "/v1/usage?format=csv", Some(&other), None).await;
+    assert_eq!(theirs.status, 200);
+    let lines: Vec<&str> = theirs.body.lines().collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[1].contains(",1,0,7,3,"), "{lines:?}");
+    assert_eq!(send(&app, "GET", "/v1/usage", None, None).await.status, 401);
 
     let csv = send(
         &app,

@@ -1,13 +1,16 @@
 //! `POST /v1/usage/browser`: the npm package reports tokens a user's browser generated. The
 //! ledger books them at no cost, with what the server would have charged as savings.
+//! `GET /v1/usage`: a tenant's own usage report (as the admin's, never another tenant's).
 
 use axum::Extension;
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Query, State};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::json::JsonBody;
+use crate::api::admin::reports::UsageQuery;
 use crate::errors::ApiError;
 use crate::gateway::router::{Prior, price};
 use crate::state::SharedState;
@@ -42,6 +45,22 @@ pub struct BrowserUsage {
     /// Time to the first token in the browser, milliseconds.
     #[serde(default)]
     pub ttft_ms: Option<u64>,
+}
+
+/// `GET /v1/usage?from=&to=&group_by=day|model|upstream|route&format=json|csv`: the usage of
+/// the caller's tenant (whatever `tenant` the query names).
+pub async fn report(
+    State(state): State<SharedState>,
+    caller: Option<Extension<Caller>>,
+    Query(mut q): Query<UsageQuery>,
+) -> Result<Response, ApiError> {
+    let Some(Extension(caller)) = caller else {
+        return Err(ApiError::not_found(
+            "This server has no tenants: usage is reported per tenant, to its API keys.",
+        ));
+    };
+    q.tenant = Some(caller.tenant);
+    crate::api::admin::reports::report(&state, q).await
 }
 
 /// Handles the report.

@@ -39,6 +39,7 @@ pub fn router(state: SharedState, cors_origins: &[String], web_root: Option<&Pat
         .route("/v1/models", get(models::list))
         .route("/v1/models/{*id}", get(models::get))
         .route("/v1/usage/browser", post(usage::browser))
+        .route("/v1/usage", get(usage::report))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             auth::require_key,

@@ -85,7 +85,12 @@ pub async fn usage(
     State(state): State<SharedState>,
     Query(q): Query<UsageQuery>,
 ) -> Result<Response, ApiError> {
-    let acc = accounting(&state)?;
+    report(&state, q).await
+}
+
+/// The usage report `q` asks for (every tenant's, or `q.tenant`'s), as JSON or CSV.
+pub async fn report(state: &SharedState, q: UsageQuery) -> Result<Response, ApiError> {
+    let acc = accounting(state)?;
     let filter = UsageFilter {
         tenant: q.tenant.clone(),
         from_ms: q
