@@ -85,3 +85,17 @@ def test_n_choices_of_one_prompt(client, server):
     c = client.completions.create(model=MODEL_ID, prompt=["The sky is", "Water is"], n=2, max_tokens=3, temperature=0)
     assert [x.index for x in c.choices] == [0, 1, 2, 3]
     assert c.choices[0].text == c.choices[1].text and c.choices[2].text == c.choices[3].text
+
+
+def test_logprobs_with_n(client):
+    r = client.chat.completions.create(
+        model=MODEL_ID, messages=[{"role": "user", "content": "Say hi."}], n=2, max_tokens=4,
+        temperature=0, logprobs=True, top_logprobs=2,
+    )
+    assert [c.index for c in r.choices] == [0, 1]
+    for c in r.choices:
+        assert c.logprobs.content and all(len(t.top_logprobs) == 2 for t in c.logprobs.content)
+    # Greedy choices of one prompt are the same, log-probabilities included.
+    assert [t.token for t in r.choices[0].logprobs.content] == [t.token for t in r.choices[1].logprobs.content]
+    c = client.completions.create(model=MODEL_ID, prompt="The sky is", n=2, max_tokens=3, temperature=0, logprobs=1)
+    assert all(len(x.logprobs.tokens) == len(x.logprobs.token_logprobs) > 0 for x in c.choices)
