@@ -400,3 +400,33 @@ async fn a_shared_long_prefix_keeps_reaching_the_same_upstream() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn fill_in_the_middle_reaches_a_remote_upstream_as_a_suffix() {
+    let a = FakeServer::start(&["m"], Behavior::Answer(vec!["x + y"])).await;
+    let (app, _) = app(
+        vec![handle("a", &a, test_settings(price(1.0))).await],
+        Policy::Balanced,
+    );
+    let body = json!({"model": "m", "prompt": "def add(x, y):\n    return ", "suffix": "\n"});
+    let (s, text) = call(&app, "POST", "/v1/completions", Some(body)).await;
+    assert_eq!(s, 200, "{text}");
+    let sent = a.fake.last_body.lock().unwrap().clone();
+    assert_eq!(sent["suffix"], "\n");
+    assert_eq!(sent["prompt"], "def add(x, y):\n    return ");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["choices"][0]["text"], "x + y");
+    // llama.cpp's /infill: the typed text joins the prefix, and the answer is in its shape.
+    let body = json!({"model": "m", "input_prefix": "def add(x, y):\n    ", "prompt": "return ",
+                      "input_suffix": "\n", "n_predict": 8, "n_indent": 4});
+    let (s, text) = call(&app, "POST", "/infill", Some(body)).await;
+    assert_eq!(s, 200, "{text}");
+    let sent = a.fake.last_body.lock().unwrap().clone();
+    assert_eq!(sent["prompt"], "def add(x, y):\n    return ");
+    assert_eq!(sent["suffix"], "\n");
+    assert_eq!(sent["max_tokens"], 8);
+    assert!(sent.get("n_indent").is_none() && sent.get("input_extra").is_none());
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["content"], "x + y");
+    assert_eq!(v["stop"], true);
+}

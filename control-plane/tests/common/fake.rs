@@ -174,6 +174,12 @@ async fn generate(State(f): State<Arc<Fake>>, req: Request<Body>) -> Response {
         .into_response()
     };
     match behavior {
+        // A legacy completion (it has a prompt): `text_completion`.
+        Behavior::Answer(pieces) if !streamed && body.get("prompt").is_some() => axum::Json(json!({
+            "id": "x", "object": "text_completion", "created": 1, "model": model,
+            "choices": [{"index": 0, "text": pieces.concat(), "logprobs": null, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": pieces.len(), "total_tokens": 7 + pieces.len()}}))
+        .into_response(),
         Behavior::Answer(pieces) if !streamed => whole(
             json!({"role": "assistant", "content": pieces.concat()}),
             "stop",
