@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
+use control_plane::gateway::browser_route::BrowserPath;
 use control_plane::store::Store;
 use control_plane::store::ledger::{UsageFilter, UsageRecord};
 
@@ -149,23 +150,17 @@ pub fn print(
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (i, p) in profiles.iter().enumerate() {
         let mine: Vec<&Observed> = observed.iter().filter(|o| o.profile == i).collect();
-        let count = |f: &dyn Fn(Outcome) -> bool| mine.iter().filter(|o| f(o.outcome)).count();
+        let count = |want: Outcome| mine.iter().filter(|o| o.outcome == want).count();
         let ttfts: Vec<f64> = mine.iter().map(|o| ms(o.ttft)).collect();
         println!(
             "| {} | {} | {} | {} | {} | {} | {} | {} |",
             p.name,
             sessions.iter().filter(|s| s.profile == i).count(),
             mine.len(),
-            count(&|o| matches!(
-                o,
-                Outcome::Browser(control_plane::gateway::browser_route::BrowserPath::Webgpu)
-            )),
-            count(&|o| matches!(
-                o,
-                Outcome::Browser(control_plane::gateway::browser_route::BrowserPath::Cpu)
-            )),
-            count(&|o| o == Outcome::Server),
-            count(&|o| o == Outcome::Failover),
+            count(Outcome::Browser(BrowserPath::Webgpu)),
+            count(Outcome::Browser(BrowserPath::Cpu)),
+            count(Outcome::Server),
+            count(Outcome::Failover),
             p50_p99(&ttfts),
         );
     }
