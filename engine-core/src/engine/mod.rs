@@ -659,10 +659,7 @@ impl<B: Backend> Engine<B> {
     pub fn fail_all(&mut self, message: &str) {
         self.drop_retained();
         // What the failed step wrote is unknown: forget the cached blocks too.
-        if self.alloc.prefix_caching() {
-            self.alloc.set_prefix_caching(false);
-            self.alloc.set_prefix_caching(true);
-        }
+        self.alloc.forget_cached();
         for mut seq in self.running.drain(..).chain(self.waiting.drain(..)) {
             seq.table.release(&mut self.alloc);
             seq.send(Event::Failed(message.to_owned()));

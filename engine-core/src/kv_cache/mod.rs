@@ -60,6 +60,15 @@ impl BlockAllocator {
         }
     }
 
+    /// Forgets what every block holds (after a failure that leaves their contents in doubt);
+    /// prefix caching stays as it was.
+    pub fn forget_cached(&mut self) {
+        if self.prefix.is_some() {
+            self.set_prefix_caching(false);
+            self.set_prefix_caching(true);
+        }
+    }
+
     /// Whether prefix caching is on.
     pub fn prefix_caching(&self) -> bool {
         self.prefix.is_some()
@@ -294,6 +303,38 @@ mod tests {
         a.release(&mut alloc);
         assert_eq!(alloc.free_blocks(), 4);
         assert_eq!(alloc.usage(), 0.0);
+    }
+
+    #[test]
+    fn cached_blocks_are_shared_parked_and_evicted() {
+        let mut alloc = BlockAllocator::new(4, 2);
+        alloc.set_prefix_caching(true);
+        let tokens = [1, 2, 3, 4, 5];
+        let mut a = BlockTable::new();
+        a.reserve(&mut alloc, 5).unwrap();
+        a.advance(5, 2);
+        a.index_full_blocks(&mut alloc, &tokens);
+        // A second sequence with the same start takes the two full blocks.
+        let mut b = BlockTable::new();
+        assert_eq!(b.adopt_cached(&mut alloc, &tokens, 4), 4);
+        assert_eq!(b.blocks(), &a.blocks()[..2]);
+        assert_eq!(alloc.refs(a.blocks()[0]), 2);
+        // Given back by both, they stay cached (and count as free) until needed.
+        let first = a.blocks()[0];
+        a.release(&mut alloc);
+        b.release(&mut alloc);
+        assert_eq!((alloc.free_blocks(), alloc.cached_blocks()), (4, 2));
+        assert_eq!(alloc.refs(first), 0);
+        let mut c = BlockTable::new();
+        assert_eq!(c.adopt_cached(&mut alloc, &[1, 2, 9], 2), 2);
+        c.release(&mut alloc);
+        // Taking every block evicts the cached ones, the least recently used first.
+        let mut d = BlockTable::new();
+        d.reserve(&mut alloc, 8).unwrap();
+        assert_eq!(alloc.cached_blocks(), 0);
+        d.release(&mut alloc);
+        let mut e = BlockTable::new();
+        assert_eq!(e.adopt_cached(&mut alloc, &tokens, 4), 0);
     }
 
     #[test]

@@ -130,16 +130,12 @@ async fn visit(
         };
         let routed = asked.elapsed();
         let waiting = Duration::from_secs_f64((ready - now).max(0.0) / 1e3);
-        let observed = match path {
+        let (outcome, ttft) = match path {
             Some(_) if session.load_fails => {
                 // The load fails when it would have finished; the server completes the request.
                 tokio::time::sleep(waiting).await;
                 let c = client.chat(&msgs, turn.max_tokens).await?;
-                Observed {
-                    profile: 0,
-                    outcome: Outcome::Failover,
-                    ttft: routed + waiting + c.ttft,
-                }
+                (Outcome::Failover, routed + waiting + c.ttft)
             }
             Some(path) => {
                 let (decode, prefill) = profile.speeds(path);
@@ -156,24 +152,17 @@ async fn visit(
                     )
                     .await?;
                 measured = Some(path);
-                Observed {
-                    profile: 0,
-                    outcome: Outcome::Browser(path),
-                    ttft,
-                }
+                (Outcome::Browser(path), ttft)
             }
             None => {
                 let c = client.chat(&msgs, turn.max_tokens).await?;
-                Observed {
-                    profile: 0,
-                    outcome: Outcome::Server,
-                    ttft: routed + c.ttft,
-                }
+                (Outcome::Server, routed + c.ttft)
             }
         };
         out.push(Observed {
             profile: session.profile,
-            ..observed
+            outcome,
+            ttft,
         });
         tokio::time::sleep(turn.think).await;
     }
