@@ -81,7 +81,7 @@ test("errors are typed", async () => {
   for (const body of [
     { messages: [] },
     { messages: [{ role: "wizard", content: "x" }] },
-    { messages: ASK, n: 2 },
+    { messages: ASK, n: 17 },
     { messages: [{ role: "user", content: "word ".repeat(600) }] },
   ]) {
     await assert.rejects(client.chat.completions.create({ model: MODEL_ID, ...body }), (e) => {
@@ -95,6 +95,13 @@ test("errors are typed", async () => {
   await assert.rejects(client.chat.completions.create({ model: MODEL_ID, messages: [{ role: "user", content: "a".repeat(100000) }] }), (e) => e instanceof OpenAI.APIError && e.status === 413);
   const ok = await client.chat.completions.create({ model: MODEL_ID, messages: ASK, max_tokens: 2, frobnicate: { a: 1 } });
   assert.ok(ok.choices[0].message.content);
+});
+
+test("n choices of one prompt", async () => {
+  const r = await client.chat.completions.create({ model: MODEL_ID, messages: ASK, n: 2, max_tokens: 4, temperature: 0 });
+  assert.deepEqual(r.choices.map((c) => c.index), [0, 1]);
+  assert.equal(r.choices[0].message.content, r.choices[1].message.content);
+  assert.ok(r.usage.prompt_tokens > 0 && r.usage.completion_tokens >= 2);
 });
 
 test("a full queue is a RateLimitError", async () => {
