@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use control_plane::gateway::browser_route::{BrowserPath, RouteRequest};
+use control_plane::gateway::remote::sse::SseParser;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
@@ -131,7 +132,8 @@ impl Client {
             bail!("{status}: {}", response.text().await.unwrap_or_default());
         }
         let mut stream = response.bytes_stream();
-        let mut pending = Vec::new();
+        let mut parser = SseParser::default();
+        let mut events = Vec::new();
         let mut out = Completion {
             ttft: Duration::ZERO,
             text: String::new(),
@@ -141,19 +143,13 @@ impl Client {
         let mut first = None;
         let mut done = false;
         while let Some(chunk) = stream.next().await {
-            pending.extend_from_slice(&chunk?);
-            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=end).collect();
-                let line = String::from_utf8_lossy(&line);
-                let Some(data) = line.trim().strip_prefix("data:") else {
-                    continue;
-                };
-                let data = data.trim();
-                if data == "[DONE]" {
+            parser.feed(&chunk?, &mut events);
+            for data in events.drain(..) {
+                if data == b"[DONE]" {
                     done = true;
                     continue;
                 }
-                let v: Value = serde_json::from_str(data).context("a stream chunk")?;
+                let v: Value = serde_json::from_slice(&data).context("a stream chunk")?;
                 if let Some(text) = v["choices"][0]["delta"]["content"].as_str()
                     && !text.is_empty()
                 {
