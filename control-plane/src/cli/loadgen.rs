@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use control_plane::gateway::remote::sse::SseParser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Arguments of `tandem load`.
@@ -172,7 +173,9 @@ async fn one(args: &LoadArgs, i: usize) -> Result<Sample> {
     let mut body_start = None;
     let mut chunked = false;
     let mut decoder = ChunkDecoder::default();
-    let mut lines = Vec::new();
+    let mut body = Vec::new();
+    let mut parser = SseParser::default();
+    let mut events = Vec::new();
     let (mut first, mut last) = (None, None);
     let mut chunks = 0usize;
     let mut usage_tokens = None;
@@ -202,22 +205,19 @@ async fn one(args: &LoadArgs, i: usize) -> Result<Sample> {
         body_start = Some(0);
         raw.clear();
         if chunked {
-            decoder.push(&fresh, &mut lines);
+            decoder.push(&fresh, &mut body);
         } else {
-            lines.extend_from_slice(&fresh);
+            body.extend_from_slice(&fresh);
         }
-        while let Some(pos) = lines.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = lines.drain(..=pos).collect();
-            let line = String::from_utf8_lossy(&line);
-            let Some(data) = line.trim().strip_prefix("data:") else {
-                continue;
-            };
-            let data = data.trim();
-            if data == "[DONE]" {
+        parser.feed(&body, &mut events);
+        body.clear();
+        for data in events.drain(..) {
+            if data == b"[DONE]" {
                 continue;
             }
-            let v: serde_json::Value = serde_json::from_str(data)
-                .with_context(|| format!("parsing the chunk {data:?}"))?;
+            let v: serde_json::Value = serde_json::from_slice(&data).with_context(|| {
+                format!("parsing the chunk {:?}", String::from_utf8_lossy(&data))
+            })?;
             if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
                 usage_tokens = Some(n as usize);
             }
