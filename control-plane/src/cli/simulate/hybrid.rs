@@ -105,7 +105,7 @@ async fn visit(
         let msgs = messages(session, t, answers);
         let answer = &answers[t];
         let asked = Instant::now();
-        let now = ms(opened.elapsed());
+        let now = super::millis(opened.elapsed());
         let load_failed = session.load_fails && now >= ready;
         let path = if load_failed {
             None
@@ -167,10 +167,6 @@ async fn visit(
         tokio::time::sleep(turn.think).await;
     }
     Ok(out)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 fn secs(s: f64) -> Duration {

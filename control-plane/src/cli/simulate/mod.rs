@@ -61,6 +61,11 @@ pub struct SimulateArgs {
     pub profiles: Option<PathBuf>,
 }
 
+/// A duration in milliseconds.
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
 /// The system prompt of every conversation.
 const SYSTEM: &str = "You are a helpful assistant.";
 
@@ -102,11 +107,11 @@ pub async fn run(args: SimulateArgs) -> Result<()> {
         variant.bytes
     );
 
-    let started = report::now_ms();
+    let started = control_plane::store::now_ms();
     let answers = Arc::new(server_only(&client, &sessions).await?);
-    let middle = report::now_ms();
+    let middle = control_plane::store::now_ms();
     let observed = hybrid::run(&client, &sessions, &profiles, &answers, &variant).await?;
-    let ended = report::now_ms() + 1;
+    let ended = control_plane::store::now_ms() + 1;
 
     let store = control_plane::store::Store::open(&args.database)
         .await

@@ -2,8 +2,6 @@
 //! of requests served in browsers, time to first token per route, and server cost per request;
 //! then what each device profile saw.
 
-use std::time::Duration;
-
 use anyhow::Result;
 use control_plane::gateway::browser_route::BrowserPath;
 use control_plane::store::Store;
@@ -12,11 +10,6 @@ use control_plane::store::ledger::{UsageFilter, UsageRecord};
 use super::hybrid::{Observed, Outcome};
 use super::profiles::Profile;
 use super::workload::Session;
-
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    control_plane::store::now_ms()
-}
 
 /// The ledger's records of one pass.
 pub struct Pass {
@@ -151,7 +144,7 @@ pub fn print(
     for (i, p) in profiles.iter().enumerate() {
         let mine: Vec<&Observed> = observed.iter().filter(|o| o.profile == i).collect();
         let count = |want: Outcome| mine.iter().filter(|o| o.outcome == want).count();
-        let ttfts: Vec<f64> = mine.iter().map(|o| ms(o.ttft)).collect();
+        let ttfts: Vec<f64> = mine.iter().map(|o| super::millis(o.ttft)).collect();
         println!(
             "| {} | {} | {} | {} | {} | {} | {} | {} |",
             p.name,
@@ -164,10 +157,6 @@ pub fn print(
             p50_p99(&ttfts),
         );
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 #[cfg(test)]
