@@ -506,7 +506,6 @@ impl<B: Backend> Engine<B> {
             // The start of its tokens may be cached (at least the last one is computed, for the
             // logits; prompt log-probabilities need every row).
             let looked_up = self.alloc.prefix_caching()
-                && seq.table.is_empty()
                 && seq.table.blocks().is_empty()
                 && seq.computed == 0
                 && seq.prompt_logprobs.is_none();
