@@ -430,3 +430,108 @@ async fn fill_in_the_middle_reaches_a_remote_upstream_as_a_suffix() {
     assert_eq!(v["content"], "x + y");
     assert_eq!(v["stop"], true);
 }
+
+#[tokio::test]
+async fn embeddings_reach_remote_upstreams_with_failover_and_the_clients_format() {
+    // Embeddings cost their input tokens: `a` is the cheaper.
+    let input_price = |usd: f64| CostModel {
+        input_per_1m: usd,
+        ..CostModel::default()
+    };
+    let a = FakeServer::start(&["m"], Behavior::Answer(vec![])).await;
+    let b = FakeServer::start(&["m"], Behavior::Answer(vec![])).await;
+    let (app, _) = app(
+        vec![
+            handle("a", &a, test_settings(input_price(1.0))).await,
+            handle("b", &b, test_settings(input_price(2.0))).await,
+        ],
+        Policy::Cheapest,
+    );
+    // The cheaper one fails with a 503: the other answers.
+    a.then(Behavior::Status(503));
+    let body = json!({"model": "m", "input": ["a", "bb"], "encoding_format": "base64",
+                      "dimensions": 2, "user": "u1"});
+    let (s, text) = call(&app, "POST", "/v1/embeddings", Some(body)).await;
+    assert_eq!(s, 200, "{text}");
+    assert_eq!((a.hits(), b.hits()), (1, 1));
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["model"], "m");
+    assert_eq!(v["usage"]["prompt_tokens"], 5);
+    assert_eq!(v["usage"]["total_tokens"], 5);
+    // In input order (the fake answers in reverse), as base64 of little-endian floats.
+    let decode = |s: &str| -> Vec<f32> {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .unwrap()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    };
+    for i in 0..2 {
+        assert_eq!(v["data"][i]["index"], i);
+        assert_eq!(v["data"][i]["object"], "embedding");
+        let got = decode(v["data"][i]["embedding"].as_str().unwrap());
+        assert_eq!(got, vec![i as f32 + 1.0, 0.5]);
+    }
+    // The upstream is asked for floats, with the client's other fields and its user as the
+    // fairness id.
+    for f in [&a, &b] {
+        let sent = f.fake.last_body.lock().unwrap().clone();
+        assert_eq!(sent["encoding_format"], "float");
+        assert_eq!(sent["dimensions"], 2);
+        assert_eq!(sent["input"], json!(["a", "bb"]));
+        let headers = f.fake.last_headers.lock().unwrap().clone();
+        assert!(headers.contains(&("x-llm-d-inference-fairness-id".into(), "u1".into())));
+    }
+
+    // Floats by default; a client error from the upstream comes back as it was.
+    let (s, text) = call(
+        &app,
+        "POST",
+        "/v1/embeddings",
+        Some(json!({"model": "m", "input": [1, 2, 3]})),
+    )
+    .await;
+    assert_eq!(s, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 1);
+    assert_eq!(v["data"][0]["embedding"], json!([1.0, 0.5]));
+    a.then(Behavior::Status(400));
+    let (s, text) = call(
+        &app,
+        "POST",
+        "/v1/embeddings",
+        Some(json!({"model": "m", "input": "x"})),
+    )
+    .await;
+    assert_eq!(s, 400, "{text}");
+    assert!(text.contains("fake says 400"), "{text}");
+
+    // What no upstream sees: bad fields and unknown models.
+    for (body, param) in [
+        (json!({"model": "m", "input": []}), "input"),
+        (
+            json!({"model": "m", "input": "x", "encoding_format": "int8"}),
+            "encoding_format",
+        ),
+        (
+            json!({"model": "m", "input": "x", "dimensions": 0}),
+            "dimensions",
+        ),
+    ] {
+        let (s, text) = call(&app, "POST", "/v1/embeddings", Some(body)).await;
+        assert_eq!(s, 400, "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["error"]["param"], param, "{text}");
+    }
+    let (s, text) = call(
+        &app,
+        "POST",
+        "/v1/embeddings",
+        Some(json!({"model": "nope", "input": "x"})),
+    )
+    .await;
+    assert_eq!(s, 404, "{text}");
+}

@@ -114,6 +114,7 @@ on_both!(
     a_client_that_goes_away_is_recorded_as_cancelled,
     requests_left_in_flight_are_marked_interrupted_at_the_next_start,
     the_response_cache_replays_deterministic_answers_within_a_tenant,
+    embeddings_are_keyed_limited_and_recorded_like_generations,
 );
 
 /// The app over one fake serving `m` at `price` USD per million output tokens.
@@ -935,4 +936,46 @@ async fn the_response_cache_replays_deterministic_answers_within_a_tenant(b: Bac
         "{}",
         metrics.body
     );
+}
+
+async fn embeddings_are_keyed_limited_and_recorded_like_generations(b: Backing) {
+    let place = Place::new(b).await;
+    let app = app_with(&place, 1.0, Behavior::Answer(vec!["unused"])).await;
+    let body = json!({"model": "m", "input": ["a", "b"]});
+    let open = send(&app, "POST", "/v1/embeddings", None, Some(body.clone())).await;
+    assert_eq!(open.status, 200, "{}", open.body);
+    let id = open.header("x-request-id").unwrap().to_owned();
+    let r = app.acc.store.usage_record(&id).await.unwrap().unwrap();
+    assert_eq!(r.endpoint, "embeddings");
+    assert_eq!(r.status, "completed");
+    assert_eq!((r.prompt_tokens, r.completion_tokens), (5, 0));
+    assert_eq!(r.upstream.as_deref(), Some("a"));
+
+    let key = tenant_with_key(&app, "a", json!({"id": "one", "requests_per_minute": 1})).await;
+    let refused = send(&app, "POST", "/v1/embeddings", None, Some(body.clone())).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    let ok = send(
+        &app,
+        "POST",
+        "/v1/embeddings",
+        Some(&key),
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let limited = send(&app, "POST", "/v1/embeddings", Some(&key), Some(body)).await;
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    assert_eq!(limited.json()["error"]["code"], "rate_limit_exceeded");
+    let id = ok.header("x-request-id").unwrap().to_owned();
+    let r = app.acc.store.usage_record(&id).await.unwrap().unwrap();
+    assert_eq!(r.tenant_id.as_deref(), Some("a"));
+    assert_eq!((r.endpoint.as_str(), r.prompt_tokens), ("embeddings", 5));
+    let all = records(&app).await;
+    let embeddings: Vec<(&str, i32)> = all
+        .iter()
+        .filter(|r| r.endpoint == "embeddings")
+        .map(|r| (r.status.as_str(), r.http_status))
+        .collect();
+    assert_eq!(embeddings.len(), 4, "{embeddings:?}");
+    assert_eq!(embeddings.iter().filter(|s| s.0 == "completed").count(), 2);
 }

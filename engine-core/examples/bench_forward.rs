@@ -77,6 +77,7 @@ fn main() {
                 tokens: &tokens,
                 block_table: table.blocks(),
                 logits: LogitsWanted::Last,
+                hidden: 0..0,
             }],
             bs,
             &c.rope,
@@ -113,6 +114,7 @@ fn main() {
                 tokens: &tok,
                 block_table: table.blocks(),
                 logits: LogitsWanted::Last,
+                hidden: 0..0,
             }],
             bs,
             &c.rope,
@@ -190,6 +192,7 @@ pub fn batched_decode(
                 tokens: chunk,
                 block_table: table.blocks(),
                 logits: LogitsWanted::None,
+                hidden: 0..0,
             }];
             let step = StepInput::build(&chunks, bs, &c.rope);
             b.install(|| model.forward(&b, &step, &mut kv, &mut scratch))
@@ -208,6 +211,7 @@ pub fn batched_decode(
                 tokens: &toks[s],
                 block_table: tables[s].blocks(),
                 logits: LogitsWanted::Last,
+                hidden: 0..0,
             })
             .collect();
         let step = StepInput::build(&chunks, bs, &c.rope);

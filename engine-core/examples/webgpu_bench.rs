@@ -287,6 +287,7 @@ fn run() -> Result<(), String> {
                 tokens: &tokens,
                 block_table: table.blocks(),
                 logits: LogitsWanted::Last,
+                hidden: 0..0,
             }],
             bs,
             &c.rope,
@@ -327,6 +328,7 @@ fn run() -> Result<(), String> {
                     tokens: &toks[s],
                     block_table: tables[s].blocks(),
                     logits: LogitsWanted::Last,
+                    hidden: 0..0,
                 })
                 .collect();
             let step = StepInput::build(&chunks, bs, &c.rope);

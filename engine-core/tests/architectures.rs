@@ -211,6 +211,7 @@ fn engine_logits(file: &GgufFile, ids: &[u32], one_by_one: bool, bs: usize) -> V
                 tokens,
                 block_table: table.blocks(),
                 logits: LogitsWanted::All,
+                hidden: 0..0,
             }],
             bs,
             &c.rope,

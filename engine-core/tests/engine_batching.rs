@@ -69,6 +69,7 @@ fn collect(rx: &mpsc::Receiver<Event>) -> Outcome {
                 out.finish = Some(reason);
             }
             Event::PromptLogprobs(p) => out.prompt_logprobs = Some(p),
+            Event::Embedding(_) => panic!("no embedding was asked for"),
             Event::Failed(e) => panic!("sequence failed: {e}"),
         }
     }

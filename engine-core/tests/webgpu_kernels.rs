@@ -330,6 +330,7 @@ fn one_seq_step(
             tokens,
             block_table: &blocks,
             logits,
+            hidden: 0..0,
         }],
         bs,
         rope,
@@ -449,19 +450,19 @@ fn elementwise_ops_match() {
         b.add_bias(&mut gb, &b.upload_vector(&bias).unwrap(), rows, dim);
         assert_eq!(read(b, &gb, n), want, "add_bias [{}]", g.name);
 
-        // gather_logit_rows
+        // gather_output_rows
         let tokens: Vec<u32> = (0..rows as u32).collect();
         let rope = RopeConfig::plain(RopeLayout::Normal, 0, 10000.0);
         let step = one_seq_step(&tokens, 0, &rope, LogitsWanted::All);
         let mut step2 = step.clone();
-        step2.logit_rows = vec![4, 1, 3];
+        step2.output_rows = vec![4, 1, 3];
         let cs = c.begin_step(&step2).unwrap();
         let mut cgat = c.alloc(3 * dim).unwrap();
-        c.gather_logit_rows(&cs, &c.upload_vector(&x).unwrap(), dim, &mut cgat);
+        c.gather_output_rows(&cs, &c.upload_vector(&x).unwrap(), dim, &mut cgat);
         let want = read_cpu(&c, &cgat, 3 * dim);
         let gs = b.begin_step(&step2).unwrap();
         let mut ggat = poisoned(b, 3 * dim);
-        b.gather_logit_rows(&gs, &b.upload_vector(&x).unwrap(), dim, &mut ggat);
+        b.gather_output_rows(&gs, &b.upload_vector(&x).unwrap(), dim, &mut ggat);
         assert_eq!(read(b, &ggat, 3 * dim), want, "gather [{}]", g.name);
     }
 }
@@ -536,6 +537,7 @@ fn check_attention(g: &Gpu, prefix: [usize; 3], new: [usize; 3], rng: &mut StdRn
                 tokens: &toks[s][from[s]..to[s]],
                 block_table: &tables[s],
                 logits: LogitsWanted::None,
+                hidden: 0..0,
             })
             .collect();
         StepInput::build(&chunks, bs, &rope)

@@ -206,6 +206,7 @@ fn device_greedy_sampling_keeps_stable_prefixes() {
                         tokens: &tokens[pos..],
                         block_table: table.blocks(),
                         logits: LogitsWanted::Last,
+                        hidden: 0..0,
                     }],
                     layout.block_size,
                     &c.rope,
@@ -238,5 +239,65 @@ fn device_greedy_sampling_keeps_stable_prefixes() {
         eprintln!(
             "[{name}] device-sampled greedy: every stable prefix kept, one submission per decode step"
         );
+    }
+}
+
+/// Embeddings on the device, computed beside a generation, agree with the CPU backend's (which
+/// `embeddings.rs` checks against the float64 pass).
+#[test]
+fn embeddings_agree_with_the_cpu_backend() {
+    use engine_core::backend::cpu::{CpuBackend, CpuOptions};
+    use engine_core::engine::{Engine, EngineConfig, Event, Request};
+    use engine_core::model::Pooling;
+    let paths = paths(None);
+    if paths.is_empty() {
+        return;
+    }
+    let file = GgufFile::new(ModelBytes::from_vec(common::default_model_bytes())).unwrap();
+    let reference = common::reference_json("generate.json");
+    let prompt = ids(&reference["cases"][1]["prompt_ids"]);
+    let config = EngineConfig {
+        context_size: 256,
+        ..EngineConfig::default()
+    };
+    fn embed<B: Backend>(engine: &mut Engine<B>, prompt: &[u32]) -> Vec<f32> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (gtx, _grx) = std::sync::mpsc::channel();
+        engine
+            .add(
+                Request::greedy(prompt.to_vec(), 8),
+                Box::new(move |ev| gtx.send(ev).is_ok()),
+            )
+            .unwrap();
+        engine
+            .add(
+                Request::embedding(prompt.to_vec(), Pooling::Mean),
+                Box::new(move |ev| tx.send(ev).is_ok()),
+            )
+            .unwrap();
+        while engine.has_work() {
+            pollster::block_on(engine.step()).unwrap();
+        }
+        rx.try_iter()
+            .find_map(|ev| match ev {
+                Event::Embedding(v) => Some(v),
+                _ => None,
+            })
+            .expect("an embedding")
+    }
+    let cpu = CpuBackend::new(CpuOptions::default()).unwrap();
+    let want = embed(
+        &mut Engine::new(cpu, &file, config.clone()).unwrap(),
+        &prompt,
+    );
+    for (b, name, _) in paths {
+        let got = embed(&mut Engine::new(b, &file, config.clone()).unwrap(), &prompt);
+        let dot: f64 = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+            .sum();
+        eprintln!("[{name}] embedding cosine to the CPU backend's: {dot:.6}");
+        assert!(dot > 0.9995, "[{name}] cosine {dot}");
     }
 }

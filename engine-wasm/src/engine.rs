@@ -292,7 +292,7 @@ impl WasmEngine {
                         done = true;
                         json!({"type": "failed", "message": message})
                     }
-                    Event::PromptLogprobs(_) => Value::Null,
+                    Event::PromptLogprobs(_) | Event::Embedding(_) => Value::Null,
                 })
                 .filter(|v| !v.is_null())
                 .collect();

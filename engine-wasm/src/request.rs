@@ -128,5 +128,6 @@ pub fn parse(
         prompt_logprobs: None,
         fallback_seed,
         flow: None,
+        embed: None,
     })
 }

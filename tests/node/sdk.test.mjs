@@ -1,5 +1,5 @@
 // The official `openai` npm SDK against `tandem serve`: completions streamed and not, usage,
-// stop strings, lengths, seeds, logprobs, models, and errors as the SDK's typed errors.
+// stop strings, lengths, seeds, logprobs, models, embeddings, and errors as the SDK's typed errors.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import OpenAI from "openai";
@@ -102,6 +102,24 @@ test("n choices of one prompt", async () => {
   assert.deepEqual(r.choices.map((c) => c.index), [0, 1]);
   assert.equal(r.choices[0].message.content, r.choices[1].message.content);
   assert.ok(r.usage.prompt_tokens > 0 && r.usage.completion_tokens >= 2);
+});
+
+test("embeddings (the SDK asks for base64 and decodes it)", async () => {
+  const texts = ["The library opens at nine.", "Quarterly revenue grew by five percent."];
+  const r = await client.embeddings.create({ model: MODEL_ID, input: texts });
+  assert.equal(r.object, "list");
+  assert.equal(r.data.length, 2);
+  assert.deepEqual(r.data.map((d) => d.index), [0, 1]);
+  for (const d of r.data) {
+    assert.equal(d.embedding.length, 576);
+    const norm = d.embedding.reduce((s, x) => s + x * x, 0);
+    assert.ok(Math.abs(norm - 1) < 1e-4, `unit length, got ${norm}`);
+  }
+  const floats = await client.embeddings.create({ model: MODEL_ID, input: texts[0], encoding_format: "float" });
+  const diff = Math.max(...floats.data[0].embedding.map((x, i) => Math.abs(x - r.data[0].embedding[i])));
+  assert.ok(diff < 1e-5, `float and base64 agree, differ by ${diff}`);
+  assert.ok(r.usage.prompt_tokens > floats.usage.prompt_tokens);
+  await assert.rejects(client.embeddings.create({ model: MODEL_ID, input: "x", dimensions: 8 }), (e) => e instanceof OpenAI.BadRequestError && e.param === "dimensions");
 });
 
 test("a full queue is a RateLimitError", async () => {

@@ -1,7 +1,7 @@
 """Engine features through the official `openai` Python SDK: automatic prefix caching (a shared
 system prompt found in the cache, vLLM's counters, unchanged answers), `n` choices of one prompt
-computed once, and fill-in-the-middle's typed refusal on a model without FIM markers (the
-default model has none)."""
+computed once, fill-in-the-middle's typed refusal on a model without FIM markers (the
+default model has none), and embeddings of texts, lists and token ids in both encodings."""
 
 import urllib.request
 
@@ -99,3 +99,55 @@ def test_logprobs_with_n(client):
     assert [t.token for t in r.choices[0].logprobs.content] == [t.token for t in r.choices[1].logprobs.content]
     c = client.completions.create(model=MODEL_ID, prompt="The sky is", n=2, max_tokens=3, temperature=0, logprobs=1)
     assert all(len(x.logprobs.tokens) == len(x.logprobs.token_logprobs) > 0 for x in c.choices)
+
+
+def unit(v):
+    n = sum(x * x for x in v) ** 0.5
+    return [x / n for x in v]
+
+
+def cosine(a, b):
+    return sum(x * y for x, y in zip(unit(a), unit(b)))
+
+
+def test_embeddings_of_texts_lists_and_token_ids(client):
+    one = client.embeddings.create(model=MODEL_ID, input="The library opens at nine.")
+    assert one.object == "list" and one.model == MODEL_ID
+    v = one.data[0].embedding
+    assert len(v) == 576
+    assert abs(sum(x * x for x in v) - 1.0) < 1e-4
+    assert one.usage.prompt_tokens > 0 and one.usage.total_tokens == one.usage.prompt_tokens
+
+    texts = ["The library opens at nine.", "Quarterly revenue grew by five percent.", "x"]
+    many = client.embeddings.create(model=MODEL_ID, input=texts)
+    assert [d.index for d in many.data] == [0, 1, 2]
+    # Batched with other inputs, an input embeds as it does alone.
+    assert cosine(many.data[0].embedding, v) > 0.99999
+    assert cosine(many.data[0].embedding, many.data[1].embedding) < 0.999
+    assert many.usage.prompt_tokens > one.usage.prompt_tokens
+
+    # The SDK asks for base64 when numpy is there and decodes it; both encodings are the same floats.
+    import base64
+    import struct
+
+    raw = client.embeddings.with_raw_response.create(model=MODEL_ID, input="x", encoding_format="base64").http_response.json()
+    b = raw["data"][0]["embedding"]
+    floats = list(struct.unpack("<576f", base64.b64decode(b)))
+    assert max(abs(x - y) for x, y in zip(floats, many.data[2].embedding)) < 1e-6
+
+    ids = client.embeddings.create(model=MODEL_ID, input=[[1, 9690, 198], [504]])
+    assert len(ids.data) == 2 and ids.usage.prompt_tokens == 4
+    same = client.embeddings.create(model=MODEL_ID, input=[1, 9690, 198])
+    assert cosine(same.data[0].embedding, ids.data[0].embedding) > 0.99999
+
+    # Its own size is accepted; it cannot shorten them.
+    assert len(client.embeddings.create(model=MODEL_ID, input="x", dimensions=576).data[0].embedding) == 576
+    with pytest.raises(openai.BadRequestError) as e:
+        client.embeddings.create(model=MODEL_ID, input="x", dimensions=64)
+    assert e.value.body["param"] == "dimensions"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.embeddings.create(model=MODEL_ID, input=[49152])
+    assert e.value.body["param"] == "input"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.embeddings.create(model=MODEL_ID, input="word " * 5000)
+    assert e.value.body["code"] == "context_length_exceeded"

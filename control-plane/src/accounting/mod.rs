@@ -140,6 +140,8 @@ fn endpoint_of(path: &str) -> &'static str {
         "chat"
     } else if path.ends_with("/infill") {
         "infill"
+    } else if path.ends_with("/embeddings") {
+        "embeddings"
     } else {
         "completions"
     }

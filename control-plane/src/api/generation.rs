@@ -10,7 +10,9 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 use crate::accounting::meter::{Meter, Source, metered};
-use crate::accounting::{DEFAULT_COMPLETION_ESTIMATE, RequestTag, rate_limit_headers};
+use crate::accounting::{
+    Accounting, Admission, DEFAULT_COMPLETION_ESTIMATE, RequestTag, rate_limit_headers,
+};
 use crate::gateway::Gateway;
 use crate::gateway::dispatch::Dispatched;
 use crate::response_cache::{self, ResponseCache};
@@ -95,14 +97,9 @@ pub async fn handle_rendered(
         tag.set_model(&name);
         if let Some(c) = &caller {
             let (tokens, usd) = estimate(gateway, &name, &ctx);
-            match acc.admit(c, &name, tokens, usd).await {
+            match admit(acc, c, &name, tokens, usd).await {
                 Ok(a) => admission = Some(a),
-                Err(refused) => {
-                    let (e, verdict) = *refused;
-                    let mut resp = e.into_response();
-                    rate_limit_headers(resp.headers_mut(), &verdict);
-                    return Ok(resp);
-                }
+                Err(refused) => return Ok(refused),
             }
         }
         start_written = Some(
@@ -179,9 +176,28 @@ pub async fn handle_rendered(
     Ok(resp)
 }
 
+/// Admits a tenant's request charged `tokens` and `usd` against its limits and budget; a
+/// refusal is the response to send (429 or 402 with the rate-limit headers).
+pub async fn admit(
+    acc: &Accounting,
+    caller: &Caller,
+    model: &str,
+    tokens: u64,
+    usd: f64,
+) -> Result<Admission, Response> {
+    acc.admit(caller, model, tokens, usd)
+        .await
+        .map_err(|refused| {
+            let (e, verdict) = *refused;
+            let mut resp = e.into_response();
+            rate_limit_headers(resp.headers_mut(), &verdict);
+            resp
+        })
+}
+
 /// Routes a tenant's request as its own: its tier's policy, and its own flow in fair queueing
 /// with its tier's priority as weight (what the client sent is not trusted).
-fn as_tenant(ctx: &mut RequestContext, c: &Caller) {
+pub fn as_tenant(ctx: &mut RequestContext, c: &Caller) {
     ctx.policy = c.plan.policy;
     ctx.headers
         .retain(|(k, _)| !FAIRNESS_HEADERS.contains(&k.as_str()));
@@ -327,6 +343,17 @@ pub fn needs(req: &ApiRequest, rendered: &str) -> Needs {
 /// forward (the OpenAI `user` becomes the fairness id when the client sent none).
 pub fn context(req: &ApiRequest, headers: &HeaderMap) -> RequestContext {
     let rendered = rendered_prompt(req);
+    RequestContext {
+        policy: None,
+        headers: forwarded_headers(headers, req.sampling().user.as_deref()),
+        prefix_key: router::prefix_key(&rendered),
+        needs: needs(req, &rendered),
+    }
+}
+
+/// The headers forwarded to upstreams ([`FORWARDED_HEADERS`]); the OpenAI `user` becomes the
+/// fairness id when the client sent none.
+pub fn forwarded_headers(headers: &HeaderMap, user: Option<&str>) -> Vec<(String, String)> {
     let mut forwarded: Vec<(String, String)> = FORWARDED_HEADERS
         .iter()
         .filter_map(|name| {
@@ -335,17 +362,12 @@ pub fn context(req: &ApiRequest, headers: &HeaderMap) -> RequestContext {
         })
         .collect();
     let has_fairness = forwarded.iter().any(|(k, _)| k.ends_with("fairness-id"));
-    if !has_fairness && let Some(user) = req.sampling().user.as_deref().filter(|u| !u.is_empty()) {
+    if !has_fairness && let Some(user) = user.filter(|u| !u.is_empty()) {
         for name in &FORWARDED_HEADERS[..2] {
             forwarded.push(((*name).to_owned(), user.to_owned()));
         }
     }
-    RequestContext {
-        policy: None,
-        headers: forwarded,
-        prefix_key: router::prefix_key(&rendered),
-        needs: needs(req, &rendered),
-    }
+    forwarded
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod chat;
 pub mod completions;
+pub mod embeddings;
 pub mod files;
 pub mod generation;
 pub mod health;

@@ -141,6 +141,7 @@ async fn answer<B: Backend>(mut engine: Engine<B>, args: &RunArgs) -> Result<()>
         prompt_logprobs: None,
         fallback_seed: rand::random(),
         flow: None,
+        embed: None,
     };
     let start = Instant::now();
     engine.add(request, Box::new(move |ev| tx.send(ev).is_ok()))?;
@@ -171,7 +172,7 @@ async fn answer<B: Backend>(mut engine: Engine<B>, args: &RunArgs) -> Result<()>
                     finished_at = Some(Instant::now());
                 }
                 Event::Failed(e) => bail!("generation failed: {e}"),
-                Event::PromptLogprobs(_) => {}
+                Event::PromptLogprobs(_) | Event::Embedding(_) => {}
             }
         }
     }

@@ -52,15 +52,7 @@ impl Gateway {
         mut body: ApiRequest,
         ctx: RequestContext,
     ) -> Result<Dispatched, ApiError> {
-        let name = match body.model() {
-            Some(m) => m.to_owned(),
-            None => self
-                .default_model()
-                .ok_or_else(|| ApiError::unavailable("No upstream serves any model yet."))?,
-        };
-        if !self.serves(&name) {
-            return Err(ApiError::model_not_found(&name));
-        }
+        let name = self.resolve_model(body.model())?;
         body.set_model(&name);
         let policy = ctx.policy.unwrap_or_else(|| self.policy(&name));
         let retry = self.routing.retry;
@@ -232,7 +224,7 @@ impl Gateway {
     }
 
     /// Counts a failure (and feeds the breaker when the upstream is at fault).
-    fn record_failure(&self, h: &UpstreamHandle, e: &UpstreamError) {
+    pub(super) fn record_failure(&self, h: &UpstreamHandle, e: &UpstreamError) {
         self.metrics.upstream_outcome(&h.id, e.label());
         if e.counts_against_upstream() {
             tracing::warn!(upstream = %h.id, "upstream failed: {e}");
@@ -254,12 +246,12 @@ fn fingerprint_of(id: &str) -> String {
 }
 
 /// Counts a request in flight on an upstream while it lives; records its end.
-struct InFlight {
+pub(super) struct InFlight {
     handle: Arc<UpstreamHandle>,
 }
 
 impl InFlight {
-    fn new(handle: Arc<UpstreamHandle>) -> InFlight {
+    pub(super) fn new(handle: Arc<UpstreamHandle>) -> InFlight {
         handle.stats.begin();
         InFlight { handle }
     }

@@ -8,6 +8,7 @@ pub mod breaker;
 pub mod browser_route;
 pub mod cost;
 pub mod dispatch;
+pub mod embed;
 pub mod local;
 pub mod probe;
 pub mod remote;
@@ -25,6 +26,7 @@ use cost::CostModel;
 use stats::UpstreamStats;
 use upstream::{ModelInfo, Upstream};
 
+use crate::errors::ApiError;
 use crate::metrics::Metrics;
 
 /// The request header giving the weight of the request's fairness id in fair queueing (a
@@ -199,6 +201,21 @@ impl Gateway {
         self.upstreams
             .iter()
             .find_map(|u| u.upstream.models().first().map(|m| m.name.clone()))
+    }
+
+    /// The public name a request's `model` selects (the default model when it names none), if
+    /// an upstream serves it.
+    pub fn resolve_model(&self, requested: Option<&str>) -> Result<String, ApiError> {
+        let name = match requested.filter(|m| !m.is_empty()) {
+            Some(m) => m.to_owned(),
+            None => self
+                .default_model()
+                .ok_or_else(|| ApiError::unavailable("No upstream serves any model yet."))?,
+        };
+        if !self.serves(&name) {
+            return Err(ApiError::model_not_found(&name));
+        }
+        Ok(name)
     }
 
     /// Whether any upstream serves `name` (a model id or alias).

@@ -10,7 +10,9 @@ use futures_util::Stream;
 use futures_util::future::BoxFuture;
 
 use crate::errors::ApiError;
-use crate::openai::{ApiRequest, ChatLogprobs, CompletionLogprobs, Extra, Usage, VariantCard};
+use crate::openai::{
+    ApiRequest, ChatLogprobs, CompletionLogprobs, EmbeddingRequest, Extra, Usage, VariantCard,
+};
 
 /// What a model on an upstream can do beyond plain generation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -27,6 +29,8 @@ pub struct Features {
     pub passthrough: bool,
     /// Fill-in-the-middle (`suffix`, `/infill`): the vocabulary has the markers.
     pub fill_in_middle: bool,
+    /// `/v1/embeddings`.
+    pub embeddings: bool,
 }
 
 impl Features {
@@ -38,6 +42,7 @@ impl Features {
         multiple_choices: true,
         passthrough: true,
         fill_in_middle: true,
+        embeddings: true,
     };
 
     /// Whether `self` offers everything `needed` asks for.
@@ -48,6 +53,7 @@ impl Features {
             && (!needed.multiple_choices || self.multiple_choices)
             && (!needed.passthrough || self.passthrough)
             && (!needed.fill_in_middle || self.fill_in_middle)
+            && (!needed.embeddings || self.embeddings)
     }
 }
 
@@ -97,6 +103,26 @@ pub struct GenerateRequest {
     pub upstream_model: String,
     /// Headers to forward (fairness id, objective).
     pub headers: Vec<(String, String)>,
+}
+
+/// An embeddings request as the gateway hands it to an upstream.
+#[derive(Clone, Debug)]
+pub struct EmbedRequest {
+    /// The request (its `model` is the public name).
+    pub body: EmbeddingRequest,
+    /// What the upstream calls the model.
+    pub upstream_model: String,
+    /// Headers to forward (fairness id, objective).
+    pub headers: Vec<(String, String)>,
+}
+
+/// The vectors of an embeddings request, one per input in input order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Embeddings {
+    /// The vectors.
+    pub vectors: Vec<Vec<f32>>,
+    /// Input tokens.
+    pub prompt_tokens: usize,
 }
 
 /// One piece of a choice's answer.
@@ -300,4 +326,17 @@ pub trait Upstream: Send + Sync + 'static {
     /// Starts generating: resolves once the upstream accepted the request (its response
     /// headers, or the engine's admission); the outputs follow on the stream.
     fn generate(&self, req: GenerateRequest) -> BoxFuture<'_, Result<Generation, UpstreamError>>;
+
+    /// Embeds the request's inputs; an upstream without embeddings refuses.
+    fn embed(&self, req: EmbedRequest) -> BoxFuture<'_, Result<Embeddings, UpstreamError>> {
+        let message = format!(
+            "The model `{}` does not serve embeddings.",
+            req.upstream_model
+        );
+        Box::pin(async move {
+            Err(UpstreamError::Rejected(ApiError::bad_param(
+                "model", message,
+            )))
+        })
+    }
 }

@@ -16,7 +16,9 @@ use tower_http::trace::TraceLayer;
 
 use crate::accounting;
 use crate::api::admin::{self, directory, reports};
-use crate::api::{auth, chat, completions, files, health, infill, models, route, usage};
+use crate::api::{
+    auth, chat, completions, embeddings, files, health, infill, models, route, usage,
+};
 use crate::errors::ApiError;
 use crate::state::SharedState;
 
@@ -25,6 +27,7 @@ pub fn router(state: SharedState, cors_origins: &[String], web_root: Option<&Pat
     let generation = Router::new()
         .route("/v1/chat/completions", post(chat::handle))
         .route("/v1/completions", post(completions::handle))
+        .route("/v1/embeddings", post(embeddings::handle))
         .route("/infill", post(infill::handle))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),

@@ -85,6 +85,7 @@ impl FakeServer {
             .route("/v1/models", get(list))
             .route("/v1/chat/completions", post(generate))
             .route("/v1/completions", post(generate))
+            .route("/v1/embeddings", post(generate))
             .with_state(Arc::clone(&fake));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -174,6 +175,19 @@ async fn generate(State(f): State<Arc<Fake>>, req: Request<Body>) -> Response {
         .into_response()
     };
     match behavior {
+        // An embeddings request (it has an input): input i embeds as (i + 1, 0.5), 5 tokens.
+        Behavior::Answer(_) | Behavior::ToolCalls if body.get("input").is_some() => {
+            let n = body["input"].as_array().map_or(1, |a| {
+                if a.iter().all(Value::is_number) { 1 } else { a.len() }
+            });
+            let data: Vec<Value> = (0..n)
+                .rev()
+                .map(|i| json!({"object": "embedding", "index": i, "embedding": [i as f32 + 1.0, 0.5]}))
+                .collect();
+            axum::Json(json!({"object": "list", "data": data, "model": model,
+                "usage": {"prompt_tokens": 5, "total_tokens": 5}}))
+            .into_response()
+        }
         // A legacy completion (it has a prompt): `text_completion`.
         Behavior::Answer(pieces) if !streamed && body.get("prompt").is_some() => axum::Json(json!({
             "id": "x", "object": "text_completion", "created": 1, "model": model,

@@ -268,7 +268,7 @@ pub trait Backend: Send + Sync + 'static {
     fn add(&self, x: &mut Self::Buffer, y: &Self::Buffer, len: usize);
 
     /// Copies the step's logit rows of `x` (width `dim`) into `out`, in order.
-    fn gather_logit_rows(
+    fn gather_output_rows(
         &self,
         step: &Self::Step,
         x: &Self::Buffer,

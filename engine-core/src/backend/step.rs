@@ -31,8 +31,12 @@ pub struct StepInput {
     pub positions: Vec<u32>,
     /// The sequences, in row order.
     pub seqs: Vec<StepSeq>,
-    /// Rows whose logits are computed, in output order.
-    pub logit_rows: Vec<u32>,
+    /// Rows whose final normalized hidden states are computed, in output order: the first
+    /// `n_logits` also get logits (next-token distributions); the rest are read as hidden states
+    /// (embeddings).
+    pub output_rows: Vec<u32>,
+    /// How many of `output_rows` (the first) get logits.
+    pub n_logits: usize,
     /// Cache slot (`block * block_size + offset`) of every row.
     pub slots: Vec<u32>,
     /// RoPE `(cos, sin)` pairs for every row: `rope_dims` floats per row.
@@ -72,6 +76,9 @@ pub struct SeqChunk<'a> {
     pub block_table: &'a [u32],
     /// Which logits to compute.
     pub logits: LogitsWanted,
+    /// Which of the new tokens' final hidden states to read (relative to `tokens`; empty for
+    /// none).
+    pub hidden: Range<usize>,
 }
 
 impl StepInput {
@@ -82,7 +89,8 @@ impl StepInput {
             tokens: Vec::with_capacity(rows),
             positions: Vec::with_capacity(rows),
             seqs: Vec::with_capacity(chunks.len()),
-            logit_rows: Vec::new(),
+            output_rows: Vec::new(),
+            n_logits: 0,
             slots: Vec::with_capacity(rows),
             rope_angles: vec![0.0; rows * rope.n_dims],
             rope_dims: rope.n_dims,
@@ -106,9 +114,9 @@ impl StepInput {
             let last = step.tokens.len();
             match c.logits {
                 LogitsWanted::None => {}
-                LogitsWanted::Last if last > first => step.logit_rows.push((last - 1) as u32),
+                LogitsWanted::Last if last > first => step.output_rows.push((last - 1) as u32),
                 LogitsWanted::Last => {}
-                LogitsWanted::All => step.logit_rows.extend(first as u32..last as u32),
+                LogitsWanted::All => step.output_rows.extend(first as u32..last as u32),
             }
             step.seqs.push(StepSeq {
                 rows: first..last,
@@ -116,6 +124,12 @@ impl StepInput {
                 block_table: c.block_table[..(c.start_pos + c.tokens.len()).div_ceil(block_size)]
                     .to_vec(),
             });
+        }
+        step.n_logits = step.output_rows.len();
+        for (c, s) in chunks.iter().zip(&step.seqs) {
+            let first = s.rows.start;
+            let hidden = c.hidden.start.min(c.tokens.len())..c.hidden.end.min(c.tokens.len());
+            step.output_rows.extend(hidden.map(|r| (first + r) as u32));
         }
         step
     }

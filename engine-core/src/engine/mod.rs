@@ -181,7 +181,7 @@ fn adopt_retained(retained: &mut Option<Retained>, alloc: &mut BlockAllocator, s
         .take_while(|(a, b)| a == b)
         .count()
         .min(seq.tokens.len().saturating_sub(1));
-    if common == 0 || seq.computed != 0 || !seq.table.is_empty() || seq.prompt_logprobs.is_some() {
+    if common == 0 || seq.computed != 0 || !seq.table.is_empty() || seq.needs_every_row() {
         r.table.release(alloc);
         return;
     }
@@ -364,7 +364,7 @@ impl<B: Backend> Engine<B> {
         let cost = (req.prompt.len() + req.max_tokens).min(context);
         let tag = self.fair.tag(req.flow.as_ref(), cost);
         let flow = req.flow.as_ref().map(|f| f.id.clone()).unwrap_or_default();
-        let mut seq = Sequence::new(id, req, sampler, sink);
+        let mut seq = Sequence::new(id, req, sampler, sink, self.model.config().d_model);
         seq.start_tag = tag;
         seq.flow = flow;
         self.enqueue(seq);
@@ -398,7 +398,7 @@ impl<B: Backend> Engine<B> {
         seq.table.release(&mut self.alloc);
         seq.computed = 0;
         seq.scheduled = 0;
-        seq.restart_prompt_logprobs();
+        seq.restart_prompt_outputs();
         self.enqueue(seq);
     }
 
@@ -504,11 +504,11 @@ impl<B: Backend> Engine<B> {
             adopt_retained(&mut self.retained, &mut self.alloc, &mut self.waiting[k]);
             let seq = &mut self.waiting[k];
             // The start of its tokens may be cached (at least the last one is computed, for the
-            // logits; prompt log-probabilities need every row).
+            // logits; prompt log-probabilities and embeddings need every row).
             let looked_up = self.alloc.prefix_caching()
                 && seq.table.blocks().is_empty()
                 && seq.computed == 0
-                && seq.prompt_logprobs.is_none();
+                && !seq.needs_every_row();
             if looked_up {
                 let n = seq.tokens.len();
                 seq.computed = seq.table.adopt_cached(&mut self.alloc, &seq.tokens, n - 1);
@@ -601,7 +601,7 @@ impl<B: Backend> Engine<B> {
         let prompt = &s.tokens[..s.prompt_len];
         self.alloc.prefix_caching()
             && s.table.blocks().is_empty()
-            && s.prompt_logprobs.is_none()
+            && !s.needs_every_row()
             && s.prompt_len > self.config.block_size
             && self.running.iter().any(|r| {
                 r.in_prefill()
@@ -706,24 +706,31 @@ impl<B: Backend> Engine<B> {
             let reaches_end = end == seq.tokens.len();
             let wants_prompt = seq.prompt_logprobs.is_some() && seq.computed < seq.prompt_len;
             let logits = match (wants_prompt, reaches_end) {
+                _ if seq.pool.is_some() => LogitsWanted::None,
                 (true, _) => LogitsWanted::All,
                 (false, true) => LogitsWanted::Last,
                 (false, false) => LogitsWanted::None,
             };
+            let hidden = seq.pool.as_ref().map_or(0..0, |p| {
+                p.pooling()
+                    .rows(seq.computed, seq.scheduled, seq.prompt_len)
+            });
+            owners.push((i, logits, hidden.len()));
             chunks.push(SeqChunk {
                 start_pos: seq.computed,
                 tokens: &seq.tokens[seq.computed..end],
                 block_table: seq.table.blocks(),
                 logits,
+                hidden,
             });
-            owners.push((i, logits));
         }
         if chunks.is_empty() {
             return Ok(report);
         }
         let input = StepInput::build(&chunks, bs, &self.model.config().rope);
         drop(chunks);
-        let n_logits = input.logit_rows.len();
+        let n_logits = input.n_logits;
+        let n_outputs = input.output_rows.len();
         let (backend, model, kv, scratch) =
             (&self.backend, &self.model, &mut self.kv, &mut self.scratch);
         backend.scope(|| model.forward(backend, &input, kv, scratch))?;
@@ -733,8 +740,8 @@ impl<B: Backend> Engine<B> {
         let device_ids = if n_logits > 0 && self.device_sampling_eligible(&owners) {
             let specs: Vec<_> = owners
                 .iter()
-                .filter(|&&(_, wanted)| wanted == LogitsWanted::Last)
-                .filter_map(|&(i, _)| self.running[i].sampler.device_sampling())
+                .filter(|&&(_, wanted, _)| wanted == LogitsWanted::Last)
+                .filter_map(|&(i, _, _)| self.running[i].sampler.device_sampling())
                 .collect();
             let buf = self.scratch.logits().expect("forward allocates logits");
             match self.backend.sample(buf, vocab, &specs) {
@@ -751,9 +758,21 @@ impl<B: Backend> Engine<B> {
             }
             _ => Vec::new(),
         };
+        // Hidden states (embeddings) follow the logit rows among the output rows.
+        let d = self.model.config().d_model;
+        let hidden = if n_outputs > n_logits {
+            let buf = self
+                .scratch
+                .hidden()
+                .expect("forward allocates hidden states");
+            self.backend.read(buf, n_outputs * d).await?
+        } else {
+            Vec::new()
+        };
 
         let mut row = 0;
-        for (i, wanted) in owners {
+        let mut hidden_row = n_logits;
+        for (i, wanted, n_hidden) in owners {
             let seq = &mut self.running[i];
             let start = seq.computed;
             let take = seq.scheduled;
@@ -776,8 +795,18 @@ impl<B: Backend> Engine<B> {
             } else {
                 &logits[row * vocab..(row + rows) * vocab]
             };
-            let device_id = device_ids.as_ref().map(|ids| ids[row]);
+            // Only sequences with a logit row have a token picked on the device.
+            let device_id = device_ids.as_ref().filter(|_| rows > 0).map(|ids| ids[row]);
             row += rows;
+            if let Some(pool) = &mut seq.pool {
+                pool.add(&hidden[hidden_row * d..(hidden_row + n_hidden) * d]);
+                hidden_row += n_hidden;
+                if seq.computed >= seq.prompt_len {
+                    let v = pool.finish();
+                    seq.pool = None;
+                    seq.send(Event::Embedding(v));
+                }
+            }
             if wanted == LogitsWanted::All {
                 // Row r (position start + r) predicts token start + r + 1.
                 for r in 0..rows {
@@ -866,9 +895,9 @@ impl<B: Backend> Engine<B> {
     /// Whether this step's tokens can be picked on the device: the backend samples, and every
     /// logit row is the last row of a sequence that samples a token with a sampler that needs no
     /// host-side processing (no logit bias, penalties or log-probabilities).
-    fn device_sampling_eligible(&self, owners: &[(usize, LogitsWanted)]) -> bool {
+    fn device_sampling_eligible(&self, owners: &[(usize, LogitsWanted, usize)]) -> bool {
         self.backend.supports_device_sampling()
-            && owners.iter().all(|&(i, wanted)| {
+            && owners.iter().all(|&(i, wanted, _)| {
                 let seq = &self.running[i];
                 match wanted {
                     LogitsWanted::None => true,

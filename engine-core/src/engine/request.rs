@@ -1,5 +1,6 @@
 //! What a caller asks the engine for, and what it hears back.
 
+use crate::model::Pooling;
 use crate::sampler::{SampledToken, SamplingParams};
 
 /// Identifies a sequence in the engine.
@@ -24,6 +25,9 @@ pub struct Request {
     pub fallback_seed: u64,
     /// The flow (tenant) it belongs to, for fair queueing; none: the shared default flow.
     pub flow: Option<super::Flow>,
+    /// Embed the prompt instead of continuing it: its final hidden states pooled this way come
+    /// back as [`Event::Embedding`] (and `max_tokens` is taken as 0).
+    pub embed: Option<Pooling>,
 }
 
 impl Request {
@@ -41,6 +45,15 @@ impl Request {
             prompt_logprobs: None,
             fallback_seed: 0,
             flow: None,
+            embed: None,
+        }
+    }
+
+    /// A request for the embedding of `prompt`, pooled as `pooling` says.
+    pub fn embedding(prompt: Vec<u32>, pooling: Pooling) -> Request {
+        Request {
+            embed: Some(pooling),
+            ..Request::greedy(prompt, 0)
         }
     }
 }
@@ -82,6 +95,9 @@ pub struct PromptLogprob {
 pub enum Event {
     /// Prompt log-probabilities (sent once, before any token, when asked for).
     PromptLogprobs(Vec<PromptLogprob>),
+    /// The prompt's embedding, of unit length (sent once, before [`Event::Finished`], when
+    /// asked for).
+    Embedding(Vec<f32>),
     /// A generated token, with the text that became final with it (possibly empty while a
     /// multi-byte character or a possible stop string is pending).
     Token {

@@ -2,6 +2,7 @@
 
 use super::request::{Event, EventSink, FinishReason, PromptLogprob, Request, SeqId};
 use crate::kv_cache::BlockTable;
+use crate::model::PoolAccumulator;
 use crate::sampler::{Sampler, StopMatcher};
 use crate::tokenizer::StreamDecoder;
 
@@ -33,10 +34,13 @@ pub(crate) struct Sequence {
     pub start_tag: f64,
     /// Its flow's id ("" without one).
     pub flow: String,
+    /// The embedding being pooled, while the prompt is computed (embedding requests).
+    pub pool: Option<PoolAccumulator>,
 }
 
 impl Sequence {
-    pub fn new(id: SeqId, req: Request, sampler: Sampler, sink: EventSink) -> Sequence {
+    /// A sequence for `req`; `dim` is the width of the model's hidden states.
+    pub fn new(id: SeqId, req: Request, sampler: Sampler, sink: EventSink, dim: usize) -> Sequence {
         let prompt_len = req.prompt.len();
         let collected = match req.prompt_logprobs {
             Some(_) => vec![PromptLogprob {
@@ -55,7 +59,11 @@ impl Sequence {
             sampler,
             stop: StopMatcher::new(req.stop),
             decoder: StreamDecoder::new(),
-            max_tokens: req.max_tokens,
+            max_tokens: if req.embed.is_some() {
+                0
+            } else {
+                req.max_tokens
+            },
             ignore_eos: req.ignore_eos,
             prompt_logprobs: req.prompt_logprobs,
             collected,
@@ -65,6 +73,7 @@ impl Sequence {
             stop_hit: false,
             start_tag: 0.0,
             flow: String::new(),
+            pool: req.embed.map(|p| PoolAccumulator::new(p, dim)),
         }
     }
 
@@ -83,10 +92,20 @@ impl Sequence {
         self.computed < self.prompt_len
     }
 
-    /// Forgets prompt log-probabilities collected before a preemption (they are computed again).
-    pub fn restart_prompt_logprobs(&mut self) {
+    /// Whether every prompt row must be computed here (prompt log-probabilities, embeddings),
+    /// so that nothing may be taken from a cache.
+    pub fn needs_every_row(&self) -> bool {
+        self.prompt_logprobs.is_some() || self.pool.is_some()
+    }
+
+    /// Forgets prompt log-probabilities and pooled states gathered before a preemption (they
+    /// are computed again).
+    pub fn restart_prompt_outputs(&mut self) {
         if self.prompt_logprobs.is_some() {
             self.collected.truncate(1);
+        }
+        if let Some(p) = &mut self.pool {
+            p.reset();
         }
     }
 

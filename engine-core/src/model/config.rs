@@ -1,6 +1,7 @@
 //! Model hyper-parameters read from GGUF metadata.
 
 use super::ModelError;
+use super::pooling::Pooling;
 use super::rope::{RopeConfig, RopeLayout};
 use crate::gguf::Metadata;
 
@@ -61,6 +62,8 @@ pub struct ModelConfig {
     pub norm_eps: f32,
     /// Rotary embedding configuration (without per-model frequency factors, which are tensors).
     pub rope: RopeConfig,
+    /// How its embeddings pool the final hidden states (`pooling_type`; mean when absent).
+    pub pooling: Pooling,
 }
 
 impl ModelConfig {
@@ -156,6 +159,11 @@ impl ModelConfig {
             rope.attn_factor = attn_factor;
         }
 
+        let pooling = meta
+            .get_u64(&key("pooling_type"))
+            .and_then(Pooling::from_gguf)
+            .unwrap_or_default();
+
         Ok(ModelConfig {
             arch,
             n_layers,
@@ -168,6 +176,7 @@ impl ModelConfig {
             context_length,
             norm_eps,
             rope,
+            pooling,
         })
     }
 

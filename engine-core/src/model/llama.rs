@@ -31,6 +31,7 @@ pub struct LlamaModel<B: Backend> {
 /// Activation buffers for a forward pass, grown on demand and reused between steps.
 pub struct Scratch<B: Backend> {
     rows: usize,
+    output_rows: usize,
     logit_rows: usize,
     x: Option<B::Buffer>,
     xn: Option<B::Buffer>,
@@ -49,6 +50,7 @@ impl<B: Backend> Default for Scratch<B> {
     fn default() -> Self {
         Scratch {
             rows: 0,
+            output_rows: 0,
             logit_rows: 0,
             x: None,
             xn: None,
@@ -71,6 +73,7 @@ impl<B: Backend> Scratch<B> {
         b: &B,
         c: &ModelConfig,
         rows: usize,
+        output_rows: usize,
         logit_rows: usize,
     ) -> Result<(), ModelError> {
         if rows > self.rows {
@@ -85,10 +88,14 @@ impl<B: Backend> Scratch<B> {
             self.up = Some(b.alloc(rows * c.ffn_dim)?);
             self.rows = rows;
         }
-        if logit_rows > self.logit_rows || self.logits.is_none() {
-            let n = logit_rows.max(1);
+        if output_rows > self.output_rows || self.last.is_none() {
+            let n = output_rows.max(1);
             self.last = Some(b.alloc(n * c.d_model)?);
             self.last_norm = Some(b.alloc(n * c.d_model)?);
+            self.output_rows = n;
+        }
+        if logit_rows > self.logit_rows || self.logits.is_none() {
+            let n = logit_rows.max(1);
             self.logits = Some(b.alloc(n * c.vocab_size)?);
             self.logit_rows = n;
         }
@@ -98,6 +105,12 @@ impl<B: Backend> Scratch<B> {
     /// The logits of the last step: one row of `vocab_size` per logit row of the step.
     pub fn logits(&self) -> Option<&B::Buffer> {
         self.logits.as_ref()
+    }
+
+    /// The final normalized hidden states of the last step: one row of `d_model` per output row
+    /// of the step (its logit rows first, then its hidden rows).
+    pub fn hidden(&self) -> Option<&B::Buffer> {
+        self.last_norm.as_ref()
     }
 }
 
@@ -279,7 +292,8 @@ impl<B: Backend> LlamaModel<B> {
     }
 
     /// Runs one step: writes the step's keys and values into `kv` and leaves the logits of its
-    /// logit rows in `scratch` (see [`Scratch::logits`]).
+    /// logit rows and the final hidden states of its output rows in `scratch` (see
+    /// [`Scratch::logits`] and [`Scratch::hidden`]).
     pub fn forward(
         &self,
         b: &B,
@@ -298,8 +312,9 @@ impl<B: Backend> LlamaModel<B> {
                 c.vocab_size
             )));
         }
-        let m = input.logit_rows.len();
-        scratch.ensure(b, c, n, m)?;
+        let m = input.output_rows.len();
+        let m_logits = input.n_logits.min(m);
+        scratch.ensure(b, c, n, m, m_logits)?;
         let step = b.begin_step(input)?;
         let s = scratch;
         let (d, eps) = (c.d_model, c.norm_eps);
@@ -346,10 +361,17 @@ impl<B: Backend> LlamaModel<B> {
         if m > 0 {
             let last = s.last.as_mut().expect("allocated");
             let last_norm = s.last_norm.as_mut().expect("allocated");
-            b.gather_logit_rows(&step, x, d, last);
+            b.gather_output_rows(&step, x, d, last);
             b.rms_norm(last, &self.output_norm, eps, m, d, last_norm);
-            let out = self.output.as_ref().unwrap_or(&self.tok_embd);
-            b.matmul(out, last_norm, m, s.logits.as_mut().expect("allocated"));
+            if m_logits > 0 {
+                let out = self.output.as_ref().unwrap_or(&self.tok_embd);
+                b.matmul(
+                    out,
+                    last_norm,
+                    m_logits,
+                    s.logits.as_mut().expect("allocated"),
+                );
+            }
         }
         Ok(())
     }

@@ -2,10 +2,12 @@
 
 mod config;
 mod llama;
+mod pooling;
 mod rope;
 
 pub use config::{Architecture, ModelConfig};
 pub use llama::{LlamaModel, Scratch};
+pub use pooling::{PoolAccumulator, Pooling, normalized};
 pub use rope::{RopeConfig, RopeLayout, rotate};
 
 use crate::backend::BackendError;

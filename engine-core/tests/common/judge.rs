@@ -56,12 +56,14 @@ pub fn teacher_forced_logits<B: Backend>(
             tokens: ids,
             block_table: table.blocks(),
             logits: LogitsWanted::All,
+            hidden: 0..0,
         }],
         bs,
         &c.rope,
     );
     // Only the judged positions need logits.
-    step.logit_rows.retain(|&r| r as usize >= from);
+    step.output_rows.retain(|&r| r as usize >= from);
+    step.n_logits = step.output_rows.len();
     let mut scratch = Scratch::default();
     b.scope(|| model.forward(b, &step, &mut kv, &mut scratch))
         .unwrap();

@@ -125,6 +125,8 @@ impl EventMapper {
                     out.push_back(Output::Delta(d));
                 }
             }
+            // Generation requests never ask for an embedding.
+            Event::Embedding(_) => {}
             Event::Finished {
                 reason,
                 text,

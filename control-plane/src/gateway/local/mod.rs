@@ -2,6 +2,7 @@
 //! this machine's compute backends. Chat templating and tokenizing happen here, behind the
 //! [`Upstream`] interface, so the API handlers never see token ids.
 
+pub mod embed;
 pub mod events;
 pub mod prompt;
 pub mod run;
@@ -14,7 +15,7 @@ use std::time::Instant;
 
 use engine_core::chat::ChatTemplate;
 use engine_core::engine::{EngineService, Flow, ServiceOptions};
-use engine_core::model::ModelConfig;
+use engine_core::model::{ModelConfig, Pooling};
 use engine_core::tokenizer::Tokenizer;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -22,8 +23,8 @@ use futures_util::future::BoxFuture;
 use crate::backends::{self, BackendKind, EngineLimits};
 use crate::gateway::FAIRNESS_WEIGHT_HEADER;
 use crate::gateway::upstream::{
-    FailureKind, Features, GenerateRequest, Generation, ModelInfo, SelfLoad, Upstream,
-    UpstreamError,
+    EmbedRequest, Embeddings, FailureKind, Features, GenerateRequest, Generation, ModelInfo,
+    SelfLoad, Upstream, UpstreamError,
 };
 use crate::load;
 use crate::metrics::Metrics;
@@ -45,6 +46,10 @@ pub struct ModelHandle {
     pub context: usize,
     /// Vocabulary size.
     pub vocab: usize,
+    /// Width of its hidden states (the size of its embeddings).
+    pub embedding_dim: usize,
+    /// How its embeddings pool the hidden states.
+    pub pooling: Pooling,
     /// `system_fingerprint`: backend, device and engine limits, hashed.
     pub fingerprint: String,
 }
@@ -116,6 +121,7 @@ impl LocalUpstream {
                 multiple_choices: true,
                 passthrough: false,
                 fill_in_middle: handle.tokenizer.fim_tokens().is_some(),
+                embeddings: true,
             },
             browser_variants: Vec::new(),
             created: crate::util::unix_now(),
@@ -205,6 +211,8 @@ fn start(
             template,
             context: info.config.context_size,
             vocab: info.model.vocab_size,
+            embedding_dim: info.model.d_model,
+            pooling: info.model.pooling,
             fingerprint: format!("fp_{:012x}", h.finish() & 0xffff_ffff_ffff),
             service,
         },
@@ -297,6 +305,13 @@ impl Upstream for LocalUpstream {
             })
         }
         .boxed()
+    }
+
+    fn embed(&self, req: EmbedRequest) -> BoxFuture<'_, Result<Embeddings, UpstreamError>> {
+        let handle = Arc::clone(&self.handle);
+        let metrics = Arc::clone(&self.metrics);
+        let flow = flow_of(&req.headers);
+        async move { embed::run(&handle, &metrics, &req.body, flow).await }.boxed()
     }
 }
 

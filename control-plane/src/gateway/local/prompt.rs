@@ -221,6 +221,7 @@ pub fn chat(model: &ModelHandle, req: &ChatCompletionRequest) -> Result<Prepared
         prompt_logprobs: None,
         fallback_seed: 0,
         flow: None,
+        embed: None,
     });
     Ok(Prepared {
         requests,
@@ -331,6 +332,7 @@ pub fn completion(model: &ModelHandle, req: &CompletionRequest) -> Result<Prepar
             prompt_logprobs: if echo { top } else { None },
             fallback_seed: 0,
             flow: None,
+            embed: None,
         }));
     }
     Ok(Prepared {

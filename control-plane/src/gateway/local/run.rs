@@ -113,7 +113,7 @@ impl EngineRun {
                 let n = t.itl.len() + usize::from(t.first.is_some());
                 self.record(i, "error", n);
             }
-            Event::PromptLogprobs(_) => {}
+            Event::PromptLogprobs(_) | Event::Embedding(_) => {}
         }
         Some((i, ev))
     }

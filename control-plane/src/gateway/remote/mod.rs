@@ -16,10 +16,12 @@ use serde::Deserialize;
 
 use crate::errors::ApiError;
 use crate::gateway::upstream::{
-    Delta, FailureKind, Features, GenerateRequest, Generation, Logprobs, ModelInfo, Output,
-    OutputStream, Upstream, UpstreamError,
+    Delta, EmbedRequest, Embeddings, FailureKind, Features, GenerateRequest, Generation, Logprobs,
+    ModelInfo, Output, OutputStream, Upstream, UpstreamError,
 };
-use crate::openai::{ApiRequest, ChatLogprobs, CompletionLogprobs, Endpoint, StreamChunk, Usage};
+use crate::openai::{
+    ApiRequest, ChatLogprobs, CompletionLogprobs, EmbeddingResponse, Endpoint, StreamChunk, Usage,
+};
 use sse::SseParser;
 
 /// How to reach a remote upstream.
@@ -69,6 +71,7 @@ pub enum SetupError {
 struct Endpoints {
     chat: reqwest::Url,
     completions: reqwest::Url,
+    embeddings: reqwest::Url,
     models: reqwest::Url,
 }
 
@@ -93,6 +96,7 @@ impl RemoteUpstream {
         let endpoints = Endpoints {
             chat: url("/chat/completions")?,
             completions: url("/completions")?,
+            embeddings: url("/embeddings")?,
             models: url("/models")?,
         };
         let client = reqwest::Client::builder()
@@ -299,6 +303,69 @@ impl Upstream for RemoteUpstream {
         }
         .boxed()
     }
+
+    fn embed(&self, req: EmbedRequest) -> BoxFuture<'_, Result<Embeddings, UpstreamError>> {
+        async move {
+            let mut body = req.body;
+            body.model = Some(req.upstream_model);
+            // The gateway writes the client's format itself.
+            body.encoding_format = Some("float".into());
+            let json = serde_json::to_vec(&body).map_err(|e| {
+                UpstreamError::failed(FailureKind::Protocol, format!("encoding the request: {e}"))
+            })?;
+            let mut b = self
+                .request(reqwest::Method::POST, &self.endpoints.embeddings)
+                .header(reqwest::header::CONTENT_TYPE, "application/json");
+            for (k, v) in &req.headers {
+                b = b.header(k, v);
+            }
+            let resp = b.body(json).send().await.map_err(send_error)?;
+            let status = resp.status();
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok());
+            let bytes = resp.bytes().await.map_err(send_error)?;
+            if !status.is_success() {
+                return Err(status_error(status, retry_after, &bytes));
+            }
+            embeddings_response(&bytes)
+        }
+        .boxed()
+    }
+}
+
+/// A remote server's embeddings answer: its vectors in input order.
+fn embeddings_response(bytes: &[u8]) -> Result<Embeddings, UpstreamError> {
+    let bad = |why: String| {
+        UpstreamError::failed(
+            FailureKind::Protocol,
+            format!("the upstream's embeddings answer is not valid: {why}"),
+        )
+    };
+    let r: EmbeddingResponse = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    let n = r.data.len();
+    let mut vectors: Vec<Option<Vec<f32>>> = vec![None; n];
+    for d in r.data {
+        let slot = vectors
+            .get_mut(d.index)
+            .ok_or_else(|| bad(format!("index {} of {n} vectors", d.index)))?;
+        *slot = Some(
+            d.embedding
+                .decode()
+                .ok_or_else(|| bad("a base64 vector that is not whole floats".into()))?,
+        );
+    }
+    let vectors = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| v.ok_or_else(|| bad(format!("no vector for input {i}"))))
+        .collect::<Result<_, _>>()?;
+    Ok(Embeddings {
+        vectors,
+        prompt_tokens: r.usage.prompt_tokens,
+    })
 }
 
 /// Most choices an upstream's answer may have (a larger index is a protocol error, not an

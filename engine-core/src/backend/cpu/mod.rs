@@ -304,8 +304,8 @@ impl Backend for CpuBackend {
         ops::add(&mut x[..len], &y[..len]);
     }
 
-    fn gather_logit_rows(&self, step: &StepInput, x: &Vec<f32>, dim: usize, out: &mut Vec<f32>) {
-        for (i, &r) in step.logit_rows.iter().enumerate() {
+    fn gather_output_rows(&self, step: &StepInput, x: &Vec<f32>, dim: usize, out: &mut Vec<f32>) {
+        for (i, &r) in step.output_rows.iter().enumerate() {
             let r = r as usize;
             out[i * dim..(i + 1) * dim].copy_from_slice(&x[r * dim..(r + 1) * dim]);
         }

@@ -101,7 +101,7 @@ impl Backend for WebGpuBackend {
         let buf = self.upload_words(&words)?;
         Ok(GpuStep {
             rows: step.rows(),
-            n_logit: step.logit_rows.len(),
+            n_output: step.output_rows.len(),
             rope_dims: step.rope_dims,
             max_ctx: step::max_ctx(step),
             n_tiles: step::tiles(step),
@@ -283,10 +283,10 @@ impl Backend for WebGpuBackend {
         );
     }
 
-    fn gather_logit_rows(&self, step: &GpuStep, x: &GpuBuffer, dim: usize, out: &mut GpuBuffer) {
+    fn gather_output_rows(&self, step: &GpuStep, x: &GpuBuffer, dim: usize, out: &mut GpuBuffer) {
         self.elementwise(
             "K_GATHER",
-            [(step.n_logit * dim) as u32, dim as u32, 0, 0],
+            [(step.n_output * dim) as u32, dim as u32, 0, 0],
             &[bind_scratch(&step.buf), bind(x), bind(out)],
             &[R, R, RW],
         );

@@ -13,8 +13,8 @@ pub(crate) const TILE_ROWS: usize = 16;
 pub struct GpuStep {
     /// Rows (new tokens).
     pub(crate) rows: usize,
-    /// Logit rows.
-    pub(crate) n_logit: usize,
+    /// Output rows (gathered for logits and hidden states).
+    pub(crate) n_output: usize,
     /// Rotated dimensions per head.
     pub(crate) rope_dims: usize,
     /// Longest context of any row (its position + 1).
@@ -44,7 +44,7 @@ pub(crate) fn pack(step: &StepInput) -> Vec<u32> {
         }
     }
     section(&mut w, 6, &mut row_seq.into_iter());
-    section(&mut w, 7, &mut step.logit_rows.iter().copied());
+    section(&mut w, 7, &mut step.output_rows.iter().copied());
     section(&mut w, 8, &mut step.rope_angles.iter().map(|a| a.to_bits()));
     // Sequences: row start, rows, start position, block table offset (filled below).
     let seqs_at = w.len();
@@ -74,7 +74,7 @@ pub(crate) fn pack(step: &StepInput) -> Vec<u32> {
     }
     w[0] = rows as u32;
     w[1] = step.seqs.len() as u32;
-    w[2] = step.logit_rows.len() as u32;
+    w[2] = step.output_rows.len() as u32;
     w[9] = step.rope_dims as u32;
     w[12] = n_tiles;
     w[13] = match step.rope_layout {
