@@ -286,6 +286,9 @@ impl From<SubmitError> for ApiError {
     }
 }
 
+/// The error code of a structured-output grammar or schema the engine cannot use.
+pub const INVALID_GRAMMAR: &str = "invalid_grammar";
+
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
         match &e {
@@ -296,6 +299,10 @@ impl From<EngineError> for ApiError {
             },
             EngineError::Sampler(s) => ApiError::bad_param(s.param(), s.to_string()),
             EngineError::Template(t) => ApiError::bad_param("messages", t.to_string()),
+            EngineError::Grammar(g) => ApiError {
+                code: Some(Cow::Borrowed(INVALID_GRAMMAR)),
+                ..ApiError::bad_param("response_format", g.to_string())
+            },
             _ => ApiError::internal(e.to_string()),
         }
     }

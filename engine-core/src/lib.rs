@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod chat;
+pub mod constraint;
 pub mod engine;
 pub mod gguf;
 pub mod infill;

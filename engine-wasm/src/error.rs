@@ -85,6 +85,7 @@ impl From<EngineError> for EngineWasmError {
             }
             EngineError::Template(_)
             | EngineError::Sampler(_)
+            | EngineError::Grammar(_)
             | EngineError::EmptyPrompt
             | EngineError::PromptTooLong { .. } => {
                 EngineWasmError::new(Kind::InvalidRequest, e.to_string())

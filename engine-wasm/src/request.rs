@@ -129,5 +129,6 @@ pub fn parse(
         fallback_seed,
         flow: None,
         embed: None,
+        grammar: None,
     })
 }

@@ -1,5 +1,6 @@
 // The official `openai` npm SDK against `tandem serve`: completions streamed and not, usage,
-// stop strings, lengths, seeds, logprobs, models, embeddings, and errors as the SDK's typed errors.
+// stop strings, lengths, seeds, logprobs, models, embeddings, tool calls, structured output, and
+// errors as the SDK's typed errors.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import OpenAI from "openai";
@@ -120,6 +121,38 @@ test("embeddings (the SDK asks for base64 and decodes it)", async () => {
   assert.ok(diff < 1e-5, `float and base64 agree, differ by ${diff}`);
   assert.ok(r.usage.prompt_tokens > floats.usage.prompt_tokens);
   await assert.rejects(client.embeddings.create({ model: MODEL_ID, input: "x", dimensions: 8 }), (e) => e instanceof OpenAI.BadRequestError && e.param === "dimensions");
+});
+
+test("tool calling round trip: call, tool result, final answer", async () => {
+  const tools = [{ type: "function", function: { name: "get_weather", description: "The weather in a city.",
+    parameters: { type: "object", properties: { city: { type: "string", maxLength: 32 } }, required: ["city"], additionalProperties: false } } }];
+  const ask = [{ role: "user", content: "What is the weather in Rome?" }];
+  const first = await client.chat.completions.create({ model: MODEL_ID, messages: ask, tools, tool_choice: "required", parallel_tool_calls: false, temperature: 0, max_tokens: 100 });
+  const choice = first.choices[0];
+  assert.equal(choice.finish_reason, "tool_calls");
+  assert.equal(choice.message.tool_calls.length, 1);
+  const call = choice.message.tool_calls[0];
+  assert.equal(call.function.name, "get_weather");
+  const args = JSON.parse(call.function.arguments);
+  assert.equal(typeof args.city, "string");
+  const history = [...ask, choice.message, { role: "tool", tool_call_id: call.id, content: JSON.stringify({ city: args.city, celsius: 21 }) }];
+  const final = await client.chat.completions.create({ model: MODEL_ID, messages: history, tools, temperature: 0, max_tokens: 40 });
+  assert.ok(final.choices[0].message.content.length > 0);
+  // Streamed: the SDK's helper gathers the tool-call deltas.
+  const stream = client.chat.completions.stream({ model: MODEL_ID, messages: ask, tools, tool_choice: "required", temperature: 0, max_tokens: 100 });
+  const done = await stream.finalChatCompletion();
+  assert.equal(done.choices[0].finish_reason, "tool_calls");
+  assert.equal(done.choices[0].message.tool_calls[0].function.name, "get_weather");
+  JSON.parse(done.choices[0].message.tool_calls[0].function.arguments);
+});
+
+test("structured output with a JSON schema", async () => {
+  const schema = { type: "object", properties: { name: { type: "string", maxLength: 20 }, age: { type: "integer", minimum: 0, maximum: 120 } }, required: ["name", "age"], additionalProperties: false };
+  const r = await client.chat.completions.create({ model: MODEL_ID, messages: [{ role: "user", content: "A person as JSON." }], temperature: 0, max_tokens: 100,
+    response_format: { type: "json_schema", json_schema: { name: "person", schema, strict: true } } });
+  const v = JSON.parse(r.choices[0].message.content);
+  assert.deepEqual(Object.keys(v).sort(), ["age", "name"]);
+  assert.ok(Number.isInteger(v.age) && v.age >= 0 && v.age <= 120);
 });
 
 test("a full queue is a RateLimitError", async () => {

@@ -57,6 +57,19 @@ pub fn bench(which: &str, llama_cpp: bool, bandwidth: Option<f64>) -> Result<()>
                 "--reps",
                 "3",
             ])?;
+            // Decoding under a JSON schema beside unconstrained decoding (structured outputs).
+            println!();
+            tandem_bench(&[
+                "--threads",
+                "1,2",
+                "-p",
+                "0",
+                "-n",
+                "128",
+                "--structured",
+                "--reps",
+                "6",
+            ])?;
             // Decode deep into the context, in a process of its own so that the peak memory
             // above is that of the short tests (4000 tokens of f16 KV cache take 92 MiB).
             println!();

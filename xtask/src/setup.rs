@@ -20,6 +20,7 @@ const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea3
 const PYTHON_REQUIREMENTS: &[&str] = &[
     "gguf==0.19.0",
     "numpy==2.4.6",
+    "jsonschema==4.26.0",
     "openai==3.57.0",
     "pytest==9.2.0",
 ];

@@ -295,11 +295,13 @@ pub fn needs(req: &ApiRequest, rendered: &str) -> Needs {
     let s = req.sampling();
     let mut f = Features {
         multiple_choices: s.n.is_some_and(|n| n > 1),
+        structured_outputs: s.structured(),
         ..Features::default()
     };
     let (prompt_tokens, bound) = match req {
         ApiRequest::Chat(r) => {
             f.logprobs = r.logprobs.unwrap_or(false);
+            f.tools = r.tools.as_ref().is_some_and(|t| !t.is_empty());
             f.passthrough = !r.extra.is_empty()
                 || r.messages.iter().any(|m| {
                     !m.extra.is_empty()
@@ -385,9 +387,11 @@ mod tests {
         );
         let n = needs(&r, &rendered_prompt(&r));
         assert!(n.features.logprobs && n.features.multiple_choices && !n.features.passthrough);
-        let r =
-            chat(serde_json::json!({"messages": [{"role": "user", "content": "hi"}], "tools": []}));
-        assert!(needs(&r, "").features.passthrough);
+        let r = chat(
+            serde_json::json!({"messages": [{"role": "user", "content": "hi"}], "tools": [{}], "x_vendor": 1}),
+        );
+        let n = needs(&r, "").features;
+        assert!(n.tools && n.passthrough);
         let r = ApiRequest::Completion(
             serde_json::from_value(
                 serde_json::json!({"prompt": [1, 2, 3], "echo": true, "logprobs": 1}),

@@ -11,6 +11,7 @@ use std::pin::Pin;
 use control_plane::backends::{self, BackendKind, WithEngine};
 use control_plane::{load, memory};
 use engine_core::backend::Backend;
+use engine_core::constraint::Grammar;
 use engine_core::engine::{Engine, EngineConfig, Event, Request};
 use rand::{RngExt, SeedableRng};
 
@@ -49,7 +50,16 @@ pub struct BenchArgs {
     /// seen) and warm (the same prefix, another question).
     #[arg(long, default_value_t = 0)]
     pub prefix_cache: usize,
+    /// Also decode under a JSON schema (structured output) after the same prompts, and print
+    /// its rate beside the unconstrained one: the token masks' cost per token.
+    #[arg(long)]
+    pub structured: bool,
 }
+
+/// The schema of the structured-output decode test: an object holding a list of at least 128
+/// short strings, so that every measured token is generated under a live grammar (keys,
+/// punctuation and free text, as in real JSON answers).
+const BENCH_SCHEMA: &str = r#"{"type": "object", "properties": {"notes": {"type": "array", "minItems": 128, "items": {"type": "string", "maxLength": 24}}}, "required": ["notes"]}"#;
 
 /// Tokens after the shared prefix in the prefix-cache test.
 const QUESTION_TOKENS: usize = 16;
@@ -136,7 +146,7 @@ impl Table<'_> {
             let mut times = Vec::new();
             for rep in 0..=args.reps {
                 let prompt: Vec<u32> = (0..n).map(|_| rng.random_range(32..vocab)).collect();
-                let (ttft, _) = generate(&mut engine, prompt, 1).await?;
+                let (ttft, _) = generate_greedy(&mut engine, prompt, 1).await?;
                 if rep > 0 {
                     times.push(ttft);
                 }
@@ -158,8 +168,8 @@ impl Table<'_> {
                     p.extend(random(rng, QUESTION_TOKENS));
                     p
                 };
-                let (c, _) = generate(&mut engine, ask(&mut rng), 1).await?;
-                let (w, _) = generate(&mut engine, ask(&mut rng), 1).await?;
+                let (c, _) = generate_greedy(&mut engine, ask(&mut rng), 1).await?;
+                let (w, _) = generate_greedy(&mut engine, ask(&mut rng), 1).await?;
                 if rep > 0 {
                     cold.push(c);
                     warm.push(w);
@@ -176,22 +186,46 @@ impl Table<'_> {
             );
             println!("| | | | | | warm TTFT / cold | {:.1}% | |", w / c * 100.0);
         }
+        let schema: serde_json::Value = serde_json::from_str(BENCH_SCHEMA)?;
         for &depth in args.depth.iter().filter(|_| args.n_gen > 0) {
-            let mut rates = Vec::new();
+            let (mut rates, mut constrained, mut constrained_tokens) = (Vec::new(), Vec::new(), 0);
             for rep in 0..=args.reps {
                 let prompt: Vec<u32> = (0..depth.max(1))
                     .map(|_| rng.random_range(32..vocab))
                     .collect();
-                let (ttft, total) = generate(&mut engine, prompt, args.n_gen + 1).await?;
+                let mut req = Request::greedy(prompt.clone(), args.n_gen + 1);
+                req.ignore_eos = true;
+                let (ttft, total, _) = generate(&mut engine, req).await?;
                 if rep > 0 {
                     rates.push(args.n_gen as f64 / (total - ttft).as_secs_f64());
+                }
+                if args.structured {
+                    // The rate counts the tokens it took, should the JSON end first.
+                    let mut req = Request::greedy(prompt, args.n_gen + 1);
+                    req.grammar = Some(Grammar::JsonSchema(schema.clone()));
+                    let (ttft, total, tokens) = generate(&mut engine, req).await?;
+                    if rep > 0 && tokens > 1 {
+                        constrained.push((tokens - 1) as f64 / (total - ttft).as_secs_f64());
+                        constrained_tokens += tokens;
+                    }
                 }
             }
             let test = match depth {
                 0 => format!("tg{}", args.n_gen),
                 d => format!("tg{} @ d{d}", args.n_gen),
             };
-            row(&test, rates.iter().sum::<f64>() / rates.len() as f64, None);
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+            let free = mean(&rates);
+            row(&test, free, None);
+            if !constrained.is_empty() {
+                let json = mean(&constrained);
+                let avg = constrained_tokens / constrained.len();
+                row(&format!("{test} json schema ({avg} tokens)"), json, None);
+                println!(
+                    "| | | | | | structured-output overhead per token | {:.1}% | |",
+                    (free / json - 1.0) * 100.0
+                );
+            }
         }
         Ok(info.device.clone())
     }
@@ -203,22 +237,33 @@ fn mean_secs(times: &[Duration]) -> f64 {
 
 /// Generates `max_tokens` greedy tokens (ignoring end-of-turn); returns the time to the first
 /// token and to the last.
-async fn generate<B: Backend>(
+async fn generate_greedy<B: Backend>(
     engine: &mut Engine<B>,
     prompt: Vec<u32>,
     max_tokens: usize,
 ) -> Result<(Duration, Duration)> {
-    let (tx, rx) = mpsc::channel();
     let mut req = Request::greedy(prompt, max_tokens);
     req.ignore_eos = true;
+    let (ttft, total, _) = generate(engine, req).await?;
+    Ok((ttft, total))
+}
+
+/// Runs `req` alone; returns the time to the first token, to the last, and the tokens.
+async fn generate<B: Backend>(
+    engine: &mut Engine<B>,
+    req: Request,
+) -> Result<(Duration, Duration, usize)> {
+    let (tx, rx) = mpsc::channel();
     let start = Instant::now();
     engine.add(req, Box::new(move |ev| tx.send(ev).is_ok()))?;
     let mut first = None;
+    let mut tokens = 0;
     while engine.has_work() {
         engine.step().await?;
         for ev in rx.try_iter() {
             match ev {
                 Event::Token { .. } => {
+                    tokens += 1;
                     first.get_or_insert_with(|| start.elapsed());
                 }
                 Event::Failed(e) => bail!("generation failed: {e}"),
@@ -227,5 +272,5 @@ async fn generate<B: Backend>(
         }
     }
     let total = start.elapsed();
-    Ok((first.unwrap_or(total), total))
+    Ok((first.unwrap_or(total), total, tokens))
 }

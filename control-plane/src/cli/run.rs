@@ -142,6 +142,7 @@ async fn answer<B: Backend>(mut engine: Engine<B>, args: &RunArgs) -> Result<()>
         fallback_seed: rand::random(),
         flow: None,
         embed: None,
+        grammar: None,
     };
     let start = Instant::now();
     engine.add(request, Box::new(move |ev| tx.send(ev).is_ok()))?;

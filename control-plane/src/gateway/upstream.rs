@@ -31,6 +31,10 @@ pub struct Features {
     pub fill_in_middle: bool,
     /// `/v1/embeddings`.
     pub embeddings: bool,
+    /// Structured outputs (`response_format`, `guided_*`).
+    pub structured_outputs: bool,
+    /// Tool calling (`tools`).
+    pub tools: bool,
 }
 
 impl Features {
@@ -43,6 +47,8 @@ impl Features {
         passthrough: true,
         fill_in_middle: true,
         embeddings: true,
+        structured_outputs: true,
+        tools: true,
     };
 
     /// Whether `self` offers everything `needed` asks for.
@@ -54,6 +60,8 @@ impl Features {
             && (!needed.passthrough || self.passthrough)
             && (!needed.fill_in_middle || self.fill_in_middle)
             && (!needed.embeddings || self.embeddings)
+            && (!needed.structured_outputs || self.structured_outputs)
+            && (!needed.tools || self.tools)
     }
 }
 
@@ -160,6 +168,9 @@ pub enum Logprobs {
 }
 
 /// What an upstream's stream yields.
+// Nearly every output is a delta: boxing it would add an allocation per token to save the size
+// of the one usage output at the end.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Output {
     /// A piece of a choice.

@@ -89,6 +89,22 @@ pub struct SamplingFields {
     /// Keep generating after the end-of-turn token (vLLM extension, for benchmarks).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ignore_eos: Option<bool>,
+    /// Structured output: `{type: "text" | "json_object" | "json_schema", json_schema: {name,
+    /// schema, strict}}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<serde_json::Value>,
+    /// vLLM's structured outputs: a JSON schema (an object, or a string holding one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guided_json: Option<serde_json::Value>,
+    /// vLLM's: a regular expression the whole output matches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guided_regex: Option<String>,
+    /// vLLM's: the output is one of these strings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guided_choice: Option<Vec<String>>,
+    /// vLLM's: a grammar in Lark's EBNF the output is a sentence of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guided_grammar: Option<String>,
 }
 
 impl SamplingFields {
@@ -103,6 +119,18 @@ impl SamplingFields {
             .as_ref()
             .and_then(|o| o.include_usage)
             .unwrap_or(false)
+    }
+
+    /// Whether it asks for structured output (any of `response_format` other than text and the
+    /// `guided_*` fields).
+    pub fn structured(&self) -> bool {
+        self.response_format
+            .as_ref()
+            .is_some_and(|f| f.get("type").and_then(|t| t.as_str()) != Some("text"))
+            || self.guided_json.is_some()
+            || self.guided_regex.is_some()
+            || self.guided_choice.is_some()
+            || self.guided_grammar.is_some()
     }
 
     /// Asks for a stream with a usage chunk (what the gateway sends to remote upstreams, so it
@@ -198,6 +226,16 @@ pub struct ChatCompletionRequest {
     /// extension): the answer goes on from its text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub continue_final_message: Option<bool>,
+    /// Functions the model may call (`[{type: "function", function: {name, description,
+    /// parameters}}]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<serde_json::Value>>,
+    /// `none`, `auto`, `required`, or `{type: "function", function: {name}}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<serde_json::Value>,
+    /// Whether one answer may call several functions (default true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
     /// Sampling parameters.
     #[serde(flatten)]
     pub sampling: SamplingFields,

@@ -19,6 +19,7 @@ use self::fairness::FairQueue;
 use self::sequence::Sequence;
 use crate::backend::{Backend, BackendError, KvDtype, KvLayout, LogitsWanted, SeqChunk, StepInput};
 use crate::chat::{ChatTemplate, ChatTemplateError};
+use crate::constraint::{Constraint, ConstraintError, Grammar, GrammarCompiler};
 use crate::gguf::GgufFile;
 use crate::kv_cache::{BlockAllocator, BlockTable};
 use crate::model::{LlamaModel, ModelConfig, ModelError, Scratch};
@@ -100,6 +101,9 @@ pub enum EngineError {
     /// Invalid sampling parameters.
     #[error(transparent)]
     Sampler(#[from] SamplerError),
+    /// The structured-output grammar cannot be used.
+    #[error(transparent)]
+    Grammar(#[from] ConstraintError),
     /// The prompt is empty.
     #[error("the prompt is empty")]
     EmptyPrompt,
@@ -159,6 +163,8 @@ pub struct Engine<B: Backend> {
     retain_prefix: bool,
     /// The tokens (and their KV blocks) of the last finished sequence, while retained.
     retained: Option<Retained>,
+    /// Compiles structured-output grammars (built at the first one).
+    grammars: Option<GrammarCompiler>,
 }
 
 /// The cached tokens of a finished sequence that a next request may continue from.
@@ -218,6 +224,7 @@ impl<B: Backend> Engine<B> {
             next_id: 1,
             retain_prefix: false,
             retained: None,
+            grammars: None,
         })
     }
 
@@ -357,6 +364,10 @@ impl<B: Backend> Engine<B> {
             });
         }
         req.params.validate(vocab)?;
+        let constraint = match &req.grammar {
+            Some(g) if req.embed.is_none() => Some(self.compile_grammar(g)?),
+            _ => None,
+        };
         let mut sampler = Sampler::new(req.params.clone(), vocab, req.fallback_seed)?;
         sampler.accept_prompt(&req.prompt);
         let id = self.next_id;
@@ -367,8 +378,18 @@ impl<B: Backend> Engine<B> {
         let mut seq = Sequence::new(id, req, sampler, sink, self.model.config().d_model);
         seq.start_tag = tag;
         seq.flow = flow;
+        seq.constraint = constraint;
         self.enqueue(seq);
         Ok(id)
+    }
+
+    /// A fresh constraint for `grammar` (the vocabulary's token trie is built the first time).
+    pub fn compile_grammar(&mut self, grammar: &Grammar) -> Result<Constraint, EngineError> {
+        if self.grammars.is_none() {
+            self.grammars = Some(GrammarCompiler::new(&self.tokenizer)?);
+        }
+        let compiler = self.grammars.as_ref().expect("built above");
+        Ok(compiler.compile(grammar)?)
     }
 
     /// Puts a sequence in the waiting queue at its place by start tag (then age).
@@ -838,10 +859,24 @@ impl<B: Backend> Engine<B> {
                     },
                     None => {
                         let mut last = seq_logits[(rows - 1) * vocab..rows * vocab].to_vec();
+                        if let Some(c) = &mut seq.constraint
+                            && let Err(e) = c.mask(&mut last)
+                        {
+                            seq.send(Event::Failed(e.to_string()));
+                            seq.deaf = true;
+                            continue;
+                        }
                         seq.sampler.sample(&mut last)
                     }
                 };
                 seq.sampler.accept(token.id);
+                if let Some(c) = &mut seq.constraint
+                    && let Err(e) = c.accept(token.id)
+                {
+                    seq.send(Event::Failed(e.to_string()));
+                    seq.deaf = true;
+                    continue;
+                }
                 seq.tokens.push(token.id);
                 report.decoded += 1;
                 let eog = self.tokenizer.is_end_of_generation(token.id) && !seq.ignore_eos;
@@ -905,6 +940,7 @@ impl<B: Backend> Engine<B> {
                     LogitsWanted::Last => {
                         seq.computed + seq.scheduled == seq.tokens.len()
                             && seq.max_tokens > 0
+                            && seq.constraint.is_none()
                             && seq.sampler.can_sample_on_device()
                     }
                 }

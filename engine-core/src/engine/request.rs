@@ -1,5 +1,6 @@
 //! What a caller asks the engine for, and what it hears back.
 
+use crate::constraint::Grammar;
 use crate::model::Pooling;
 use crate::sampler::{SampledToken, SamplingParams};
 
@@ -28,6 +29,9 @@ pub struct Request {
     /// Embed the prompt instead of continuing it: its final hidden states pooled this way come
     /// back as [`Event::Embedding`] (and `max_tokens` is taken as 0).
     pub embed: Option<Pooling>,
+    /// Structured output: what the generated text must match (its tokens are masked to keep it
+    /// a prefix of an accepted text, and it ends when the grammar is complete).
+    pub grammar: Option<Grammar>,
 }
 
 impl Request {
@@ -46,6 +50,7 @@ impl Request {
             fallback_seed: 0,
             flow: None,
             embed: None,
+            grammar: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! One sequence's state inside the engine.
 
 use super::request::{Event, EventSink, FinishReason, PromptLogprob, Request, SeqId};
+use crate::constraint::Constraint;
 use crate::kv_cache::BlockTable;
 use crate::model::PoolAccumulator;
 use crate::sampler::{Sampler, StopMatcher};
@@ -36,6 +37,8 @@ pub(crate) struct Sequence {
     pub flow: String,
     /// The embedding being pooled, while the prompt is computed (embedding requests).
     pub pool: Option<PoolAccumulator>,
+    /// The structured-output grammar its tokens must follow.
+    pub constraint: Option<Constraint>,
 }
 
 impl Sequence {
@@ -74,6 +77,7 @@ impl Sequence {
             start_tag: 0.0,
             flow: String::new(),
             pool: req.embed.map(|p| PoolAccumulator::new(p, dim)),
+            constraint: None,
         }
     }
 

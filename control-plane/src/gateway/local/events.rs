@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 
 use super::ModelHandle;
 use super::run::EngineRun;
+use super::tools::{ToolSetup, ToolStream};
 use crate::gateway::upstream::{Delta, FailureKind, Logprobs, Output, OutputStream, UpstreamError};
 use crate::openai::{ChatLogprobs, CompletionLogprobs, Endpoint, TokenLogprob, TopLogprob, Usage};
 
@@ -37,6 +38,8 @@ pub struct EventMapper {
     /// Choices per prompt: choice `i` answers prompt `i / n`.
     n: usize,
     usage: Usage,
+    /// The request's tools, and each choice's answer watched for calls.
+    tools: Option<(ToolSetup, Vec<ToolStream>)>,
 }
 
 impl EventMapper {
@@ -59,6 +62,24 @@ impl EventMapper {
             echo,
             n: n.max(1),
             usage: Usage::default(),
+            tools: None,
+        }
+    }
+
+    /// Parses tool calls out of the answers (chat).
+    pub fn with_tools(mut self, tools: Option<ToolSetup>) -> EventMapper {
+        self.tools = tools.map(|t| {
+            let streams = self.chars.iter().map(|_| ToolStream::default()).collect();
+            (t, streams)
+        });
+        self
+    }
+
+    /// Text of choice `i` as it may be shown now (a possible tool call is held back).
+    fn shown(&mut self, i: usize, text: String) -> String {
+        match &mut self.tools {
+            Some((setup, streams)) if !text.is_empty() => streams[i].push(setup, &text),
+            _ => text,
         }
     }
 
@@ -111,6 +132,7 @@ impl EventMapper {
     pub fn map(&mut self, i: usize, ev: Event, out: &mut VecDeque<Output>) -> Result<(), String> {
         match ev {
             Event::Token { token, text } => {
+                let text = self.shown(i, text);
                 let lp = self.token_logprobs(i, &token);
                 if !text.is_empty() || lp.is_some() {
                     let d = self.delta(i, text, lp, None);
@@ -146,11 +168,31 @@ impl EventMapper {
                 };
                 match self.format {
                     Endpoint::Chat => {
+                        let mut text = self.shown(i, text);
+                        let calls = match &mut self.tools {
+                            Some((setup, streams)) => {
+                                let (rest, calls) = std::mem::take(&mut streams[i]).finish(setup);
+                                text.push_str(&rest);
+                                calls
+                            }
+                            None => Vec::new(),
+                        };
                         if !text.is_empty() {
                             let d = self.delta(i, text, None, None);
                             out.push_back(Output::Delta(d));
                         }
-                        let d = self.delta(i, String::new(), None, Some(reason));
+                        let mut d = if calls.is_empty() {
+                            self.delta(i, String::new(), None, Some(reason))
+                        } else {
+                            self.delta(i, String::new(), None, Some("tool_calls"))
+                        };
+                        if !calls.is_empty() {
+                            let calls = calls.iter().enumerate().map(|(k, c)| c.to_json(k));
+                            d.extra.insert(
+                                "tool_calls".into(),
+                                serde_json::Value::Array(calls.collect()),
+                            );
+                        }
                         out.push_back(Output::Delta(d));
                     }
                     Endpoint::Completion => {

@@ -4,8 +4,10 @@
 
 pub mod embed;
 pub mod events;
+pub mod grammar;
 pub mod prompt;
 pub mod run;
+pub mod tools;
 pub mod variant;
 
 use std::hash::{Hash, Hasher};
@@ -122,6 +124,8 @@ impl LocalUpstream {
                 passthrough: false,
                 fill_in_middle: handle.tokenizer.fim_tokens().is_some(),
                 embeddings: true,
+                structured_outputs: true,
+                tools: true,
             },
             browser_variants: Vec::new(),
             created: crate::util::unix_now(),
@@ -270,6 +274,8 @@ impl Upstream for LocalUpstream {
         async move {
             let start = Instant::now();
             let prep_handle = Arc::clone(&handle);
+            let grammar_param = grammar::grammar_param(req.body.sampling());
+            let flow = flow_of(&req.headers);
             let (format, prepared) = tokio::task::spawn_blocking(move || match &req.body {
                 ApiRequest::Chat(r) => prompt::chat(&prep_handle, r).map(|p| (Endpoint::Chat, p)),
                 ApiRequest::Completion(r) => {
@@ -282,14 +288,19 @@ impl Upstream for LocalUpstream {
             })?
             .map_err(UpstreamError::Rejected)?;
             let choices = prepared.requests.len();
-            let flow = flow_of(&req.headers);
             let mut requests = prepared.requests;
             for r in &mut requests {
                 r.flow.clone_from(&flow);
             }
             let run = EngineRun::start(&metrics, &handle, requests, start)
                 .await
-                .map_err(UpstreamError::from)?;
+                .map_err(|mut e| {
+                    // Name the field that carried the grammar the engine refused.
+                    if e.code.as_deref() == Some(crate::errors::INVALID_GRAMMAR) {
+                        e.param = Some(grammar_param.into());
+                    }
+                    UpstreamError::from(e)
+                })?;
             let mapper = EventMapper::new(
                 format,
                 Arc::clone(&handle),
@@ -298,7 +309,8 @@ impl Upstream for LocalUpstream {
                 choices,
                 prepared.n,
                 prepared.echo,
-            );
+            )
+            .with_tools(prepared.tools);
             Ok(Generation {
                 stream: events::output_stream(run, mapper),
                 fingerprint: Some(handle.fingerprint.clone()),

@@ -4,10 +4,13 @@
 //! model.
 
 use engine_core::chat::ChatRequest;
+use engine_core::constraint::Grammar;
 use engine_core::engine::Request;
 use engine_core::sampler::{MAX_TOP_LOGPROBS, SamplingParams};
 
 use super::ModelHandle;
+use super::grammar::grammar_of;
+use super::tools::ToolSetup;
 use crate::errors::ApiError;
 use crate::openai::{
     ChatCompletionRequest, ChatMessage, CompletionRequest, MessageContent, PromptInput,
@@ -35,6 +38,8 @@ pub struct Prepared {
     pub echo: Option<Vec<String>>,
     /// Choices per prompt (`n`): request `i` is choice `i % n` of prompt `i / n`.
     pub n: usize,
+    /// The request's tools, whose calls are parsed from the answers.
+    pub tools: Option<ToolSetup>,
 }
 
 /// Converts the request's messages into what chat templates expect, checking roles and content.
@@ -51,11 +56,12 @@ pub fn template_messages(messages: &[ChatMessage]) -> Result<Vec<serde_json::Val
             "system" | "developer" => "system",
             "user" => "user",
             "assistant" => "assistant",
+            "tool" => "tool",
             other => {
                 return Err(ApiError::bad_param(
                     &format!("messages[{i}].role"),
                     format!(
-                        "Unsupported role {other:?} in messages[{i}]: expected system, developer, user or assistant."
+                        "Unsupported role {other:?} in messages[{i}]: expected system, developer, user, assistant or tool."
                     ),
                 ));
             }
@@ -90,6 +96,12 @@ pub fn template_messages(messages: &[ChatMessage]) -> Result<Vec<serde_json::Val
         let mut msg = serde_json::json!({"role": role, "content": content});
         if let Some(name) = &m.name {
             msg["name"] = serde_json::Value::from(name.as_str());
+        }
+        // The fields of tool calling, for templates that render them.
+        for key in ["tool_calls", "tool_call_id"] {
+            if let Some(v) = m.extra.get(key) {
+                msg[key] = v.clone();
+            }
         }
         out.push(msg);
     }
@@ -136,6 +148,7 @@ pub fn chat_prompt(
     model: &ModelHandle,
     messages: &[serde_json::Value],
     ending: Ending,
+    tools: Option<&serde_json::Value>,
 ) -> Result<Vec<u32>, ApiError> {
     let tok = &model.tokenizer;
     let piece = |id: Option<u32>| {
@@ -152,7 +165,7 @@ pub fn chat_prompt(
                 add_generation_prompt,
                 bos_token: &bos,
                 eos_token: &eos,
-                tools: None,
+                tools,
             })
             .map_err(|e| ApiError::bad_param("messages", e.to_string()))
     };
@@ -185,7 +198,11 @@ pub fn chat_prompt(
 
 /// Prepares a chat request.
 pub fn chat(model: &ModelHandle, req: &ChatCompletionRequest) -> Result<Prepared, ApiError> {
-    let messages = template_messages(&req.messages)?;
+    let mut messages = template_messages(&req.messages)?;
+    let tools = ToolSetup::of(req, model.template.source())?;
+    if let Some(t) = &tools {
+        t.adapt(&mut messages);
+    }
     let top = match (req.logprobs, req.top_logprobs) {
         (Some(true), n) => Some(check_top_logprobs(n.unwrap_or(0))?),
         (_, Some(n)) if n > 0 => {
@@ -196,7 +213,16 @@ pub fn chat(model: &ModelHandle, req: &ChatCompletionRequest) -> Result<Prepared
         }
         _ => None,
     };
-    let s = sampling(&req.sampling, top, model.vocab)?;
+    let mut s = sampling(&req.sampling, top, model.vocab)?;
+    if let Some(g) = tools.as_ref().and_then(ToolSetup::grammar) {
+        if s.grammar.is_some() {
+            return Err(ApiError::bad_param(
+                "tool_choice",
+                "A required or named tool_choice cannot be combined with structured output.",
+            ));
+        }
+        s.grammar = Some(g);
+    }
     let requested = req.max_completion_tokens.or(req.max_tokens);
     if requested == Some(0) {
         return Err(ApiError::bad_param(
@@ -204,7 +230,8 @@ pub fn chat(model: &ModelHandle, req: &ChatCompletionRequest) -> Result<Prepared
             "max_tokens must be at least 1.",
         ));
     }
-    let prompt = chat_prompt(model, &messages, Ending::of(req)?)?;
+    let native_tools = tools.as_ref().filter(|t| t.native).map(|t| &t.tools);
+    let prompt = chat_prompt(model, &messages, Ending::of(req)?, native_tools)?;
     let max_tokens = max_tokens(
         requested,
         usize::MAX,
@@ -222,6 +249,7 @@ pub fn chat(model: &ModelHandle, req: &ChatCompletionRequest) -> Result<Prepared
         fallback_seed: 0,
         flow: None,
         embed: None,
+        grammar: s.grammar.clone(),
     });
     Ok(Prepared {
         requests,
@@ -229,6 +257,7 @@ pub fn chat(model: &ModelHandle, req: &ChatCompletionRequest) -> Result<Prepared
         ignore_eos: s.ignore_eos,
         echo: None,
         n: s.n,
+        tools,
     })
 }
 
@@ -333,6 +362,7 @@ pub fn completion(model: &ModelHandle, req: &CompletionRequest) -> Result<Prepar
             fallback_seed: 0,
             flow: None,
             embed: None,
+            grammar: s.grammar.clone(),
         }));
     }
     Ok(Prepared {
@@ -341,6 +371,7 @@ pub fn completion(model: &ModelHandle, req: &CompletionRequest) -> Result<Prepar
         ignore_eos: s.ignore_eos,
         echo: echo.then(|| prompts.into_iter().map(|p| p.text).collect()),
         n: s.n,
+        tools: None,
     })
 }
 
@@ -392,6 +423,8 @@ pub struct Sampling {
     pub ignore_eos: bool,
     /// Choices per prompt.
     pub n: usize,
+    /// The structured-output grammar, if asked for.
+    pub grammar: Option<Grammar>,
 }
 
 impl Sampling {
@@ -490,6 +523,7 @@ pub fn sampling(
         stop,
         ignore_eos: f.ignore_eos.unwrap_or(false),
         n: n as usize,
+        grammar: grammar_of(f)?,
     })
 }
 

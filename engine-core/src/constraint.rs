@@ -1,0 +1,176 @@
+//! Structured outputs: a grammar (a JSON schema, a regular expression, a list of choices, a Lark
+//! grammar) limits the tokens a sequence may sample to those that keep its output a prefix of
+//! something the grammar accepts. The token masks come from `llguidance`, over a token trie
+//! built once from the model's vocabulary.
+
+use std::sync::Arc;
+
+use llguidance::api::TopLevelGrammar;
+use llguidance::toktrie::{ApproximateTokEnv, TokEnv, TokRxInfo, TokTrie};
+use llguidance::{Matcher, ParserFactory};
+
+use crate::tokenizer::Tokenizer;
+
+/// What a sequence's output must match.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Grammar {
+    /// A JSON value valid against this JSON schema (`{"type": "object"}` for any object), written
+    /// on one line with `, ` and `: ` separators unless the schema's `x-guidance` says
+    /// otherwise.
+    JsonSchema(serde_json::Value),
+    /// The whole output matches this regular expression.
+    Regex(String),
+    /// The output is exactly one of these strings.
+    Choice(Vec<String>),
+    /// A Lark grammar (llguidance's dialect: EBNF rules, regex terminals, `%json` and more).
+    Lark(String),
+}
+
+impl Grammar {
+    /// Any JSON object (OpenAI's `response_format: {type: "json_object"}`).
+    pub fn json_object() -> Grammar {
+        Grammar::JsonSchema(serde_json::json!({"type": "object"}))
+    }
+
+    fn top_level(&self) -> Result<TopLevelGrammar, ConstraintError> {
+        Ok(match self {
+            Grammar::JsonSchema(schema) => {
+                let mut schema = schema.clone();
+                // One line, `json.dumps` style, unless the schema says otherwise: whitespace a
+                // small model could spend its tokens on is not offered.
+                if let Some(o) = schema.as_object_mut()
+                    && !o.contains_key("x-guidance")
+                {
+                    o.insert(
+                        "x-guidance".into(),
+                        serde_json::json!({"whitespace_flexible": false, "item_separator": ", ",
+                                           "key_separator": ": "}),
+                    );
+                }
+                TopLevelGrammar::from_json_schema(schema)
+            }
+            Grammar::Regex(rx) => TopLevelGrammar::from_regex(rx),
+            Grammar::Choice(choices) => {
+                if choices.is_empty() {
+                    return Err(ConstraintError::Invalid(
+                        "a choice needs at least one option".into(),
+                    ));
+                }
+                let alternatives: Vec<String> =
+                    choices.iter().map(|c| regex_syntax::escape(c)).collect();
+                TopLevelGrammar::from_regex(&format!("(?:{})", alternatives.join("|")))
+            }
+            Grammar::Lark(lark) => TopLevelGrammar::from_lark(lark.clone()),
+        })
+    }
+}
+
+/// Why a grammar cannot constrain a sequence.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConstraintError {
+    /// The grammar or schema is malformed or uses what is not supported.
+    #[error("invalid grammar: {0}")]
+    Invalid(String),
+    /// The matcher failed while generating.
+    #[error("the grammar matcher failed: {0}")]
+    Matcher(String),
+}
+
+/// Compiles grammars for one vocabulary (the token trie and its precomputed slices are built
+/// once and shared by every sequence).
+pub struct GrammarCompiler {
+    factory: ParserFactory,
+}
+
+impl GrammarCompiler {
+    /// Builds the token trie of `tokenizer`'s vocabulary (control tokens are special: a grammar
+    /// never produces them; the end-of-sequence token ends an accepted output).
+    pub fn new(tokenizer: &Tokenizer) -> Result<GrammarCompiler, ConstraintError> {
+        let n = tokenizer.vocab_size();
+        let words: Vec<Vec<u8>> = (0..n as u32)
+            .map(|id| {
+                let bytes = tokenizer.token_bytes(id).unwrap_or_default();
+                if tokenizer.is_control(id) || bytes.is_empty() {
+                    let mut w = vec![TokTrie::SPECIAL_TOKEN_MARKER];
+                    match tokenizer.token_piece(id).filter(|p| !p.is_empty()) {
+                        Some(p) => w.extend_from_slice(p.as_bytes()),
+                        None => w.extend_from_slice(format!("<[unused{id}]>").as_bytes()),
+                    }
+                    w
+                } else {
+                    bytes.into_owned()
+                }
+            })
+            .collect();
+        let eos = tokenizer
+            .eos_id()
+            .or_else(|| tokenizer.eot_id())
+            .ok_or_else(|| {
+                ConstraintError::Invalid("the vocabulary has no end-of-sequence token".into())
+            })?;
+        let info = TokRxInfo {
+            vocab_size: n as u32,
+            tok_eos: eos,
+            tok_bos: tokenizer.bos_id(),
+            tok_pad: tokenizer.pad_id(),
+            tok_unk: tokenizer.unk_id(),
+            tok_end_of_turn: tokenizer.eot_id(),
+        };
+        let env: TokEnv = Arc::new(ApproximateTokEnv::new(TokTrie::from(&info, &words)));
+        let mut factory =
+            ParserFactory::new_simple(&env).map_err(|e| ConstraintError::Invalid(e.to_string()))?;
+        factory.quiet();
+        Ok(GrammarCompiler { factory })
+    }
+
+    /// A fresh constraint for one sequence.
+    pub fn compile(&self, grammar: &Grammar) -> Result<Constraint, ConstraintError> {
+        let parser = self
+            .factory
+            .create_parser(grammar.top_level()?)
+            .map_err(|e| ConstraintError::Invalid(e.to_string()))?;
+        let matcher = Matcher::new(Ok(parser));
+        if let Some(e) = matcher.get_error() {
+            return Err(ConstraintError::Invalid(e));
+        }
+        Ok(Constraint { matcher })
+    }
+}
+
+/// One sequence's position in its grammar.
+pub struct Constraint {
+    matcher: Matcher,
+}
+
+impl Constraint {
+    /// Sets the logits of every token the grammar does not allow next to minus infinity (only
+    /// the end of sequence once the output is complete).
+    pub fn mask(&mut self, logits: &mut [f32]) -> Result<(), ConstraintError> {
+        let allowed = self
+            .matcher
+            .compute_mask_or_eos()
+            .map_err(|e| ConstraintError::Matcher(e.to_string()))?;
+        for (id, l) in logits.iter_mut().enumerate() {
+            if id >= allowed.len() || !allowed.is_allowed(id as u32) {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        Ok(())
+    }
+
+    /// Advances past a sampled token.
+    pub fn accept(&mut self, token: u32) -> Result<(), ConstraintError> {
+        if self.matcher.is_stopped() {
+            // Complete: the end-of-sequence token it allowed.
+            return Ok(());
+        }
+        self.matcher
+            .consume_token(token)
+            .map_err(|e| ConstraintError::Matcher(e.to_string()))
+    }
+
+    /// Whether the output is complete (nothing but the end of sequence may follow).
+    pub fn is_complete(&self) -> bool {
+        self.matcher.is_stopped()
+    }
+}
