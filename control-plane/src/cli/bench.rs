@@ -189,6 +189,7 @@ impl Table<'_> {
         let schema: serde_json::Value = serde_json::from_str(BENCH_SCHEMA)?;
         for &depth in args.depth.iter().filter(|_| args.n_gen > 0) {
             let (mut rates, mut constrained, mut constrained_tokens) = (Vec::new(), Vec::new(), 0);
+            let (mut mask_time, mut masked) = (Duration::ZERO, 0);
             for rep in 0..=args.reps {
                 let prompt: Vec<u32> = (0..depth.max(1))
                     .map(|_| rng.random_range(32..vocab))
@@ -201,12 +202,24 @@ impl Table<'_> {
                 }
                 if args.structured {
                     // The rate counts the tokens it took, should the JSON end first.
+                    let grammar = Grammar::JsonSchema(schema.clone());
                     let mut req = Request::greedy(prompt, args.n_gen + 1);
-                    req.grammar = Some(Grammar::JsonSchema(schema.clone()));
-                    let (ttft, total, tokens) = generate(&mut engine, req).await?;
+                    req.grammar = Some(grammar.clone());
+                    let (ttft, total, ids) = generate(&mut engine, req).await?;
+                    let tokens = ids.len();
                     if rep > 0 && tokens > 1 {
                         constrained.push((tokens - 1) as f64 / (total - ttft).as_secs_f64());
                         constrained_tokens += tokens;
+                        // The masks alone: the same tokens again through a fresh matcher.
+                        let mut c = engine.compile_grammar(&grammar)?;
+                        let mut logits = vec![0.0f32; vocab as usize];
+                        let t = Instant::now();
+                        for &id in &ids {
+                            c.mask(&mut logits)?;
+                            c.accept(id)?;
+                        }
+                        mask_time += t.elapsed();
+                        masked += tokens;
                     }
                 }
             }
@@ -224,6 +237,11 @@ impl Table<'_> {
                 println!(
                     "| | | | | | structured-output overhead per token | {:.1}% | |",
                     (free / json - 1.0) * 100.0
+                );
+                let mask_us = mask_time.as_secs_f64() * 1e6 / masked as f64;
+                println!(
+                    "| | | | | | token mask per token | {mask_us:.0} µs ({:.1}% of a decode step) | |",
+                    mask_us * free / 1e4
                 );
             }
         }
@@ -252,18 +270,18 @@ async fn generate_greedy<B: Backend>(
 async fn generate<B: Backend>(
     engine: &mut Engine<B>,
     req: Request,
-) -> Result<(Duration, Duration, usize)> {
+) -> Result<(Duration, Duration, Vec<u32>)> {
     let (tx, rx) = mpsc::channel();
     let start = Instant::now();
     engine.add(req, Box::new(move |ev| tx.send(ev).is_ok()))?;
     let mut first = None;
-    let mut tokens = 0;
+    let mut tokens = Vec::new();
     while engine.has_work() {
         engine.step().await?;
         for ev in rx.try_iter() {
             match ev {
-                Event::Token { .. } => {
-                    tokens += 1;
+                Event::Token { token, .. } => {
+                    tokens.push(token.id);
                     first.get_or_insert_with(|| start.elapsed());
                 }
                 Event::Failed(e) => bail!("generation failed: {e}"),
