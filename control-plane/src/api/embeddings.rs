@@ -213,6 +213,7 @@ fn needs(input: &PromptInput) -> Needs {
         prompt_tokens: total.max(1),
         prompt_tokens_bound: bound,
         max_tokens: Some(0),
+        choices: 1,
     }
 }
 

@@ -338,6 +338,7 @@ pub fn needs(req: &ApiRequest, rendered: &str) -> Needs {
         prompt_tokens,
         prompt_tokens_bound: bound,
         max_tokens: req.max_tokens(),
+        choices: s.n.unwrap_or(1),
     }
 }
 

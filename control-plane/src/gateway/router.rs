@@ -40,6 +40,8 @@ pub struct Needs {
     pub prompt_tokens_bound: usize,
     /// `max_tokens`, if it says.
     pub max_tokens: Option<u64>,
+    /// Choices per prompt (`n`; 0 counts as 1).
+    pub choices: u32,
 }
 
 /// A model on an upstream.
@@ -218,11 +220,15 @@ pub fn plan(
     if open.is_empty() {
         return Err(NoRoute::AllAtCapacity);
     }
-    // Keep the candidates that offer the features, when any does; otherwise let the first one
-    // answer with its own reason.
+    // Keep the candidates that offer the features and as many choices, when any does; otherwise
+    // let the first one answer with its own reason.
     let capable: Vec<Candidate> = open
         .iter()
-        .filter(|c| c.model().features.covers(&needs.features))
+        .filter(|c| {
+            let m = c.model();
+            m.features.covers(&needs.features)
+                && m.max_choices.is_none_or(|most| needs.choices <= most)
+        })
         .cloned()
         .collect();
     let pool = if capable.is_empty() { open } else { capable };
@@ -368,6 +374,7 @@ mod tests {
             aliases: vec![],
             context_length: context,
             features: Features::ALL,
+            max_choices: None,
             browser_variants: vec![],
             created: 0,
         }]);
@@ -395,6 +402,26 @@ mod tests {
         })
         .unwrap();
         (p.order[0].upstream.id.clone(), p.reason)
+    }
+
+    #[test]
+    fn more_choices_than_an_upstream_allows_go_to_one_that_allows_them() {
+        let mut local = cand("local", None, UpstreamSettings::default());
+        let mut info = local.models[0].clone();
+        info.max_choices = Some(16);
+        local.models = Arc::new(vec![info]);
+        let remote = cand("remote", None, UpstreamSettings::default());
+        let cands = [local, remote];
+        for (choices, want) in [(17, vec!["remote"]), (16, vec!["local", "remote"])] {
+            let needs = Needs {
+                choices,
+                ..Needs::default()
+            };
+            let p = plan(cands.to_vec(), &needs, Policy::Balanced, None, &mut |_| 0).unwrap();
+            let mut got: Vec<&str> = p.order.iter().map(|c| c.upstream.id.as_str()).collect();
+            got.sort_unstable();
+            assert_eq!(got, want, "n = {choices}");
+        }
     }
 
     #[test]

@@ -78,6 +78,8 @@ pub struct ModelInfo {
     pub context_length: Option<usize>,
     /// What it supports.
     pub features: Features,
+    /// Most choices (`n`) per prompt, when the upstream limits them.
+    pub max_choices: Option<u32>,
     /// Files a browser can run it from.
     pub browser_variants: Vec<VariantCard>,
     /// Unix seconds when it became available.

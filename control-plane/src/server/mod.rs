@@ -280,6 +280,7 @@ fn remote(cfg: &ServeConfig, e: &UpstreamEntry) -> Result<UpstreamHandle, ServeE
             aliases: m.aliases.clone(),
             context_length: m.context_length,
             features: Features::ALL,
+            max_choices: None,
             browser_variants: m.browser_variants.clone(),
             created: now,
         })

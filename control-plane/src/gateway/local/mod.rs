@@ -127,6 +127,7 @@ impl LocalUpstream {
                 structured_outputs: true,
                 tools: true,
             },
+            max_choices: Some(prompt::MAX_N),
             browser_variants: Vec::new(),
             created: crate::util::unix_now(),
         };

@@ -163,6 +163,7 @@ impl RemoteUpstream {
                 upstream_name: m.id,
                 aliases: Vec::new(),
                 features: Features::ALL,
+                max_choices: None,
                 browser_variants: m
                     .browser_variants
                     .into_iter()
