@@ -3,10 +3,14 @@
 //! something the grammar accepts. The token masks come from `llguidance`, over a token trie
 //! built once from the model's vocabulary.
 
+#[cfg(feature = "grammars")]
 use std::sync::Arc;
 
+#[cfg(feature = "grammars")]
 use llguidance::api::TopLevelGrammar;
+#[cfg(feature = "grammars")]
 use llguidance::toktrie::{ApproximateTokEnv, TokEnv, TokRxInfo, TokTrie};
+#[cfg(feature = "grammars")]
 use llguidance::{Matcher, ParserFactory};
 
 use crate::tokenizer::Tokenizer;
@@ -32,6 +36,7 @@ impl Grammar {
         Grammar::JsonSchema(serde_json::json!({"type": "object"}))
     }
 
+    #[cfg(feature = "grammars")]
     fn top_level(&self) -> Result<TopLevelGrammar, ConstraintError> {
         Ok(match self {
             Grammar::JsonSchema(schema) => {
@@ -78,10 +83,12 @@ pub enum ConstraintError {
 
 /// Compiles grammars for one vocabulary (the token trie and its precomputed slices are built
 /// once and shared by every sequence).
+#[cfg(feature = "grammars")]
 pub struct GrammarCompiler {
     factory: ParserFactory,
 }
 
+#[cfg(feature = "grammars")]
 impl GrammarCompiler {
     /// Builds the token trie of `tokenizer`'s vocabulary (control tokens are special: a grammar
     /// never produces them; the end-of-sequence token ends an accepted output).
@@ -138,10 +145,12 @@ impl GrammarCompiler {
 }
 
 /// One sequence's position in its grammar.
+#[cfg(feature = "grammars")]
 pub struct Constraint {
     matcher: Matcher,
 }
 
+#[cfg(feature = "grammars")]
 impl Constraint {
     /// Sets the logits of every token the grammar does not allow next to minus infinity (only
     /// the end of sequence once the output is complete).
@@ -172,5 +181,47 @@ impl Constraint {
     /// Whether the output is complete (nothing but the end of sequence may follow).
     pub fn is_complete(&self) -> bool {
         self.matcher.is_stopped()
+    }
+}
+
+/// Without the `grammars` feature no compiler can be built (so no [`Constraint`] exists).
+#[cfg(not(feature = "grammars"))]
+pub enum GrammarCompiler {}
+
+#[cfg(not(feature = "grammars"))]
+impl GrammarCompiler {
+    /// Refuses: this engine was built without the `grammars` feature.
+    pub fn new(_tokenizer: &Tokenizer) -> Result<GrammarCompiler, ConstraintError> {
+        Err(ConstraintError::Invalid(
+            "structured outputs are not built into this engine (its `grammars` feature is off)"
+                .into(),
+        ))
+    }
+
+    /// Never called: no compiler exists.
+    pub fn compile(&self, _grammar: &Grammar) -> Result<Constraint, ConstraintError> {
+        match *self {}
+    }
+}
+
+/// Without the `grammars` feature no sequence has a constraint.
+#[cfg(not(feature = "grammars"))]
+pub enum Constraint {}
+
+#[cfg(not(feature = "grammars"))]
+impl Constraint {
+    /// Never called: no constraint exists.
+    pub fn mask(&mut self, _logits: &mut [f32]) -> Result<(), ConstraintError> {
+        match *self {}
+    }
+
+    /// Never called: no constraint exists.
+    pub fn accept(&mut self, _token: u32) -> Result<(), ConstraintError> {
+        match *self {}
+    }
+
+    /// Never called: no constraint exists.
+    pub fn is_complete(&self) -> bool {
+        match *self {}
     }
 }

@@ -3,6 +3,7 @@
 //! of its regular expression, one of its choices, a sentence of its Lark grammar), greedy and
 //! sampled, alone and batched; a grammar the engine cannot use is refused when the request is
 //! added.
+#![cfg(feature = "grammars")]
 
 mod common;
 

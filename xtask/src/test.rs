@@ -159,6 +159,7 @@ fn cross_checks() -> Result<()> {
     );
     shell::run(&mut wasm)?;
     shell::run(wasm.args(["--features", "webgpu"]))?;
+    shell::run(wasm.args(["--features", "grammars"]))?;
 
     let runner = shell::root().join("xtask/assets/wasi-runner.mjs");
     let mut wasi = shell::cargo();
