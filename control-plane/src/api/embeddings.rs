@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
 use super::generation::{
-    BYTES_PER_TOKEN, BYTES_PER_TOKEN_BOUND, UPSTREAM_HEADER, admit, as_tenant, forwarded_headers,
+    BYTES_PER_TOKEN, BYTES_PER_TOKEN_BOUND, UPSTREAM_HEADER, admit, as_tenant, estimate,
+    forwarded_headers,
 };
 use super::json::JsonBody;
 use crate::accounting::meter::{Meter, Source, metered};
@@ -20,7 +21,7 @@ use crate::accounting::{RequestTag, rate_limit_headers};
 use crate::errors::ApiError;
 use crate::gateway::dispatch::RequestContext;
 use crate::gateway::embed::Embedded;
-use crate::gateway::router::{self, Needs};
+use crate::gateway::router::Needs;
 use crate::gateway::upstream::{Features, Output};
 use crate::openai::{
     EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage, EmbeddingVector,
@@ -62,14 +63,9 @@ pub async fn handle(
     if let Some((acc, tag)) = accounting {
         tag.set_model(&name);
         if let Some(c) = &caller {
-            let tokens = ctx.needs.prompt_tokens;
-            let candidates = gateway.candidates(&name);
-            let prior = router::Prior::of(&candidates);
-            let usd = candidates
-                .iter()
-                .map(|c| router::price(&c.upstream, tokens, 0, prior))
-                .fold(0.0, f64::max);
-            match admit(acc, c, &name, tokens as u64, usd).await {
+            // Its input tokens (`needs.max_tokens` is 0: nothing is generated).
+            let (tokens, usd) = estimate(gateway, &name, &ctx);
+            match admit(acc, c, &name, tokens, usd).await {
                 Ok(a) => admission = Some(a),
                 Err(refused) => return Ok(refused),
             }

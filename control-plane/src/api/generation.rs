@@ -212,7 +212,7 @@ pub fn as_tenant(ctx: &mut RequestContext, c: &Caller) {
 
 /// What admission charges a request: (tokens, USD), its prompt estimate plus its completion
 /// limit, at the dearest upstream that serves the model.
-fn estimate(gateway: &Gateway, model: &str, ctx: &RequestContext) -> (u64, f64) {
+pub fn estimate(gateway: &Gateway, model: &str, ctx: &RequestContext) -> (u64, f64) {
     let completion = ctx.needs.max_tokens.unwrap_or(DEFAULT_COMPLETION_ESTIMATE);
     let prompt = ctx.needs.prompt_tokens as u64;
     let candidates = gateway.candidates(model);
