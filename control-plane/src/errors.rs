@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use engine_core::engine::{EngineError, SubmitError};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// An error answered to an API client.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -26,17 +27,27 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
+/// The body of every error answer (`ErrorResponse` in the OpenAPI document).
+#[derive(Serialize, ToSchema)]
+#[schema(as = ErrorResponse)]
+pub struct ErrorBody<'a> {
+    /// What went wrong.
+    #[schema(value_type = ErrorObject)]
+    error: ErrorObject<'a>,
 }
 
-#[derive(Serialize)]
-struct Inner<'a> {
+/// The error itself, as OpenAI's API has it.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorObject<'a> {
+    /// Human-readable explanation.
     message: &'a str,
+    /// `invalid_request_error`, `authentication_error`, `rate_limit_error`, `server_error`, ...
     #[serde(rename = "type")]
     kind: &'a str,
+    /// The request parameter at fault, if one is.
     param: Option<&'a str>,
+    /// A machine-readable code (`model_not_found`, `invalid_api_key`, `insufficient_quota`,
+    /// ...), if any.
     code: Option<&'a str>,
 }
 
@@ -246,8 +257,8 @@ impl ApiError {
 
     /// The JSON body, for a response or a streamed `data:` line.
     pub fn body_json(&self) -> String {
-        serde_json::to_string(&Body {
-            error: Inner {
+        serde_json::to_string(&ErrorBody {
+            error: ErrorObject {
                 message: &self.message,
                 kind: &self.kind,
                 param: self.param.as_deref(),

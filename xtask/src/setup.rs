@@ -22,6 +22,7 @@ const PYTHON_REQUIREMENTS: &[&str] = &[
     "numpy==2.4.6",
     "jsonschema==4.26.0",
     "openai==3.57.0",
+    "openapi-spec-validator==0.9.0",
     "pytest==9.2.0",
 ];
 

@@ -12,11 +12,30 @@ use axum::response::Response;
 use super::generation;
 use super::json::JsonBody;
 use crate::accounting::RequestTag;
+use crate::api::openapi::errors::GenerationErrors;
 use crate::errors::ApiError;
-use crate::openai::{ApiRequest, CompletionRequest};
+use crate::openai::{ApiRequest, Completion, CompletionRequest};
 use crate::state::SharedState;
 
-/// Handles the request.
+/// Creates a text completion.
+///
+/// Creates a text completion (OpenAI's legacy API): one choice per prompt (text, token ids or
+/// lists of either), `suffix` for fill-in-the-middle, `echo` and `logprobs` for scoring.
+#[utoipa::path(
+    post,
+    operation_id = "createCompletion",
+    path = "/v1/completions",
+    tag = "OpenAI",
+    request_body = CompletionRequest,
+    responses(
+        (status = 200, description = "The completion; with `stream: true`, `text_completion` chunks as server-sent events ending with `data: [DONE]`", content(
+            (Completion = "application/json"),
+            (Completion = "text/event-stream"),
+        )),
+        GenerationErrors,
+    ),
+    security((), ("api_key" = []))
+)]
 pub async fn handle(
     State(state): State<SharedState>,
     headers: HeaderMap,

@@ -18,6 +18,7 @@ use super::generation::{
 use super::json::JsonBody;
 use crate::accounting::meter::{Meter, Source, metered};
 use crate::accounting::{RequestTag, rate_limit_headers};
+use crate::api::openapi::errors::GenerationErrors;
 use crate::errors::ApiError;
 use crate::gateway::dispatch::RequestContext;
 use crate::gateway::embed::Embedded;
@@ -32,7 +33,22 @@ use crate::state::SharedState;
 /// Most inputs per request (OpenAI's limit).
 pub const MAX_INPUTS: usize = 2048;
 
-/// Handles the request.
+/// Creates embeddings.
+///
+/// One unit-length vector per input (texts or token ids), pooled from the
+/// model's final hidden states as its `pooling_type` says.
+#[utoipa::path(
+    post,
+    operation_id = "createEmbedding",
+    path = "/v1/embeddings",
+    tag = "OpenAI",
+    request_body = EmbeddingRequest,
+    responses(
+        (status = 200, description = "One vector per input, in input order", body = EmbeddingResponse),
+        GenerationErrors,
+    ),
+    security((), ("api_key" = []))
+)]
 pub async fn handle(
     State(state): State<SharedState>,
     headers: HeaderMap,

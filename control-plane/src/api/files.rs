@@ -9,10 +9,30 @@ use axum::response::{IntoResponse, Response};
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
-use crate::errors::ApiError;
+use crate::errors::{ApiError, ErrorBody};
 use crate::state::SharedState;
 
-/// Serves a local model's file.
+/// Downloads a model file.
+///
+/// Downloads a local model's GGUF file, for browsers to run it (the default browser variants):
+/// range requests, a strong `ETag` (the file's SHA-256), `If-None-Match`, long-lived caching.
+#[utoipa::path(
+    get,
+    operation_id = "downloadModelFile",
+    path = "/models/{id}/{file}",
+    tag = "Tandem",
+    params(
+        ("id" = String, Path, description = "The local model's id"),
+        ("file" = String, Path, description = "The file's name, as its browser variant's `url` gives it"),
+    ),
+    responses(
+        (status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "The requested range", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 304, description = "Not modified (`If-None-Match`)"),
+        (status = 404, description = "No such file", body = ErrorBody),
+        (status = 416, description = "The range is outside the file"),
+    )
+)]
 pub async fn get(
     State(state): State<SharedState>,
     Path((id, file)): Path<(String, String)>,

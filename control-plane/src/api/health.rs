@@ -4,17 +4,56 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::metrics::{EngineGauges, UpstreamGauges};
 use crate::state::SharedState;
 
+/// Liveness.
+///
 /// The process is up and answering.
-pub async fn health() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(
+    get,
+    operation_id = "health",
+    path = "/health",
+    tag = "Operations",
+    responses((status = 200, description = "Up", body = Health))
+)]
+pub async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
+/// What `GET /health` answers.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: &'static str,
+}
+
+/// What `GET /ready` answers.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready`, `loading` or `shutting_down`.
+    pub status: &'static str,
+    /// The models served (when ready).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
+}
+
+/// Readiness.
+///
 /// 200 once start-up finished (and until shutdown starts), 503 otherwise.
+#[utoipa::path(
+    get,
+    operation_id = "ready",
+    path = "/ready",
+    tag = "Operations",
+    responses(
+        (status = 200, description = "Ready, with the models served", body = Readiness),
+        (status = 503, description = "`loading` or `shutting_down`", body = Readiness),
+    )
+)]
 pub async fn ready(State(state): State<SharedState>) -> Response {
     if state.is_ready() {
         let models: Vec<String> = state
@@ -29,7 +68,10 @@ pub async fn ready(State(state): State<SharedState>) -> Response {
             .unwrap_or_default();
         (
             StatusCode::OK,
-            Json(json!({"status": "ready", "models": models})),
+            Json(Readiness {
+                status: "ready",
+                models: Some(models),
+            }),
         )
             .into_response()
     } else {
@@ -40,13 +82,26 @@ pub async fn ready(State(state): State<SharedState>) -> Response {
         };
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": status})),
+            Json(Readiness {
+                status,
+                models: None,
+            }),
         )
             .into_response()
     }
 }
 
-/// Prometheus text exposition.
+/// Prometheus metrics.
+///
+/// Requests, tokens, latencies, engines' batches and KV cache, upstreams'
+/// health and load, prefix cache queries and hits.
+#[utoipa::path(
+    get,
+    operation_id = "metrics",
+    path = "/metrics",
+    tag = "Operations",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain", body = String))
+)]
 pub async fn metrics(State(state): State<SharedState>) -> Response {
     let (engines, upstreams) = match state.loaded.get() {
         Some(l) => (

@@ -13,13 +13,16 @@ use axum::response::Response;
 use engine_core::infill::ExtraFile;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 
 use super::generation;
 use super::json::JsonBody;
 use crate::accounting::RequestTag;
+use crate::api::openapi::errors::GenerationErrors;
 use crate::errors::ApiError;
 use crate::openai::{ApiRequest, CompletionRequest, InfillParts};
 use crate::render::RenderSpec;
+use crate::render::llama::InfillResult;
 use crate::state::SharedState;
 
 /// Most files in `input_extra`.
@@ -27,7 +30,7 @@ pub const MAX_EXTRA_FILES: usize = 256;
 
 /// The body of `POST /infill`. Fields llama.cpp has that Tandem does not use (`n_indent`,
 /// `t_max_prompt_ms`, `cache_prompt`, `samplers`, ...) are accepted and ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct InfillRequest {
     /// The model (default: the server's default model).
     #[serde(default)]
@@ -60,7 +63,7 @@ pub struct InfillRequest {
 }
 
 /// One file of `input_extra`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct ExtraChunk {
     /// Its name.
     #[serde(default)]
@@ -133,7 +136,25 @@ impl InfillRequest {
     }
 }
 
-/// Handles the request.
+/// Fills in the middle (llama.cpp).
+///
+/// Fills in the middle (llama.cpp's `POST /infill`, as editor plugins written for llama-server
+/// send it): the text between `input_prefix` and `input_suffix`, with other files as context.
+#[utoipa::path(
+    post,
+    operation_id = "infill",
+    path = "/infill",
+    tag = "llama.cpp",
+    request_body = InfillRequest,
+    responses(
+        (status = 200, description = "The infill; with `stream: true`, partial results as server-sent events (`stop: false`) and the final one", content(
+            (InfillResult = "application/json"),
+            (InfillResult = "text/event-stream"),
+        )),
+        GenerationErrors,
+    ),
+    security((), ("api_key" = []))
+)]
 pub async fn handle(
     State(state): State<SharedState>,
     headers: HeaderMap,

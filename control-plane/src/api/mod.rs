@@ -12,5 +12,6 @@ pub mod health;
 pub mod infill;
 pub mod json;
 pub mod models;
+pub mod openapi;
 pub mod route;
 pub mod usage;

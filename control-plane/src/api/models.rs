@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 
+use crate::api::openapi::errors::{ModelErrors, ModelListErrors};
 use crate::errors::ApiError;
 use crate::gateway::upstream::ModelInfo;
 use crate::openai::{ModelCard, ModelList};
@@ -25,7 +26,21 @@ fn cards(m: &ModelInfo, upstreams: &[String]) -> Vec<ModelCard> {
         .collect()
 }
 
-/// Lists every model id and alias.
+/// Lists the models.
+///
+/// Lists every model any upstream serves, by id and alias, with the upstreams serving it and
+/// the files a browser can run it from.
+#[utoipa::path(
+    get,
+    operation_id = "listModels",
+    path = "/v1/models",
+    tag = "OpenAI",
+    responses(
+        (status = 200, description = "The models", body = ModelList),
+        ModelListErrors,
+    ),
+    security((), ("api_key" = []))
+)]
 pub async fn list(State(state): State<SharedState>) -> Result<Json<ModelList>, ApiError> {
     let gateway = &state.loaded()?.gateway;
     let data = gateway
@@ -39,7 +54,21 @@ pub async fn list(State(state): State<SharedState>) -> Result<Json<ModelList>, A
     }))
 }
 
-/// Describes one model (by id or alias).
+/// Describes a model.
+///
+/// Describes one model (an id or alias; ids may contain `/`).
+#[utoipa::path(
+    get,
+    operation_id = "retrieveModel",
+    path = "/v1/models/{*id}",
+    tag = "OpenAI",
+    params(("id" = String, Path, description = "The model's id or alias")),
+    responses(
+        (status = 200, description = "The model", body = ModelCard),
+        ModelErrors,
+    ),
+    security((), ("api_key" = []))
+)]
 pub async fn get(
     State(state): State<SharedState>,
     Path(id): Path<String>,

@@ -6,13 +6,29 @@ use axum::extract::State;
 use axum::{Extension, Json};
 
 use super::json::JsonBody;
+use crate::api::openapi::errors::RouteErrors;
 use crate::errors::ApiError;
 use crate::gateway::browser_route::{self, BrowserVariant, RouteAnswer, RouteRequest};
 use crate::gateway::router::{self, Needs};
 use crate::state::SharedState;
 use crate::tenants::Caller;
 
-/// Handles the request.
+/// Decides where a request runs.
+///
+/// Decides where a request should run: in the browser that sends its capability report, or on
+/// the server. The npm package asks this before each request under the `auto` policy.
+#[utoipa::path(
+    post,
+    operation_id = "routeRequest",
+    path = "/v1/route",
+    tag = "Tandem",
+    request_body = RouteRequest,
+    responses(
+        (status = 200, description = "Where to run the request, with the variant to run and the estimates compared", body = RouteAnswer),
+        RouteErrors,
+    ),
+    security((), ("api_key" = []))
+)]
 pub async fn handle(
     State(state): State<SharedState>,
     caller: Option<Extension<Caller>>,

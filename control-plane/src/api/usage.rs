@@ -6,11 +6,12 @@ use axum::Extension;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::response::Response;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::json::JsonBody;
-use crate::api::admin::reports::UsageQuery;
+use crate::api::admin::reports::{UsageQuery, UsageReport};
+use crate::api::openapi::errors::UsageErrors;
 use crate::errors::ApiError;
 use crate::gateway::router::{Prior, price};
 use crate::state::SharedState;
@@ -22,7 +23,7 @@ use crate::tenants::Caller;
 pub const MAX_REPORTED_TOKENS: u64 = 1 << 24;
 
 /// A browser's report.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct BrowserUsage {
     /// The model's public name.
     pub model: String,
@@ -47,8 +48,36 @@ pub struct BrowserUsage {
     pub ttft_ms: Option<u64>,
 }
 
-/// `GET /v1/usage?from=&to=&group_by=day|model|upstream|route&format=json|csv`: the usage of
-/// the caller's tenant (whatever `tenant` the query names).
+/// What `POST /v1/usage/browser` answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BrowserUsageRecorded {
+    /// Always `usage.record`.
+    pub object: &'static str,
+    /// The ledger record's id.
+    pub id: String,
+    /// What the cheapest server upstream would have charged, USD.
+    pub savings_usd: f64,
+}
+
+/// Reports the caller's usage.
+///
+/// The caller's own usage (its tenant's), grouped, as JSON or CSV: the admin report limited to
+/// one tenant (whatever `tenant` the query names).
+#[utoipa::path(
+    get,
+    operation_id = "getOwnUsage",
+    path = "/v1/usage",
+    tag = "Tandem",
+    params(UsageQuery),
+    responses(
+        (status = 200, description = "The report", content(
+            (UsageReport = "application/json"),
+            (String = "text/csv"),
+        )),
+        UsageErrors,
+    ),
+    security(("api_key" = []))
+)]
 pub async fn report(
     State(state): State<SharedState>,
     caller: Option<Extension<Caller>>,
@@ -63,12 +92,27 @@ pub async fn report(
     crate::api::admin::reports::report(&state, q).await
 }
 
-/// Handles the report.
+/// Reports usage served in a browser.
+///
+/// Reports tokens a user's browser generated: booked in the ledger at no cost, with what the
+/// server would have charged as savings.
+#[utoipa::path(
+    post,
+    operation_id = "reportBrowserUsage",
+    path = "/v1/usage/browser",
+    tag = "Tandem",
+    request_body = BrowserUsage,
+    responses(
+        (status = 200, description = "The record written", body = BrowserUsageRecorded),
+        UsageErrors,
+    ),
+    security((), ("api_key" = []))
+)]
 pub async fn browser(
     State(state): State<SharedState>,
     caller: Option<Extension<Caller>>,
     JsonBody(report): JsonBody<BrowserUsage>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BrowserUsageRecorded>, ApiError> {
     let Some(acc) = &state.accounting else {
         return Err(ApiError::not_found("This server keeps no usage ledger."));
     };
@@ -134,7 +178,9 @@ pub async fn browser(
     };
     let id = record.request_id.clone();
     acc.ledger.record_durably(record).await;
-    Ok(Json(
-        json!({"object": "usage.record", "id": id, "savings_usd": savings}),
-    ))
+    Ok(Json(BrowserUsageRecorded {
+        object: "usage.record",
+        id,
+        savings_usd: savings,
+    }))
 }

@@ -15,6 +15,7 @@ use std::fmt;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
 
 // ------------------------------------------------------------------------------------------------
 // Constants
@@ -148,7 +149,17 @@ pub struct BrowserVariant {
 
 /// How [`decide`] trades the operator's cost against the user's latency.
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+    ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Policy {
@@ -179,7 +190,7 @@ impl fmt::Display for Policy {
 }
 
 /// Where a request runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Route {
     /// In the user's browser.
@@ -236,7 +247,7 @@ impl fmt::Display for BrowserPath {
 
 /// The body of `POST /v1/route`. Every field is optional; a field of the wrong type counts as
 /// absent; unknown fields are ignored.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RouteRequest {
     /// The model asked for (the caller looks up its variants; [`decide`] does not read it).
     #[serde(default, deserialize_with = "lenient")]
@@ -268,7 +279,7 @@ impl Default for RouteRequest {
 
 /// What a browser reports about itself. Every field is optional (absent means unknown, or
 /// "no" for the booleans); a field of the wrong type counts as absent.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Capabilities {
     /// The WebGPU adapter, or `None` when the browser has no WebGPU.
     #[serde(default, deserialize_with = "lenient")]
@@ -301,7 +312,7 @@ pub struct Capabilities {
 }
 
 /// A browser's WebGPU adapter.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WebGpuInfo {
     /// Whether an adapter was obtained (default true: only an explicit `false` disables WebGPU).
     #[serde(default = "yes", deserialize_with = "lenient_true")]
@@ -329,7 +340,7 @@ impl Default for WebGpuInfo {
 }
 
 /// A WebGPU adapter's identity (`GPUAdapterInfo`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AdapterInfo {
     /// The vendor (`intel`, `apple`, `google`, ...).
     #[serde(default, deserialize_with = "lenient")]
@@ -357,7 +368,7 @@ impl AdapterInfo {
 }
 
 /// Speeds a client measured on this device.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Measured {
     /// Decode speed, tokens per second.
     #[serde(default, deserialize_with = "lenient")]
@@ -372,7 +383,7 @@ pub struct Measured {
 // ------------------------------------------------------------------------------------------------
 
 /// Expected performance and cost of running a request somewhere.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Estimate {
     /// Time to first token, milliseconds.
     pub ttft_ms: f64,
@@ -391,7 +402,7 @@ impl Estimate {
 }
 
 /// The variant a browser should run, as sent to the client.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct VariantRef {
     /// Where to download it.
     pub url: String,
@@ -418,7 +429,7 @@ impl From<&BrowserVariant> for VariantRef {
 }
 
 /// The estimates an answer compares.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Estimates {
     /// The best runnable browser option, or `None` when the browser can run no variant.
     pub browser: Option<Estimate>,
@@ -427,7 +438,7 @@ pub struct Estimates {
 }
 
 /// The answer of `POST /v1/route`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RouteAnswer {
     /// Where to run the request.
     pub route: Route,

@@ -2,11 +2,12 @@
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{Extra, PromptInput};
 
 /// `POST /v1/embeddings`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 pub struct EmbeddingRequest {
     /// Model id or alias; empty or missing means the default model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -23,6 +24,7 @@ pub struct EmbeddingRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Fields Tandem does not interpret, forwarded.
+    #[schema(ignore)]
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -49,7 +51,7 @@ impl EncodingFormat {
 }
 
 /// One vector in the response.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct EmbeddingData {
     /// Always `embedding`.
     pub object: String,
@@ -60,7 +62,7 @@ pub struct EmbeddingData {
 }
 
 /// A vector as written on the wire.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum EmbeddingVector {
     /// `encoding_format: float`.
@@ -102,7 +104,7 @@ impl EmbeddingVector {
 }
 
 /// The token counts of an embeddings request.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EmbeddingUsage {
     /// Input tokens.
     #[serde(default)]
@@ -113,7 +115,7 @@ pub struct EmbeddingUsage {
 }
 
 /// The response.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct EmbeddingResponse {
     /// Always `list`.
     pub object: String,

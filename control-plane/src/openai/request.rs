@@ -6,12 +6,13 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Fields a type does not name, kept in order to be forwarded.
 pub type Extra = serde_json::Map<String, serde_json::Value>;
 
 /// `stop`: one string or a list of them.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum StopSpec {
     /// A single stop string.
@@ -31,18 +32,19 @@ impl StopSpec {
 }
 
 /// `stream_options`.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
 pub struct StreamOptions {
     /// Send a last chunk with the usage of the whole request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include_usage: Option<bool>,
     /// Other options, forwarded.
+    #[schema(ignore)]
     #[serde(flatten)]
     pub extra: Extra,
 }
 
 /// Sampling fields shared by both endpoints (flattened into each request).
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
 pub struct SamplingFields {
     /// Softmax temperature (0 to 2 in OpenAI; 0 = greedy). Default 1.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -144,7 +146,7 @@ impl SamplingFields {
 }
 
 /// Message content: a string, or a list of parts.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum MessageContent {
     /// Plain text.
@@ -169,7 +171,7 @@ impl MessageContent {
 }
 
 /// One content part (`{"type": "text", "text": "..."}`, or another type, forwarded as it is).
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 pub struct ContentPart {
     /// The part's type.
     #[serde(rename = "type")]
@@ -178,12 +180,13 @@ pub struct ContentPart {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     /// The rest of the part (`image_url`, ...).
+    #[schema(ignore)]
     #[serde(flatten)]
     pub extra: Extra,
 }
 
 /// One message of a conversation.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 pub struct ChatMessage {
     /// `system`, `developer`, `user`, `assistant` or `tool`.
     pub role: String,
@@ -194,12 +197,13 @@ pub struct ChatMessage {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Other fields (`tool_calls`, `tool_call_id`, ...), forwarded.
+    #[schema(ignore)]
     #[serde(flatten)]
     pub extra: Extra,
 }
 
 /// `POST /v1/chat/completions`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 pub struct ChatCompletionRequest {
     /// Model id or alias; empty or missing means the default model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -240,12 +244,13 @@ pub struct ChatCompletionRequest {
     #[serde(flatten)]
     pub sampling: SamplingFields,
     /// Fields Tandem does not interpret (`tools`, `response_format`, ...), forwarded.
+    #[schema(ignore)]
     #[serde(flatten)]
     pub extra: Extra,
 }
 
 /// `prompt`: text, texts, token ids, or lists of token ids.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum PromptInput {
     /// One text prompt.
@@ -320,7 +325,7 @@ impl<'de> Deserialize<'de> for PromptInput {
 }
 
 /// `POST /v1/completions`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 pub struct CompletionRequest {
     /// Model id or alias; empty or missing means the default model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -352,6 +357,7 @@ pub struct CompletionRequest {
     #[serde(flatten)]
     pub sampling: SamplingFields,
     /// Fields Tandem does not interpret, forwarded.
+    #[schema(ignore)]
     #[serde(flatten)]
     pub extra: Extra,
 }

@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::request::Extra;
 
 /// Token counts of a request.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct Usage {
     /// Prompt tokens.
     #[serde(default)]
@@ -31,7 +32,7 @@ impl Usage {
 }
 
 /// One alternative in chat log-probabilities.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct TopLogprob {
     /// The token's text.
     pub token: String,
@@ -43,7 +44,7 @@ pub struct TopLogprob {
 }
 
 /// Log-probability of one generated token (chat format).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct TokenLogprob {
     /// The token's text.
     pub token: String,
@@ -58,7 +59,7 @@ pub struct TokenLogprob {
 }
 
 /// `choices[].logprobs` of a chat completion or chunk.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ChatLogprobs {
     /// One entry per generated token.
     #[serde(default)]
@@ -69,7 +70,7 @@ pub struct ChatLogprobs {
 }
 
 /// `choices[].logprobs` of a completion (the legacy format).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct CompletionLogprobs {
     /// Token texts.
     #[serde(default)]
@@ -97,21 +98,23 @@ impl CompletionLogprobs {
 }
 
 /// The assistant's message.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct AssistantMessage {
     /// Always `assistant`.
     pub role: &'static str,
     /// The reply.
     pub content: Option<String>,
     /// Always null.
+    #[schema(value_type = Option<String>)]
     pub refusal: Option<()>,
     /// Other fields the upstream sent (`tool_calls`, `reasoning_content`, ...).
+    #[schema(ignore)]
     #[serde(flatten)]
     pub extra: Extra,
 }
 
 /// One choice of a chat completion.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ChatChoice {
     /// Choice index.
     pub index: usize,
@@ -124,7 +127,7 @@ pub struct ChatChoice {
 }
 
 /// `chat.completion`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ChatCompletion {
     /// `chatcmpl-...`.
     pub id: String,
@@ -143,7 +146,7 @@ pub struct ChatCompletion {
 }
 
 /// The delta of a chat chunk.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct ChatDelta {
     /// `assistant` in the first chunk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -152,12 +155,13 @@ pub struct ChatDelta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
     /// Other fields (`tool_calls`, `reasoning_content`, ...).
+    #[schema(ignore)]
     #[serde(flatten)]
     pub extra: Extra,
 }
 
 /// One choice of a chat chunk.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ChatChunkChoice {
     /// Choice index.
     pub index: usize,
@@ -170,7 +174,7 @@ pub struct ChatChunkChoice {
 }
 
 /// `chat.completion.chunk`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ChatCompletionChunk<'a> {
     /// Same for every chunk of a response.
     pub id: &'a str,
@@ -190,7 +194,7 @@ pub struct ChatCompletionChunk<'a> {
 }
 
 /// One choice of a completion (or of a completion chunk).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct CompletionChoice {
     /// Choice index (the prompt's index).
     pub index: usize,
@@ -203,7 +207,7 @@ pub struct CompletionChoice {
 }
 
 /// `text_completion`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Completion<'a> {
     /// `cmpl-...`.
     pub id: &'a str,
@@ -261,7 +265,7 @@ pub struct StreamChoice {
 }
 
 /// A browser variant of a model as `/v1/models` lists it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct VariantCard {
     /// Where the browser downloads the GGUF file (relative URLs are relative to the server).
     pub url: String,
@@ -281,7 +285,7 @@ pub struct VariantCard {
 }
 
 /// One entry of `GET /v1/models`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ModelCard {
     /// The id (or alias) to put in requests.
     pub id: String,
@@ -302,7 +306,7 @@ pub struct ModelCard {
 }
 
 /// `GET /v1/models`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ModelList {
     /// Always `list`.
     pub object: &'static str,

@@ -4,31 +4,35 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::{Extension, Router};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::accounting;
 use crate::api::admin::{self, directory, reports};
 use crate::api::{
-    auth, chat, completions, embeddings, files, health, infill, models, route, usage,
+    auth, chat, completions, embeddings, files, health, infill, models, openapi, route, usage,
 };
 use crate::errors::ApiError;
 use crate::state::SharedState;
 
 /// Builds the application: API routes, then the web demo (or a JSON 404) for everything else.
+/// Every route comes from its handler's `#[utoipa::path]` attribute, which also puts it in the
+/// OpenAPI document served at `/openapi.json`.
 pub fn router(state: SharedState, cors_origins: &[String], web_root: Option<&Path>) -> Router {
-    let generation = Router::new()
-        .route("/v1/chat/completions", post(chat::handle))
-        .route("/v1/completions", post(completions::handle))
-        .route("/v1/embeddings", post(embeddings::handle))
-        .route("/infill", post(infill::handle))
+    let generation = OpenApiRouter::new()
+        .routes(routes!(chat::handle))
+        .routes(routes!(completions::handle))
+        .routes(routes!(embeddings::handle))
+        .routes(routes!(infill::handle))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             auth::require_key,
@@ -37,67 +41,57 @@ pub fn router(state: SharedState, cors_origins: &[String], web_root: Option<&Pat
             Arc::clone(&state),
             accounting::tag_requests,
         ));
-    let v1 = Router::new()
-        .route("/v1/route", post(route::handle))
-        .route("/v1/models", get(models::list))
-        .route("/v1/models/{*id}", get(models::get))
-        .route("/v1/usage/browser", post(usage::browser))
-        .route("/v1/usage", get(usage::report))
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(route::handle))
+        .routes(routes!(models::list))
+        .routes(routes!(models::get))
+        .routes(routes!(usage::browser))
+        .routes(routes!(usage::report))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             auth::require_key,
         ));
-    let admin = Router::new()
-        .route(
-            "/admin/v1/tiers",
-            get(directory::list_tiers).post(directory::create_tier),
-        )
-        .route(
-            "/admin/v1/tiers/{id}",
-            get(directory::get_tier)
-                .patch(directory::patch_tier)
-                .delete(directory::delete_tier),
-        )
-        .route(
-            "/admin/v1/tenants",
-            get(directory::list_tenants).post(directory::create_tenant),
-        )
-        .route(
-            "/admin/v1/tenants/{id}",
-            get(directory::get_tenant)
-                .patch(directory::patch_tenant)
-                .delete(directory::delete_tenant),
-        )
-        .route(
-            "/admin/v1/tenants/{id}/keys",
-            get(directory::list_keys).post(directory::create_key),
-        )
-        .route("/admin/v1/keys/{id}", delete(directory::revoke_key))
-        .route("/admin/v1/upstreams", get(admin::upstreams::list))
-        .route("/admin/v1/usage", get(reports::usage))
-        .route(
-            "/admin/v1/invoices/{tenant}/{period}",
-            get(reports::invoice),
-        )
+    let admin = OpenApiRouter::new()
+        .routes(routes!(directory::list_tiers, directory::create_tier))
+        .routes(routes!(
+            directory::get_tier,
+            directory::patch_tier,
+            directory::delete_tier
+        ))
+        .routes(routes!(directory::list_tenants, directory::create_tenant))
+        .routes(routes!(
+            directory::get_tenant,
+            directory::patch_tenant,
+            directory::delete_tenant
+        ))
+        .routes(routes!(directory::list_keys, directory::create_key))
+        .routes(routes!(directory::revoke_key))
+        .routes(routes!(admin::upstreams::list))
+        .routes(routes!(reports::usage))
+        .routes(routes!(reports::invoice))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             auth::require_admin,
         ));
-    let api = Router::new()
+    let (api, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(generation)
         .merge(v1)
         .merge(admin)
-        .route("/admin", get(admin::page::redirect))
-        .route("/admin/", get(admin::page::index))
-        .route("/admin/{file}", get(admin::page::file))
-        .route("/models/{id}/{file}", get(files::get))
-        .route("/health", get(health::health))
-        .route("/ready", get(health::ready))
-        .route("/metrics", get(health::metrics))
+        .routes(routes!(admin::page::redirect))
+        .routes(routes!(admin::page::index))
+        .routes(routes!(admin::page::file))
+        .routes(routes!(files::get))
+        .routes(routes!(health::health))
+        .routes(routes!(health::ready))
+        .routes(routes!(health::metrics))
+        .routes(routes!(openapi::serve))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             count_requests,
         ))
+        .split_for_parts();
+    let api = api
+        .layer(Extension(openapi::Document::new(&openapi::finish(doc))))
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() });
     let api = match web_root {
         Some(root) => api

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 use sqlx::Row;
+use utoipa::ToSchema;
 
 use super::{Dialect, Store, StoreError, now_ms};
 
@@ -101,7 +102,7 @@ pub struct UsageFilter {
 }
 
 /// How usage is grouped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum GroupBy {
     /// Per UTC day.
@@ -130,7 +131,7 @@ impl GroupBy {
 }
 
 /// One group's sums.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, ToSchema)]
 pub struct UsageGroup {
     /// The group (a `YYYY-MM-DD` day, a model, an upstream, a route or a tenant).
     pub group: String,

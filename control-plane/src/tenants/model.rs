@@ -1,12 +1,13 @@
 //! Tiers, tenants and API keys as the admin API and the database hold them.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::gateway::Policy;
 
 /// What a tier allows. A tenant's overrides have the same fields; an absent field means "no
-/// limit" on a tier and "as the tier says" in overrides.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// limit" on a tier and "as the tier says" in overrides. Unknown fields are refused.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     /// Requests per minute.
@@ -77,8 +78,8 @@ impl Plan {
     }
 }
 
-/// A key's own limits (on top of its tenant's).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A key's own limits (on top of its tenant's). Unknown fields are refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyLimits {
     /// Requests per minute.
@@ -90,7 +91,7 @@ pub struct KeyLimits {
 }
 
 /// A tier.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct Tier {
     /// Its id (`free`, `pro`, ...).
     pub id: String,
@@ -104,7 +105,7 @@ pub struct Tier {
 }
 
 /// A tenant.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct Tenant {
     /// Its id.
     pub id: String,
@@ -121,7 +122,7 @@ pub struct Tenant {
 }
 
 /// An API key as listed (never the key itself).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct ApiKeyInfo {
     /// Its id (`key_...`).
     pub id: String,

@@ -3,14 +3,18 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
-use super::{accounting, check_id, list, merge_patch, object, store_error};
+use super::bodies::{KeyCreate, TenantCreate, TenantPatch, TierCreate};
+use super::{Deleted, List, accounting, check_id, list, merge_patch, object, store_error};
 use crate::api::json::JsonBody;
+use crate::api::openapi::errors::{AdminReadErrors, AdminWriteErrors};
 use crate::errors::ApiError;
 use crate::state::SharedState;
 use crate::tenants::keys;
-use crate::tenants::model::{KeyLimits, Plan, Tenant};
+use crate::tenants::model::{ApiKeyInfo, KeyLimits, Plan, Tenant, Tier};
 
 type Answer = Result<(StatusCode, Json<Value>), ApiError>;
 
@@ -55,7 +59,18 @@ async fn reload(state: &SharedState) -> Result<(), ApiError> {
         .map_err(store_error)
 }
 
-/// `GET /admin/v1/tiers`.
+/// Lists the tiers.
+#[utoipa::path(
+    get,
+    operation_id = "listTiers",
+    path = "/admin/v1/tiers",
+    tag = "Admin",
+    responses(
+        (status = 200, description = "The tiers", body = List<Tier>),
+        AdminReadErrors,
+    ),
+    security(("admin_key" = []))
+)]
 pub async fn list_tiers(State(state): State<SharedState>) -> Answer {
     let tiers = accounting(&state)?
         .store
@@ -65,7 +80,21 @@ pub async fn list_tiers(State(state): State<SharedState>) -> Answer {
     ok(list(&tiers))
 }
 
-/// `POST /admin/v1/tiers`: `{"id", ...the plan's fields}`.
+/// Creates a tier.
+///
+/// Its id and what it allows.
+#[utoipa::path(
+    post,
+    operation_id = "createTier",
+    path = "/admin/v1/tiers",
+    tag = "Admin",
+    request_body = TierCreate,
+    responses(
+        (status = 201, description = "The tier", body = Tier),
+        AdminWriteErrors,
+    ),
+    security(("admin_key" = []))
+)]
 pub async fn create_tier(
     State(state): State<SharedState>,
     JsonBody(body): JsonBody<Value>,
@@ -90,7 +119,19 @@ pub async fn create_tier(
     Ok((StatusCode::CREATED, Json(to_value(&tier))))
 }
 
-/// `GET /admin/v1/tiers/{id}`.
+/// Describes a tier.
+#[utoipa::path(
+    get,
+    operation_id = "getTier",
+    path = "/admin/v1/tiers/{id}",
+    tag = "Admin",
+    params(("id" = String, Path, description = "The tier's id")),
+    responses(
+        (status = 200, description = "The tier", body = Tier),
+        AdminReadErrors,
+    ),
+    security(("admin_key" = []))
+)]
 pub async fn get_tier(State(state): State<SharedState>, Path(id): Path<String>) -> Answer {
     match accounting(&state)?
         .store
@@ -103,7 +144,22 @@ pub async fn get_tier(State(state): State<SharedState>, Path(id): Path<String>) 
     }
 }
 
-/// `PATCH /admin/v1/tiers/{id}`: a merge patch of the plan's fields.
+/// Changes a tier.
+///
+/// A JSON merge patch of its plan (`null` removes a limit).
+#[utoipa::path(
+    patch,
+    operation_id = "updateTier",
+    path = "/admin/v1/tiers/{id}",
+    tag = "Admin",
+    params(("id" = String, Path, description = "The tier's id")),
+    request_body = Plan,
+    responses(
+        (status = 200, description = "The tier", body = Tier),
+        AdminWriteErrors,
+    ),
+    security(("admin_key" = []))
+)]
 pub async fn patch_tier(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -127,7 +183,21 @@ pub async fn patch_tier(
     ok(to_value(&tier))
 }
 
-/// `DELETE /admin/v1/tiers/{id}`: only a tier no tenant was ever on.
+/// Deletes a tier.
+///
+/// Deletes a tier no tenant was ever on.
+#[utoipa::path(
+    delete,
+    operation_id = "deleteTier",
+    path = "/admin/v1/tiers/{id}",
+    tag = "Admin",
+    params(("id" = String, Path, description = "The tier's id")),
+    responses(
+        (status = 200, description = "Deleted", body = Deleted),
+        AdminWriteErrors,
+    ),
+    security(("admin_key" = []))
+)]
 pub async fn delete_tier(State(state): State<SharedState>, Path(id): Path<String>) -> Answer {
     let acc = accounting(&state)?;
     if acc.store.tier(&id).await.map_err(store_error)?.is_none() {
@@ -139,22 +209,61 @@ pub async fn delete_tier(State(state): State<SharedState>, Path(id): Path<String
         )));
     }
     reload(&state).await?;
-    ok(json!({"id": id, "object": "tier", "deleted": true}))
+    ok(Deleted::of("tier", id))
+}
+
+/// A tenant as the admin API shows it: with its effective plan and this month's spending.
+#[derive(Serialize, ToSchema)]
+pub struct TenantView {
+    /// The tenant.
+    #[serde(flatten)]
+    pub tenant: Tenant,
+    /// Its tier's plan with its overrides applied (null while the server has not loaded it).
+    pub plan: Option<Plan>,
+    /// Spent this calendar month (UTC), USD.
+    pub month_spent_usd: f64,
+    /// Reserved by requests running now, USD.
+    pub month_reserved_usd: f64,
+}
+
+/// A key just created: its listing and, this once, the key itself.
+#[derive(Serialize, ToSchema)]
+pub struct NewKey {
+    /// The key as it is listed.
+    #[serde(flatten)]
+    pub info: ApiKeyInfo,
+    /// The key (`Authorization: Bearer <key>`); never shown again.
+    pub key: String,
 }
 
 /// A tenant with its effective plan and this month's spending.
 async fn tenant_json(state: &SharedState, t: &Tenant) -> Value {
-    let mut v = to_value(t);
-    if let Ok(acc) = accounting(state) {
-        v["plan"] = to_value(&acc.tenants.plan(&t.id));
-        let (spent, reserved) = acc.budgets.current(&t.id).await;
-        v["month_spent_usd"] = json!(spent);
-        v["month_reserved_usd"] = json!(reserved);
-    }
-    v
+    let Ok(acc) = accounting(state) else {
+        return to_value(t);
+    };
+    let (month_spent_usd, month_reserved_usd) = acc.budgets.current(&t.id).await;
+    to_value(&TenantView {
+        tenant: t.clone(),
+        plan: acc.tenants.plan(&t.id),
+        month_spent_usd,
+        month_reserved_usd,
+    })
 }
 
-/// `GET /admin/v1/tenants`.
+/// Lists the tenants.
+///
+/// Lists the tenants, with their effective plans and this month's spending.
+#[utoipa::path(
+    get,
+    operation_id = "listTenants",
+    path = "/admin/v1/tenants",
+    tag = "Admin",
+    responses(
+        (status = 200, description = "The tenants", body = List<TenantView>),
+        AdminReadErrors,
+    ),
+    security(("admin_key" = []))
+)]
 pub async fn list_tenants(State(state): State<SharedState>) -> Answer {
     let tenants = accounting(&state)?
         .store
@@ -168,7 +277,21 @@ pub async fn list_tenants(State(state): State<SharedState>) -> Answer {
     ok(list(&items))
 }
 
-/// `POST /admin/v1/tenants`: `{"id"?, "name", "tier", "overrides"?}`.
+/// Creates a tenant.
+///
+/// Creates a tenant on a tier, with optional overrides of the tier's plan.
+#[utoipa::path(
+    post,
+    operation_id = "createTenant",
+    path = "/admin/v1/tenants",
+    tag = "Admin",
+    request_body = TenantCreate,
+    responses(
+        (status = 201, description = "The tenant", body = TenantView),
+        AdminWriteErrors,
+    ),
+    security(("admin_key" = []))
+)]
 pub async fn create_tenant(
     State(state): State<SharedState>,
     JsonBody(body): JsonBody<Value>,
@@ -228,13 +351,42 @@ async fn live_tenant(state: &SharedState, id: &str) -> Result<Tenant, ApiError> 
         .ok_or_else(|| ApiError::not_found(format!("No tenant {id:?}.")))
 }
 
-/// `GET /admin/v1/tenants/{id}`.
+/// Describes a tenant.
+///
+/// Describes a tenant, with its effective plan and this month's spending.
+#[utoipa::path(
+    get,
+    operation_id = "getTenant",
+    path = "/admin/v1/tenants/{id}",
+    tag = "Admin",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses(
+        (status = 200, description = "The tenant", body = TenantView),
+        AdminReadErrors,
+    ),
+    security(("admin_key" = []))
+)]
 pub async fn get_tenant(State(state): State<SharedState>, Path(id): Path<String>) -> Answer {
     let t = live_tenant(&state, &id).await?;
     ok(tenant_json(&state, &t).await)
 }
 
-/// `PATCH /admin/v1/tenants/{id}`: `name`, `tier`, and a merge patch of `overrides`.
+/// Changes a tenant.
+///
+/// Its name, its tier, and a JSON merge patch of its overrides.
+#[utoipa::path(
+    patch,
+    operation_id = "updateTenant",
+    path = "/admin/v1/tenants/{id}",
+    tag = "Admin",
+    params(("id" = String, Path, description = "The tenant's id")),
+    request_body = TenantPatch,
+    responses(
+        (status = 200, description = "The tenant", body = TenantView),
+        AdminWriteErrors,
+    ),
+    security(("admin_key" = []))
+)]
 pub async fn patch_tenant(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -277,18 +429,46 @@ pub async fn patch_tenant(
     ok(tenant_json(&state, &t).await)
 }
 
-/// `DELETE /admin/v1/tenants/{id}`: the tenant's keys are revoked; its usage stays.
+/// Deletes a tenant.
+///
+/// Its keys are revoked; its usage stays in the ledger.
+#[utoipa::path(
+    delete,
+    operation_id = "deleteTenant",
+    path = "/admin/v1/tenants/{id}",
+    tag = "Admin",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses(
+        (status = 200, description = "Deleted", body = Deleted),
+        AdminWriteErrors,
+    ),
+    security(("admin_key" = []))
+)]
 pub async fn delete_tenant(State(state): State<SharedState>, Path(id): Path<String>) -> Answer {
     let acc = accounting(&state)?;
     if !acc.store.delete_tenant(&id).await.map_err(store_error)? {
         return Err(ApiError::not_found(format!("No tenant {id:?}.")));
     }
     reload(&state).await?;
-    ok(json!({"id": id, "object": "tenant", "deleted": true}))
+    ok(Deleted::of("tenant", id))
 }
 
-/// `POST /admin/v1/tenants/{id}/keys`: `{"name"?, "requests_per_minute"?,
-/// "tokens_per_minute"?}`. The answer holds the key; it is never shown again.
+/// Creates an API key.
+///
+/// Creates an API key for a tenant. The answer holds the key; it is never shown again.
+#[utoipa::path(
+    post,
+    operation_id = "createKey",
+    path = "/admin/v1/tenants/{id}/keys",
+    tag = "Admin",
+    params(("id" = String, Path, description = "The tenant's id")),
+    request_body = KeyCreate,
+    responses(
+        (status = 201, description = "The key (with the secret, once)", body = NewKey),
+        AdminWriteErrors,
+    ),
+    security(("admin_key" = []))
+)]
 pub async fn create_key(
     State(state): State<SharedState>,
     Path(tenant): Path<String>,
@@ -317,12 +497,24 @@ pub async fn create_key(
         .await
         .map_err(store_error)?;
     reload(&state).await?;
-    let mut v = to_value(&info);
-    v["key"] = Value::String(key);
-    Ok((StatusCode::CREATED, Json(v)))
+    Ok((StatusCode::CREATED, Json(to_value(&NewKey { info, key }))))
 }
 
-/// `GET /admin/v1/tenants/{id}/keys`: the tenant's keys (never the keys themselves).
+/// Lists a tenant's API keys.
+///
+/// Lists a tenant's keys (never the keys themselves).
+#[utoipa::path(
+    get,
+    operation_id = "listKeys",
+    path = "/admin/v1/tenants/{id}/keys",
+    tag = "Admin",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses(
+        (status = 200, description = "The keys", body = List<ApiKeyInfo>),
+        AdminReadErrors,
+    ),
+    security(("admin_key" = []))
+)]
 pub async fn list_keys(State(state): State<SharedState>, Path(tenant): Path<String>) -> Answer {
     let acc = accounting(&state)?;
     live_tenant(&state, &tenant).await?;
@@ -338,12 +530,24 @@ pub async fn list_keys(State(state): State<SharedState>, Path(tenant): Path<Stri
     ok(list(&keys))
 }
 
-/// `DELETE /admin/v1/keys/{id}`: revokes a key.
+/// Revokes an API key.
+#[utoipa::path(
+    delete,
+    operation_id = "revokeKey",
+    path = "/admin/v1/keys/{id}",
+    tag = "Admin",
+    params(("id" = String, Path, description = "The key's id (`key_...`)")),
+    responses(
+        (status = 200, description = "Revoked", body = Deleted),
+        AdminWriteErrors,
+    ),
+    security(("admin_key" = []))
+)]
 pub async fn revoke_key(State(state): State<SharedState>, Path(id): Path<String>) -> Answer {
     let acc = accounting(&state)?;
     if !acc.store.revoke_key(&id).await.map_err(store_error)? {
         return Err(ApiError::not_found(format!("No live key {id:?}.")));
     }
     reload(&state).await?;
-    ok(json!({"id": id, "object": "key", "deleted": true}))
+    ok(Deleted::of("key", id))
 }

@@ -1,6 +1,7 @@
 //! The admin API under `/admin/v1/`, behind the admin key: tiers, tenants and their keys,
 //! upstream health, usage reports and invoices; and the admin page at `/admin/` on top of it.
 
+pub mod bodies;
 pub mod directory;
 pub mod page;
 pub mod reports;
@@ -8,7 +9,9 @@ pub mod upstreams;
 
 use std::sync::Arc;
 
+use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use crate::accounting::Accounting;
 use crate::errors::ApiError;
@@ -64,6 +67,42 @@ fn check_id(what: &str, id: &str) -> Result<(), ApiError> {
 }
 
 /// `{"object": "list", "data": [...]}`.
-fn list<T: serde::Serialize>(items: &[T]) -> Value {
-    serde_json::json!({"object": "list", "data": items})
+#[derive(Serialize, ToSchema)]
+pub struct List<T> {
+    /// Always `list`.
+    pub object: &'static str,
+    /// The items.
+    pub data: Vec<T>,
+}
+
+/// What a `DELETE` answers.
+#[derive(Serialize, ToSchema)]
+pub struct Deleted {
+    /// The object's id.
+    pub id: String,
+    /// `tier`, `tenant` or `key`.
+    pub object: &'static str,
+    /// Always true.
+    pub deleted: bool,
+}
+
+impl Deleted {
+    /// The answer for the `object` (a kind) with `id`.
+    fn of(object: &'static str, id: String) -> Value {
+        serde_json::to_value(Deleted {
+            id,
+            object,
+            deleted: true,
+        })
+        .unwrap_or(Value::Null)
+    }
+}
+
+/// `{"object": "list", "data": [...]}` as JSON.
+fn list<T: Serialize>(items: &[T]) -> Value {
+    serde_json::to_value(List {
+        object: "list",
+        data: items.iter().collect(),
+    })
+    .unwrap_or(Value::Null)
 }

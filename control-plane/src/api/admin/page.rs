@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
-use crate::errors::ApiError;
+use crate::errors::{ApiError, ErrorBody};
 use crate::state::SharedState;
 
 const INDEX: &str = include_str!("page/index.html");
@@ -33,19 +33,55 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     resp
 }
 
-/// `GET /admin`: to `/admin/`.
+/// Redirects to the admin page.
+#[utoipa::path(
+    get,
+    operation_id = "adminPageRedirect",
+    path = "/admin",
+    tag = "Admin page",
+    responses(
+        (status = 308, description = "To `/admin/`"),
+        (status = 404, description = "The admin API is off", body = ErrorBody),
+    )
+)]
 pub async fn redirect(State(state): State<SharedState>) -> Result<Redirect, ApiError> {
     admin_on(&state)?;
     Ok(Redirect::permanent("/admin/"))
 }
 
-/// `GET /admin/`: the page.
+/// The admin page.
+///
+/// Tenants, keys, usage and cost per day, browser savings, upstream health
+/// (it asks for the admin key and reads the admin API with it).
+#[utoipa::path(
+    get,
+    operation_id = "adminPage",
+    path = "/admin/",
+    tag = "Admin page",
+    responses(
+        (status = 200, description = "The page", content_type = "text/html", body = String),
+        (status = 404, description = "The admin API is off", body = ErrorBody),
+    )
+)]
 pub async fn index(State(state): State<SharedState>) -> Result<Response, ApiError> {
     admin_on(&state)?;
     Ok(asset("text/html; charset=utf-8", INDEX))
 }
 
-/// `GET /admin/{file}`: its script and style.
+/// A file of the admin page.
+///
+/// A file of the admin page (its script and style).
+#[utoipa::path(
+    get,
+    operation_id = "adminPageFile",
+    path = "/admin/{file}",
+    tag = "Admin page",
+    params(("file" = String, Path, description = "`admin.js` or `admin.css`")),
+    responses(
+        (status = 200, description = "The file", content_type = "text/plain", body = String),
+        (status = 404, description = "No such file, or the admin API is off", body = ErrorBody),
+    )
+)]
 pub async fn file(
     State(state): State<SharedState>,
     Path(file): Path<String>,

@@ -5,15 +5,17 @@ use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{accounting, store_error};
+use crate::api::openapi::errors::AdminQueryErrors;
 use crate::errors::ApiError;
 use crate::state::SharedState;
 use crate::store::ledger::{GroupBy, UsageFilter, UsageGroup, days_from_civil, month_range};
 
 /// The query of `GET /admin/v1/usage`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     /// Only this tenant.
     pub tenant: Option<String>,
@@ -59,6 +61,23 @@ fn csv_field(s: &str) -> String {
     }
 }
 
+/// A usage report as JSON.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageReport {
+    /// Always `usage.report`.
+    pub object: &'static str,
+    /// The tenant it is limited to (none: every tenant).
+    pub tenant: Option<String>,
+    /// From (Unix milliseconds, inclusive), if bounded.
+    pub from_ms: Option<i64>,
+    /// To (Unix milliseconds, exclusive), if bounded.
+    pub to_ms: Option<i64>,
+    /// How the rows are grouped.
+    pub group_by: GroupBy,
+    /// One row per group.
+    pub data: Vec<UsageGroup>,
+}
+
 /// Groups as CSV with a header line.
 pub fn to_csv(groups: &[UsageGroup]) -> String {
     let mut out = String::from(
@@ -80,7 +99,24 @@ pub fn to_csv(groups: &[UsageGroup]) -> String {
     out
 }
 
-/// `GET /admin/v1/usage`.
+/// Reports usage.
+///
+/// Usage summed by day, model, upstream, route or tenant, as JSON or CSV.
+#[utoipa::path(
+    get,
+    operation_id = "getUsage",
+    path = "/admin/v1/usage",
+    tag = "Admin",
+    params(UsageQuery),
+    responses(
+        (status = 200, description = "The report", content(
+            (UsageReport = "application/json"),
+            (String = "text/csv"),
+        )),
+        AdminQueryErrors,
+    ),
+    security(("admin_key" = []))
+)]
 pub async fn usage(
     State(state): State<SharedState>,
     Query(q): Query<UsageQuery>,
@@ -110,14 +146,14 @@ pub async fn report(state: &SharedState, q: UsageQuery) -> Result<Response, ApiE
         .await
         .map_err(store_error)?;
     match q.format.as_deref().unwrap_or("json") {
-        "json" => Ok(axum::Json(json!({
-            "object": "usage.report",
-            "tenant": q.tenant,
-            "from_ms": filter.from_ms,
-            "to_ms": filter.to_ms,
-            "group_by": by,
-            "data": groups,
-        }))
+        "json" => Ok(axum::Json(UsageReport {
+            object: "usage.report",
+            tenant: q.tenant,
+            from_ms: filter.from_ms,
+            to_ms: filter.to_ms,
+            group_by: by,
+            data: groups,
+        })
         .into_response()),
         "csv" => Ok((
             [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
@@ -132,7 +168,7 @@ pub async fn report(state: &SharedState, q: UsageQuery) -> Result<Response, ApiE
 }
 
 /// One line of an invoice.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct InvoiceLine {
     /// The model.
     pub model: String,
@@ -147,7 +183,7 @@ pub struct InvoiceLine {
 }
 
 /// A tenant's invoice for a month.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Invoice {
     /// `invoice`.
     pub object: &'static str,
@@ -176,13 +212,36 @@ pub struct Invoice {
 }
 
 /// The query of the invoice endpoint.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct InvoiceQuery {
     /// `json` (default) or `html`.
     pub format: Option<String>,
 }
 
-/// `GET /admin/v1/invoices/{tenant}/{YYYY-MM}`.
+/// A tenant's monthly invoice.
+///
+/// A tenant's invoice for a month: server usage by model, and what its users' browsers served
+/// for free.
+#[utoipa::path(
+    get,
+    operation_id = "getInvoice",
+    path = "/admin/v1/invoices/{tenant}/{period}",
+    tag = "Admin",
+    params(
+        ("tenant" = String, Path, description = "The tenant's id"),
+        ("period" = String, Path, description = "The month, `YYYY-MM` (UTC)"),
+        InvoiceQuery,
+    ),
+    responses(
+        (status = 200, description = "The invoice", content(
+            (Invoice = "application/json"),
+            (String = "text/html"),
+        )),
+        AdminQueryErrors,
+    ),
+    security(("admin_key" = []))
+)]
 pub async fn invoice(
     State(state): State<SharedState>,
     Path((tenant, period)): Path<(String, String)>,
