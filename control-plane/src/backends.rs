@@ -125,7 +125,9 @@ struct StartService(ServiceOptions);
 
 impl WithEngine for StartService {
     type Output = EngineService;
-    fn run<B: Backend + 'static>(self, engine: Engine<B>) -> EngineService {
+    fn run<B: Backend + 'static>(self, mut engine: Engine<B>) -> EngineService {
+        // The first structured-output request should not wait for the token trie.
+        engine.prepare_grammars();
         EngineService::start(engine, self.0)
     }
 }

@@ -88,11 +88,19 @@ pub struct GrammarCompiler {
     factory: ParserFactory,
 }
 
+/// What a token trie is built from: the vocabulary's bytes and its special ids, copied out of
+/// a tokenizer (quick), so that the trie itself can be built on another thread.
 #[cfg(feature = "grammars")]
-impl GrammarCompiler {
-    /// Builds the token trie of `tokenizer`'s vocabulary (control tokens are special: a grammar
-    /// never produces them; the end-of-sequence token ends an accepted output).
-    pub fn new(tokenizer: &Tokenizer) -> Result<GrammarCompiler, ConstraintError> {
+pub struct Vocabulary {
+    words: Vec<Vec<u8>>,
+    info: TokRxInfo,
+}
+
+#[cfg(feature = "grammars")]
+impl Vocabulary {
+    /// Copies `tokenizer`'s vocabulary (control tokens are special: a grammar never produces
+    /// them; the end-of-sequence token ends an accepted output).
+    pub fn of(tokenizer: &Tokenizer) -> Result<Vocabulary, ConstraintError> {
         let n = tokenizer.vocab_size();
         let words: Vec<Vec<u8>> = (0..n as u32)
             .map(|id| {
@@ -123,6 +131,21 @@ impl GrammarCompiler {
             tok_unk: tokenizer.unk_id(),
             tok_end_of_turn: tokenizer.eot_id(),
         };
+        Ok(Vocabulary { words, info })
+    }
+}
+
+#[cfg(feature = "grammars")]
+impl GrammarCompiler {
+    /// Builds the token trie of `tokenizer`'s vocabulary.
+    pub fn new(tokenizer: &Tokenizer) -> Result<GrammarCompiler, ConstraintError> {
+        GrammarCompiler::build(Vocabulary::of(tokenizer)?)
+    }
+
+    /// Builds the token trie of `vocabulary` (the slow part: most of a second for a
+    /// 49,152-token vocabulary).
+    pub fn build(vocabulary: Vocabulary) -> Result<GrammarCompiler, ConstraintError> {
+        let Vocabulary { words, info } = vocabulary;
         let env: TokEnv = Arc::new(ApproximateTokEnv::new(TokTrie::from(&info, &words)));
         let mut factory =
             ParserFactory::new_simple(&env).map_err(|e| ConstraintError::Invalid(e.to_string()))?;
@@ -140,7 +163,10 @@ impl GrammarCompiler {
         if let Some(e) = matcher.get_error() {
             return Err(ConstraintError::Invalid(e));
         }
-        Ok(Constraint { matcher })
+        Ok(Constraint {
+            matcher,
+            ready: None,
+        })
     }
 }
 
@@ -148,6 +174,9 @@ impl GrammarCompiler {
 #[cfg(feature = "grammars")]
 pub struct Constraint {
     matcher: Matcher,
+    /// The mask of the next token, computed ahead by [`Constraint::prepare`] (while the forward
+    /// pass runs); cleared when a token is accepted.
+    ready: Option<Result<llguidance::toktrie::SimpleVob, ConstraintError>>,
 }
 
 #[cfg(feature = "grammars")]
@@ -155,10 +184,10 @@ impl Constraint {
     /// Sets the logits of every token the grammar does not allow next to minus infinity (only
     /// the end of sequence once the output is complete).
     pub fn mask(&mut self, logits: &mut [f32]) -> Result<(), ConstraintError> {
-        let allowed = self
-            .matcher
-            .compute_mask_or_eos()
-            .map_err(|e| ConstraintError::Matcher(e.to_string()))?;
+        let allowed = match self.ready.take() {
+            Some(ready) => ready?,
+            None => self.next_mask()?,
+        };
         for (id, l) in logits.iter_mut().enumerate() {
             if id >= allowed.len() || !allowed.is_allowed(id as u32) {
                 *l = f32::NEG_INFINITY;
@@ -167,8 +196,23 @@ impl Constraint {
         Ok(())
     }
 
+    /// Computes the next token's mask ahead of [`Constraint::mask`], which then only applies
+    /// it: the engine calls this on another thread while the forward pass runs.
+    pub fn prepare(&mut self) {
+        if self.ready.is_none() {
+            self.ready = Some(self.next_mask());
+        }
+    }
+
+    fn next_mask(&mut self) -> Result<llguidance::toktrie::SimpleVob, ConstraintError> {
+        self.matcher
+            .compute_mask_or_eos()
+            .map_err(|e| ConstraintError::Matcher(e.to_string()))
+    }
+
     /// Advances past a sampled token.
     pub fn accept(&mut self, token: u32) -> Result<(), ConstraintError> {
+        self.ready = None;
         if self.matcher.is_stopped() {
             // Complete: the end-of-sequence token it allowed.
             return Ok(());
@@ -212,6 +256,11 @@ pub enum Constraint {}
 impl Constraint {
     /// Never called: no constraint exists.
     pub fn mask(&mut self, _logits: &mut [f32]) -> Result<(), ConstraintError> {
+        match *self {}
+    }
+
+    /// Never called: no constraint exists.
+    pub fn prepare(&mut self) {
         match *self {}
     }
 

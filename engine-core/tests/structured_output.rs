@@ -15,6 +15,7 @@ use engine_core::constraint::Grammar;
 use engine_core::engine::{Engine, EngineConfig, EngineError, Event, FinishReason, Request};
 use engine_core::gguf::{GgufFile, ModelBytes};
 use engine_core::sampler::SamplingParams;
+use rand::RngExt;
 
 fn engine() -> Engine<CpuBackend> {
     let file = GgufFile::new(ModelBytes::from_vec(common::default_model_bytes())).unwrap();
@@ -197,4 +198,55 @@ fn grammars_the_engine_cannot_use_are_refused_when_added() {
         }
     }
     assert!(!e.has_work());
+}
+
+#[test]
+fn masks_computed_ahead_are_those_computed_in_line() {
+    let mut e = engine();
+    // The trie built on another thread, as servers do.
+    e.prepare_grammars();
+    let schema = Grammar::JsonSchema(serde_json::json!({
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 16}, "rank": {"type": "integer"}},
+        "required": ["city", "rank"]
+    }));
+    let p = prompt(&e, "Name a big city and its rank as JSON.");
+    let (tx, rx) = mpsc::channel();
+    e.add(
+        constrained(p, schema.clone(), Some(7)),
+        Box::new(move |ev| tx.send(ev).is_ok()),
+    )
+    .unwrap();
+    while e.has_work() {
+        pollster::block_on(e.step()).unwrap();
+    }
+    let ids: Vec<u32> = rx
+        .try_iter()
+        .filter_map(|ev| match ev {
+            Event::Token { token, .. } => Some(token.id),
+            _ => None,
+        })
+        .collect();
+    assert!(ids.len() > 5, "{ids:?}");
+    let (mut ahead, mut in_line) = (
+        e.compile_grammar(&schema).unwrap(),
+        e.compile_grammar(&schema).unwrap(),
+    );
+    let vocab = e.tokenizer().vocab_size();
+    let mut rng = rand::rng();
+    for &id in &ids {
+        let logits: Vec<f32> = (0..vocab).map(|_| rng.random_range(-8.0..8.0)).collect();
+        let (mut a, mut b) = (logits.clone(), logits);
+        ahead.prepare();
+        ahead.mask(&mut a).unwrap();
+        in_line.mask(&mut b).unwrap();
+        assert_eq!(a, b);
+        assert!(
+            a[id as usize].is_finite(),
+            "the engine sampled a masked token {id}"
+        );
+        ahead.accept(id).unwrap();
+        in_line.accept(id).unwrap();
+    }
+    assert!(ahead.is_complete() && in_line.is_complete());
 }

@@ -163,8 +163,20 @@ pub struct Engine<B: Backend> {
     retain_prefix: bool,
     /// The tokens (and their KV blocks) of the last finished sequence, while retained.
     retained: Option<Retained>,
-    /// Compiles structured-output grammars (built at the first one).
-    grammars: Option<GrammarCompiler>,
+    /// Compiles structured-output grammars (built at the first one, or ahead on another
+    /// thread after [`Engine::prepare_grammars`]).
+    grammars: GrammarSlot,
+}
+
+/// The grammar compiler of an engine, as far as it is built.
+enum GrammarSlot {
+    /// Not yet asked for.
+    Unbuilt,
+    /// Being built on another thread.
+    #[cfg(all(feature = "grammars", not(target_arch = "wasm32")))]
+    Building(std::thread::JoinHandle<Result<GrammarCompiler, ConstraintError>>),
+    /// Built.
+    Ready(GrammarCompiler),
 }
 
 /// The cached tokens of a finished sequence that a next request may continue from.
@@ -224,7 +236,7 @@ impl<B: Backend> Engine<B> {
             next_id: 1,
             retain_prefix: false,
             retained: None,
-            grammars: None,
+            grammars: GrammarSlot::Unbuilt,
         })
     }
 
@@ -383,13 +395,38 @@ impl<B: Backend> Engine<B> {
         Ok(id)
     }
 
-    /// A fresh constraint for `grammar` (the vocabulary's token trie is built the first time).
-    pub fn compile_grammar(&mut self, grammar: &Grammar) -> Result<Constraint, EngineError> {
-        if self.grammars.is_none() {
-            self.grammars = Some(GrammarCompiler::new(&self.tokenizer)?);
+    /// Starts building the vocabulary's token trie for structured outputs on another thread,
+    /// so that the first request with a grammar does not wait most of a second for it (servers
+    /// call this at start; engines that never see a grammar need not).
+    pub fn prepare_grammars(&mut self) {
+        #[cfg(all(feature = "grammars", not(target_arch = "wasm32")))]
+        if matches!(self.grammars, GrammarSlot::Unbuilt)
+            && let Ok(vocabulary) = crate::constraint::Vocabulary::of(&self.tokenizer)
+        {
+            let build = std::thread::Builder::new()
+                .name("grammar-trie".into())
+                .spawn(move || GrammarCompiler::build(vocabulary));
+            if let Ok(handle) = build {
+                self.grammars = GrammarSlot::Building(handle);
+            }
         }
-        let compiler = self.grammars.as_ref().expect("built above");
-        Ok(compiler.compile(grammar)?)
+    }
+
+    /// A fresh constraint for `grammar` (the vocabulary's token trie is built the first time,
+    /// unless [`Engine::prepare_grammars`] built it ahead).
+    pub fn compile_grammar(&mut self, grammar: &Grammar) -> Result<Constraint, EngineError> {
+        let compiler = match std::mem::replace(&mut self.grammars, GrammarSlot::Unbuilt) {
+            GrammarSlot::Ready(c) => c,
+            #[cfg(all(feature = "grammars", not(target_arch = "wasm32")))]
+            GrammarSlot::Building(handle) => match handle.join() {
+                Ok(built) => built?,
+                Err(_) => GrammarCompiler::new(&self.tokenizer)?,
+            },
+            GrammarSlot::Unbuilt => GrammarCompiler::new(&self.tokenizer)?,
+        };
+        let constraint = compiler.compile(grammar);
+        self.grammars = GrammarSlot::Ready(compiler);
+        Ok(constraint?)
     }
 
     /// Puts a sequence in the waiting queue at its place by start tag (then age).
@@ -752,9 +789,19 @@ impl<B: Backend> Engine<B> {
         drop(chunks);
         let n_logits = input.n_logits;
         let n_outputs = input.output_rows.len();
+        // The constrained sequences that sample this step compute their masks meanwhile.
+        let constrained: Vec<&mut Constraint> = self
+            .running
+            .iter_mut()
+            .filter(|s| s.scheduled > 0 && s.computed + s.scheduled == s.tokens.len())
+            .filter(|s| s.max_tokens > 0 && s.pool.is_none())
+            .filter_map(|s| s.constraint.as_mut())
+            .collect();
         let (backend, model, kv, scratch) =
             (&self.backend, &self.model, &mut self.kv, &mut self.scratch);
-        backend.scope(|| model.forward(backend, &input, kv, scratch))?;
+        alongside(constrained, || {
+            backend.scope(|| model.forward(backend, &input, kv, scratch))
+        })?;
         let vocab = self.model.config().vocab_size;
         // When every logit row is the next-token distribution of a sequence whose sampler can run
         // on the device, only the chosen ids come back; otherwise the logits do.
@@ -945,6 +992,26 @@ impl<B: Backend> Engine<B> {
                     }
                 }
             })
+    }
+}
+
+/// Runs `work` while `constraints` compute their next masks on another thread (in turn where
+/// there are no threads).
+fn alongside<R>(mut constraints: Vec<&mut Constraint>, work: impl FnOnce() -> R) -> R {
+    if constraints.is_empty() {
+        return work();
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        std::thread::scope(|s| {
+            s.spawn(move || constraints.iter_mut().for_each(|c| c.prepare()));
+            work()
+        })
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        constraints.iter_mut().for_each(|c| c.prepare());
+        work()
     }
 }
 
