@@ -6,6 +6,7 @@ mod bench;
 mod bench_gateway;
 mod bench_hybrid;
 mod cache;
+mod cuda;
 mod llama;
 mod setup;
 mod shell;
@@ -54,6 +55,9 @@ enum Task {
     },
     /// Builds the browser engine (engine-wasm → npm/wasm/) and the npm package (npm/dist/).
     BuildWasm,
+    /// Compiles engine-cuda's kernels with NVRTC into the committed PTX and cubins
+    /// (`engine-cuda/kernels/build/`), checking each PTX with `ptxas`.
+    CudaKernels,
     /// Serves the default model on http://127.0.0.1:8080 with the web demo at `/`
     /// (`cargo xtask serve -- --port 9000` passes flags on to `tandem serve`).
     Serve {
@@ -80,6 +84,7 @@ fn main() -> Result<()> {
             bandwidth,
         } => bench::bench(&which, llama_cpp, bandwidth),
         Task::BuildWasm => wasm::build(),
+        Task::CudaKernels => cuda::build(),
         Task::Serve { args } => {
             setup::setup()?;
             wasm::build()?;

