@@ -19,6 +19,9 @@ pub enum BackendKind {
     /// WebGPU through wgpu: Vulkan, Metal or DX12 (needs the `webgpu` build feature, on by
     /// default).
     Webgpu,
+    /// CUDA on an NVIDIA GPU (the `cuda` build feature, on by default; the driver is loaded at
+    /// run time).
+    Cuda,
 }
 
 impl BackendKind {
@@ -27,6 +30,7 @@ impl BackendKind {
         match self {
             BackendKind::Cpu => "cpu",
             BackendKind::Webgpu => "webgpu",
+            BackendKind::Cuda => "cuda",
         }
     }
 }
@@ -35,7 +39,7 @@ impl BackendKind {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The backend is not part of this build.
-    #[cfg_attr(feature = "webgpu", allow(dead_code))]
+    #[cfg_attr(all(feature = "webgpu", feature = "cuda"), allow(dead_code))]
     #[error(
         "the {0} backend is not part of this build (rebuild with the `{0}` feature, or use --backend cpu)"
     )]
@@ -116,6 +120,17 @@ pub fn with_engine<F: WithEngine>(
         BackendKind::Webgpu => {
             let _ = (threads, file, config, f);
             Err(StartError::Unavailable("webgpu"))
+        }
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => {
+            let backend = engine_cuda::CudaBackend::new(0)
+                .map_err(engine_core::backend::BackendError::from)?;
+            Ok(f.run(Engine::new(backend, file, config)?))
+        }
+        #[cfg(not(feature = "cuda"))]
+        BackendKind::Cuda => {
+            let _ = (threads, file, config, f);
+            Err(StartError::Unavailable("cuda"))
         }
     }
 }

@@ -282,3 +282,39 @@ fn answers_on_the_webgpu_backend() {
     assert!(!out.stdout.is_empty());
     assert!(stderr.contains("decode:"), "{stderr}");
 }
+
+#[cfg(feature = "cuda")]
+#[test]
+fn the_cuda_backend_answers_where_there_is_a_gpu_and_says_why_not_elsewhere() {
+    let model = default_model();
+    let cache = temp_dir("cuda");
+    let args = [
+        "run",
+        "--backend",
+        "cuda",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "What is 2+2?",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "8",
+    ];
+    let out = tandem(&args, &cache);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    match engine_cuda::probe(0) {
+        Ok(_) => {
+            assert!(out.status.success(), "{stderr}");
+            assert!(!out.stdout.is_empty());
+        }
+        Err(e) => {
+            assert!(!out.status.success());
+            assert!(stderr.contains(&e.to_string()), "{stderr}");
+            if matches!(e, engine_cuda::CudaError::Unavailable(_)) {
+                assert!(stderr.contains("CUDA not available"), "{stderr}");
+            }
+        }
+    }
+}

@@ -6,6 +6,9 @@
 
 #define WARP 32
 
+// Minus infinity (NVRTC has no math.h macros).
+#define NEG_INF __int_as_float(0xff800000)
+
 // 32 weights: (q - 8) * d, low nibbles first.
 struct block_q4_0 {
     __half d;

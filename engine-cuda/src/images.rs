@@ -44,7 +44,12 @@ macro_rules! module {
 }
 
 /// Every kernel file.
-pub static MODULES: &[Module] = &[module!("elementwise"), module!("matvec")];
+pub static MODULES: &[Module] = &[
+    module!("attention"),
+    module!("elementwise"),
+    module!("matvec"),
+    module!("step"),
+];
 
 /// The oldest driver that compiles the PTX (its ISA version 8.4 came with CUDA 12.4).
 pub const PTX_DRIVER: DriverVersion = DriverVersion {

@@ -8,12 +8,16 @@
 //! sm_89 and sm_90 that are committed and embedded ([`images`]); at run time the cubin of the
 //! device's architecture is loaded, else the PTX for the driver to compile.
 //!
-//! What is here: the device probe with the driver checks, the embedded kernel images and the
-//! choice among them, and the launch geometry of each kernel ([`launch`]). The engine-core
-//! `Backend` built on them comes next; none of the GPU paths has run on a GPU yet.
+//! [`CudaBackend`] is engine-core's `Backend` on a device: weights stay in their GGUF encoding
+//! (Q4_0, Q4_1, Q8_0, F16), activations are f32, the KV cache f32 or f16. None of the GPU paths
+//! has run on a GPU yet: they are checked here only as far as a machine without one can (the
+//! kernels compile and assemble for every target architecture, their entry points and launch
+//! geometry match, a missing driver is a clear error).
 
+pub mod backend;
 pub mod device;
 pub mod images;
 pub mod launch;
 
+pub use backend::CudaBackend;
 pub use device::{CudaError, DeviceInfo, DriverVersion, probe};

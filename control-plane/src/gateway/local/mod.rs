@@ -191,7 +191,12 @@ fn start(
             prefix_caching: spec.prefix_caching,
         },
     )
-    .map_err(|e| unusable(e.to_string()))?;
+    .map_err(|e| {
+        load::LoadError::Other(format!(
+            "starting {id} on the {} backend: {e}",
+            spec.backend.name()
+        ))
+    })?;
     let info = service.info().clone();
     eprintln!(
         "tandem: model {id} on the {} backend ({})",
