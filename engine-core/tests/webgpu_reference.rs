@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::judge::{Judgement, ids, teacher_forced_logits};
+use common::judge::{Judgement, batched_stable_prefixes, ids, teacher_forced_logits};
 
 use engine_core::backend::webgpu::{Precision, WebGpuBackend, WebGpuOptions};
 use engine_core::backend::{
@@ -103,14 +103,13 @@ fn teacher_forced_agreement_and_logit_error() {
 /// tokens (lavapipe is slow; the rule only concerns the stable prefix).
 #[test]
 fn free_running_greedy_batched_keeps_stable_prefixes() {
-    use engine_core::engine::{Engine, EngineConfig, Event, Request};
+    use engine_core::engine::{Engine, EngineConfig};
     let paths = paths(None);
     if paths.is_empty() {
         return;
     }
     let file = GgufFile::new(ModelBytes::from_vec(common::default_model_bytes())).unwrap();
     let reference = common::reference_json("generate.json");
-    let cases = reference["cases"].as_array().unwrap();
     for (b, name, _) in paths {
         let mut engine = Engine::new(
             b,
@@ -121,46 +120,9 @@ fn free_running_greedy_batched_keeps_stable_prefixes() {
             },
         )
         .unwrap();
-        let mut outputs = Vec::new();
-        for case in cases {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let want = ids(&case["generated_ids"]);
-            let stable = case["stable_prefix_len"].as_u64().unwrap() as usize;
-            engine
-                .add(
-                    Request::greedy(ids(&case["prompt_ids"]), (stable + 3).clamp(4, want.len())),
-                    Box::new(move |ev| tx.send(ev).is_ok()),
-                )
-                .unwrap();
-            outputs.push(rx);
-        }
-        let mut widest = 0;
-        while engine.has_work() {
-            let report = pollster::block_on(engine.step()).unwrap();
-            widest = widest.max(report.decoded);
-        }
-        assert!(widest > 1, "[{name}] decode steps never batched sequences");
-        for (case, rx) in cases.iter().zip(outputs) {
-            let want = ids(&case["generated_ids"]);
-            let stable = case["stable_prefix_len"].as_u64().unwrap() as usize;
-            let got: Vec<u32> = rx
-                .try_iter()
-                .filter_map(|ev| match ev {
-                    Event::Token { token, .. } => Some(token.id),
-                    _ => None,
-                })
-                .collect();
-            assert!(
-                got.len() >= stable,
-                "[{name}] fewer tokens than the stable prefix"
-            );
-            assert_eq!(
-                &got[..stable],
-                &want[..stable],
-                "[{name}] stable prefix of {:?}",
-                case["messages"]
-            );
-        }
+        let widest = batched_stable_prefixes(&mut engine, &reference, name, |stable, len| {
+            (stable + 3).clamp(4, len)
+        });
         eprintln!(
             "[{name}] batched free-running greedy: every stable prefix kept (widest decode step {widest} sequences)"
         );

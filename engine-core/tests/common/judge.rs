@@ -145,3 +145,58 @@ impl Judgement {
         );
     }
 }
+
+/// Free-running greedy through `engine`'s scheduler with every reference case added at once
+/// (decode steps carry several sequences), each generating `budget(stable_prefix_len,
+/// generated_len)` tokens; checks that each keeps its stable prefix. Returns the most sequences
+/// one decode step carried.
+pub fn batched_stable_prefixes<B: Backend>(
+    engine: &mut engine_core::engine::Engine<B>,
+    reference: &Value,
+    label: &str,
+    budget: impl Fn(usize, usize) -> usize,
+) -> usize {
+    use engine_core::engine::{Event, Request};
+    let cases = reference["cases"].as_array().expect("cases");
+    let mut outputs = Vec::new();
+    for case in cases {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let want = ids(&case["generated_ids"]);
+        let stable = case["stable_prefix_len"].as_u64().unwrap() as usize;
+        engine
+            .add(
+                Request::greedy(ids(&case["prompt_ids"]), budget(stable, want.len())),
+                Box::new(move |ev| tx.send(ev).is_ok()),
+            )
+            .unwrap();
+        outputs.push(rx);
+    }
+    let mut widest = 0;
+    while engine.has_work() {
+        let report = pollster::block_on(engine.step()).unwrap();
+        widest = widest.max(report.decoded);
+    }
+    assert!(widest > 1, "[{label}] decode steps never batched sequences");
+    for (case, rx) in cases.iter().zip(outputs) {
+        let want = ids(&case["generated_ids"]);
+        let stable = case["stable_prefix_len"].as_u64().unwrap() as usize;
+        let got: Vec<u32> = rx
+            .try_iter()
+            .filter_map(|ev| match ev {
+                Event::Token { token, .. } => Some(token.id),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            got.len() >= stable,
+            "[{label}] fewer tokens than the stable prefix"
+        );
+        assert_eq!(
+            &got[..stable],
+            &want[..stable],
+            "[{label}] stable prefix of {:?}",
+            case["messages"]
+        );
+    }
+    widest
+}
