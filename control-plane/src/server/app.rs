@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::{Extension, Router};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
@@ -90,9 +90,8 @@ pub fn router(state: SharedState, cors_origins: &[String], web_root: Option<&Pat
             count_requests,
         ))
         .split_for_parts();
-    let api = api
-        .layer(Extension(openapi::Document::new(&openapi::finish(doc))))
-        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() });
+    openapi::publish(&openapi::finish(doc));
+    let api = api.method_not_allowed_fallback(|| async { ApiError::method_not_allowed() });
     let api = match web_root {
         Some(root) => api
             .fallback_service(ServeDir::new(root).not_found_service(axum::routing::any(not_found))),

@@ -5,9 +5,8 @@
 pub mod errors;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::OnceLock;
 
-use axum::Extension;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use utoipa::Modify;
@@ -109,15 +108,13 @@ fn open_flattened(schemas: &mut BTreeMap<String, RefOr<Schema>>) {
     }
 }
 
-/// The document, serialized once, as the handler serves it.
-#[derive(Clone)]
-pub struct Document(Arc<str>);
+/// The document, serialized once. It depends on nothing but the code (every router builds the
+/// same one), so one copy serves the whole process, with no per-request work to reach it.
+static DOCUMENT: OnceLock<String> = OnceLock::new();
 
-impl Document {
-    /// Serializes `doc`.
-    pub fn new(doc: &utoipa::openapi::OpenApi) -> Document {
-        Document(doc.to_json().unwrap_or_default().into())
-    }
+/// Keeps `doc` as the document [`serve`] answers (the first router built sets it).
+pub fn publish(doc: &utoipa::openapi::OpenApi) {
+    DOCUMENT.get_or_init(|| doc.to_json().unwrap_or_default());
 }
 
 /// This document.
@@ -130,13 +127,13 @@ impl Document {
     tag = "Operations",
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object))
 )]
-pub async fn serve(Extension(doc): Extension<Document>) -> Response {
+pub async fn serve() -> Response {
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        doc.0.to_string(),
+        DOCUMENT.get().map_or("{}", String::as_str),
     )
         .into_response()
 }
