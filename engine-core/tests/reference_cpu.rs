@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::judge::{Judgement, ids, teacher_forced_logits};
+use common::judge::{Judgement, generated_ids, ids, teacher_forced_logits};
 use engine_core::backend::KvDtype;
 use engine_core::backend::cpu::{CpuBackend, CpuOptions, Isa};
-use engine_core::engine::{Engine, EngineConfig, Event, Request};
+use engine_core::engine::{Engine, EngineConfig, Request};
 use engine_core::gguf::{GgufFile, ModelBytes};
 use engine_core::model::LlamaModel;
 
@@ -66,13 +66,7 @@ fn free_running_greedy_keeps_stable_prefixes() {
         while engine.has_work() {
             pollster::block_on(engine.step()).unwrap();
         }
-        let got: Vec<u32> = rx
-            .try_iter()
-            .filter_map(|ev| match ev {
-                Event::Token { token, .. } => Some(token.id),
-                _ => None,
-            })
-            .collect();
+        let got = generated_ids(&rx);
         assert!(
             got.len() >= stable,
             "generated {} tokens, fewer than the stable prefix {stable}",

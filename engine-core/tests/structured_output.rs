@@ -220,13 +220,7 @@ fn masks_computed_ahead_are_those_computed_in_line() {
     while e.has_work() {
         pollster::block_on(e.step()).unwrap();
     }
-    let ids: Vec<u32> = rx
-        .try_iter()
-        .filter_map(|ev| match ev {
-            Event::Token { token, .. } => Some(token.id),
-            _ => None,
-        })
-        .collect();
+    let ids = common::judge::generated_ids(&rx);
     assert!(ids.len() > 5, "{ids:?}");
     let (mut ahead, mut in_line) = (
         e.compile_grammar(&schema).unwrap(),

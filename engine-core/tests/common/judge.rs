@@ -156,7 +156,7 @@ pub fn batched_stable_prefixes<B: Backend>(
     label: &str,
     budget: impl Fn(usize, usize) -> usize,
 ) -> usize {
-    use engine_core::engine::{Event, Request};
+    use engine_core::engine::Request;
     let cases = reference["cases"].as_array().expect("cases");
     let mut outputs = Vec::new();
     for case in cases {
@@ -180,13 +180,7 @@ pub fn batched_stable_prefixes<B: Backend>(
     for (case, rx) in cases.iter().zip(outputs) {
         let want = ids(&case["generated_ids"]);
         let stable = case["stable_prefix_len"].as_u64().unwrap() as usize;
-        let got: Vec<u32> = rx
-            .try_iter()
-            .filter_map(|ev| match ev {
-                Event::Token { token, .. } => Some(token.id),
-                _ => None,
-            })
-            .collect();
+        let got = generated_ids(&rx);
         assert!(
             got.len() >= stable,
             "[{label}] fewer tokens than the stable prefix"
@@ -199,4 +193,14 @@ pub fn batched_stable_prefixes<B: Backend>(
         );
     }
     widest
+}
+
+/// The ids of the tokens a sequence generated, from the events it sent so far.
+pub fn generated_ids(rx: &std::sync::mpsc::Receiver<engine_core::engine::Event>) -> Vec<u32> {
+    rx.try_iter()
+        .filter_map(|ev| match ev {
+            engine_core::engine::Event::Token { token, .. } => Some(token.id),
+            _ => None,
+        })
+        .collect()
 }
