@@ -248,6 +248,28 @@ fn bad_sources_fail_cleanly() {
     );
 }
 
+/// `tandem run` on `backend`: a short greedy answer to a fixed question.
+fn answer_on(backend: &str) -> Output {
+    let model = default_model();
+    let cache = temp_dir(backend);
+    tandem(
+        &[
+            "run",
+            "--backend",
+            backend,
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "What is 2+2?",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "8",
+        ],
+        &cache,
+    )
+}
+
 #[test]
 fn answers_on_the_webgpu_backend() {
     use engine_core::backend::webgpu::{WebGpuBackend, WebGpuOptions};
@@ -259,24 +281,7 @@ fn answers_on_the_webgpu_backend() {
         eprintln!("no WebGPU adapter ({e}): skipped");
         return;
     }
-    let model = default_model();
-    let cache = temp_dir("webgpu");
-    let out = tandem(
-        &[
-            "run",
-            "--backend",
-            "webgpu",
-            "--model",
-            model.to_str().unwrap(),
-            "--prompt",
-            "What is 2+2?",
-            "--temperature",
-            "0",
-            "--max-tokens",
-            "8",
-        ],
-        &cache,
-    );
+    let out = answer_on("webgpu");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(!out.stdout.is_empty());
@@ -286,22 +291,7 @@ fn answers_on_the_webgpu_backend() {
 #[cfg(feature = "cuda")]
 #[test]
 fn the_cuda_backend_answers_where_there_is_a_gpu_and_says_why_not_elsewhere() {
-    let model = default_model();
-    let cache = temp_dir("cuda");
-    let args = [
-        "run",
-        "--backend",
-        "cuda",
-        "--model",
-        model.to_str().unwrap(),
-        "--prompt",
-        "What is 2+2?",
-        "--temperature",
-        "0",
-        "--max-tokens",
-        "8",
-    ];
-    let out = tandem(&args, &cache);
+    let out = answer_on("cuda");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     match engine_cuda::probe(0) {
