@@ -160,7 +160,7 @@ impl Isa {
         match self {
             Isa::Scalar => scalar::tile(ty).map(Kernel::small),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => avx2::tile(ty).map(Kernel::small),
+            Isa::Avx2 => avx2::kernel(ty),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Vnni => avx512::kernel(ty),
             #[cfg(target_arch = "aarch64")]
