@@ -46,31 +46,45 @@ extern "C" __global__ void swiglu(float* __restrict__ gate, const float* __restr
 }
 
 // out[r] = the dequantized row token[r] of a table. One block per row of the step; blockDim
-// threads take the row's 32-weight blocks in turn.
-template <typename Block>
-__device__ __forceinline__ void embed(const Block* __restrict__ table, const int* __restrict__ tokens,
-                                      int dim, float* __restrict__ out) {
-    const int blocks = dim / 32;
-    const Block* row = table + (size_t)tokens[blockIdx.x] * blocks;
+// threads take the row's 32-weight units in turn.
+template <typename F>
+__device__ __forceinline__ void embed(const unsigned char* __restrict__ table,
+                                      const int* __restrict__ tokens, int dim,
+                                      float* __restrict__ out) {
+    const unsigned char* row = table + (size_t)tokens[blockIdx.x] * F::row_bytes(dim);
     float* o = out + (size_t)blockIdx.x * dim;
-    for (int b = threadIdx.x; b < blocks; b += blockDim.x) {
-        dequant_block(row[b], o + b * 32);
+    for (int u = threadIdx.x; u < dim / 32; u += blockDim.x) {
+        F::dequant(row, u, o + u * 32);
     }
 }
 
-extern "C" __global__ void embed_q4_0(const block_q4_0* t, const int* tokens, int dim, float* out) {
-    embed(t, tokens, dim, out);
-}
-extern "C" __global__ void embed_q4_1(const block_q4_1* t, const int* tokens, int dim, float* out) {
-    embed(t, tokens, dim, out);
-}
-extern "C" __global__ void embed_q8_0(const block_q8_0* t, const int* tokens, int dim, float* out) {
-    embed(t, tokens, dim, out);
-}
+#define EMBED(NAME, FORMAT)                                                                    \
+    extern "C" __global__ void embed_##NAME(const unsigned char* t, const int* tokens, int dim, \
+                                            float* out) {                                      \
+        embed<FORMAT>(t, tokens, dim, out);                                                    \
+    }
+
+EMBED(q4_0, Q4_0)
+EMBED(q4_1, Q4_1)
+EMBED(q8_0, Q8_0)
+EMBED(q4_k, Q4_K)
+EMBED(q5_k, Q5_K)
+EMBED(q6_k, Q6_K)
+
+// 16-bit float tables: one thread per element.
 extern "C" __global__ void embed_f16(const __half* t, const int* tokens, int dim, float* out) {
     const __half* row = t + (size_t)tokens[blockIdx.x] * dim;
     float* o = out + (size_t)blockIdx.x * dim;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) {
         o[i] = __half2float(row[i]);
+    }
+}
+
+extern "C" __global__ void embed_bf16(const unsigned short* t, const int* tokens, int dim,
+                                      float* out) {
+    const unsigned short* row = t + (size_t)tokens[blockIdx.x] * dim;
+    float* o = out + (size_t)blockIdx.x * dim;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        o[i] = bf16_to_float(row[i]);
     }
 }

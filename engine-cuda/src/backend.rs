@@ -205,7 +205,11 @@ fn weight_format(ty: GgmlType) -> Option<WeightFormat> {
         GgmlType::Q4_0 => Some(WeightFormat::Q4_0),
         GgmlType::Q4_1 => Some(WeightFormat::Q4_1),
         GgmlType::Q8_0 => Some(WeightFormat::Q8_0),
+        GgmlType::Q4_K => Some(WeightFormat::Q4K),
+        GgmlType::Q5_K => Some(WeightFormat::Q5K),
+        GgmlType::Q6_K => Some(WeightFormat::Q6K),
         GgmlType::F16 => Some(WeightFormat::F16),
+        GgmlType::BF16 => Some(WeightFormat::BF16),
         _ => None,
     }
 }

@@ -23,18 +23,42 @@ pub enum WeightFormat {
     Q4_1,
     /// 32 weights in 34 bytes: 8 bits and an f16 scale.
     Q8_0,
+    /// 256 weights in 144 bytes: 4 bits with 6-bit scales and minimums per 32.
+    Q4K,
+    /// 256 weights in 176 bytes: 5 bits with 6-bit scales and minimums per 32.
+    Q5K,
+    /// 256 weights in 210 bytes: 6 bits with 8-bit scales per 16.
+    Q6K,
     /// Half floats.
     F16,
+    /// bfloat16.
+    BF16,
 }
 
 impl WeightFormat {
+    /// Every format.
+    pub const ALL: [WeightFormat; 8] = [
+        WeightFormat::Q4_0,
+        WeightFormat::Q4_1,
+        WeightFormat::Q8_0,
+        WeightFormat::Q4K,
+        WeightFormat::Q5K,
+        WeightFormat::Q6K,
+        WeightFormat::F16,
+        WeightFormat::BF16,
+    ];
+
     /// The name in kernel entry points.
     pub fn kernel_name(self) -> &'static str {
         match self {
             WeightFormat::Q4_0 => "q4_0",
             WeightFormat::Q4_1 => "q4_1",
             WeightFormat::Q8_0 => "q8_0",
+            WeightFormat::Q4K => "q4_k",
+            WeightFormat::Q5K => "q5_k",
+            WeightFormat::Q6K => "q6_k",
             WeightFormat::F16 => "f16",
+            WeightFormat::BF16 => "bf16",
         }
     }
 
@@ -44,15 +68,66 @@ impl WeightFormat {
             WeightFormat::Q4_0 => k / 32 * 18,
             WeightFormat::Q4_1 => k / 32 * 20,
             WeightFormat::Q8_0 => k / 32 * 34,
-            WeightFormat::F16 => k * 2,
+            WeightFormat::Q4K => k / 256 * 144,
+            WeightFormat::Q5K => k / 256 * 176,
+            WeightFormat::Q6K => k / 256 * 210,
+            WeightFormat::F16 | WeightFormat::BF16 => k * 2,
         }
     }
 
     /// Weights per block of the format (a row's length is a multiple of it).
     pub fn block_len(self) -> usize {
         match self {
-            WeightFormat::F16 => 2,
+            WeightFormat::F16 | WeightFormat::BF16 => 2,
+            WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K => 256,
             _ => 32,
+        }
+    }
+
+    /// Whether the format is 16-bit floats (read one weight per thread, not in 32-weight units).
+    fn is_float(self) -> bool {
+        matches!(self, WeightFormat::F16 | WeightFormat::BF16)
+    }
+
+    /// The matrix-vector entry points for 1 to [`MAX_MATVEC_ROWS`] input rows.
+    fn matvec_kernels(self) -> &'static [&'static str; MAX_MATVEC_ROWS] {
+        macro_rules! rows {
+            ($f:literal) => {
+                &[
+                    concat!("matvec_", $f, "_r1"),
+                    concat!("matvec_", $f, "_r2"),
+                    concat!("matvec_", $f, "_r3"),
+                    concat!("matvec_", $f, "_r4"),
+                    concat!("matvec_", $f, "_r5"),
+                    concat!("matvec_", $f, "_r6"),
+                    concat!("matvec_", $f, "_r7"),
+                    concat!("matvec_", $f, "_r8"),
+                ]
+            };
+        }
+        match self {
+            WeightFormat::Q4_0 => rows!("q4_0"),
+            WeightFormat::Q4_1 => rows!("q4_1"),
+            WeightFormat::Q8_0 => rows!("q8_0"),
+            WeightFormat::Q4K => rows!("q4_k"),
+            WeightFormat::Q5K => rows!("q5_k"),
+            WeightFormat::Q6K => rows!("q6_k"),
+            WeightFormat::F16 => rows!("f16"),
+            WeightFormat::BF16 => rows!("bf16"),
+        }
+    }
+
+    /// The embedding entry point.
+    fn embed_kernel(self) -> &'static str {
+        match self {
+            WeightFormat::Q4_0 => "embed_q4_0",
+            WeightFormat::Q4_1 => "embed_q4_1",
+            WeightFormat::Q8_0 => "embed_q8_0",
+            WeightFormat::Q4K => "embed_q4_k",
+            WeightFormat::Q5K => "embed_q5_k",
+            WeightFormat::Q6K => "embed_q6_k",
+            WeightFormat::F16 => "embed_f16",
+            WeightFormat::BF16 => "embed_bf16",
         }
     }
 }
@@ -97,50 +172,6 @@ fn grid(blocks: u64) -> Result<u32, LaunchError> {
     }
 }
 
-/// The entry points of the matrix-vector kernels, by format and number of rows.
-const MATVEC_KERNELS: [[&str; MAX_MATVEC_ROWS]; 4] = [
-    [
-        "matvec_q4_0_r1",
-        "matvec_q4_0_r2",
-        "matvec_q4_0_r3",
-        "matvec_q4_0_r4",
-        "matvec_q4_0_r5",
-        "matvec_q4_0_r6",
-        "matvec_q4_0_r7",
-        "matvec_q4_0_r8",
-    ],
-    [
-        "matvec_q4_1_r1",
-        "matvec_q4_1_r2",
-        "matvec_q4_1_r3",
-        "matvec_q4_1_r4",
-        "matvec_q4_1_r5",
-        "matvec_q4_1_r6",
-        "matvec_q4_1_r7",
-        "matvec_q4_1_r8",
-    ],
-    [
-        "matvec_q8_0_r1",
-        "matvec_q8_0_r2",
-        "matvec_q8_0_r3",
-        "matvec_q8_0_r4",
-        "matvec_q8_0_r5",
-        "matvec_q8_0_r6",
-        "matvec_q8_0_r7",
-        "matvec_q8_0_r8",
-    ],
-    [
-        "matvec_f16_r1",
-        "matvec_f16_r2",
-        "matvec_f16_r3",
-        "matvec_f16_r4",
-        "matvec_f16_r5",
-        "matvec_f16_r6",
-        "matvec_f16_r7",
-        "matvec_f16_r8",
-    ],
-];
-
 /// `out[r][n] = w[n] . x[r]` for `rows` (1 to [`MAX_MATVEC_ROWS`]) rows of `k` inputs and `n`
 /// outputs: one warp per output.
 pub fn matvec(
@@ -156,14 +187,8 @@ pub fn matvec(
     if !k.is_multiple_of(block) {
         return Err(LaunchError::RaggedRow { format, k, block });
     }
-    let table = match format {
-        WeightFormat::Q4_0 => &MATVEC_KERNELS[0],
-        WeightFormat::Q4_1 => &MATVEC_KERNELS[1],
-        WeightFormat::Q8_0 => &MATVEC_KERNELS[2],
-        WeightFormat::F16 => &MATVEC_KERNELS[3],
-    };
     Ok(Launch {
-        kernel: table[rows.min(MAX_MATVEC_ROWS) - 1],
+        kernel: format.matvec_kernels()[rows.min(MAX_MATVEC_ROWS) - 1],
         grid: grid((n as u64).div_ceil(u64::from(MATVEC_WARPS)))?,
         block: 32 * MATVEC_WARPS,
     })
@@ -201,7 +226,7 @@ pub fn elementwise(kernel: &'static str, len: usize) -> Result<Launch, LaunchErr
 
 /// Embedding lookup of `rows` tokens from a table of `dim`-wide rows: one block per row.
 pub fn embed(format: WeightFormat, rows: usize, dim: usize) -> Result<Launch, LaunchError> {
-    let block = if format == WeightFormat::F16 { 1 } else { 32 };
+    let block = format.block_len();
     if dim == 0 || !dim.is_multiple_of(block) {
         return Err(LaunchError::RaggedRow {
             format,
@@ -209,14 +234,10 @@ pub fn embed(format: WeightFormat, rows: usize, dim: usize) -> Result<Launch, La
             block,
         });
     }
-    let work = dim / block;
+    // One thread per weight of 16-bit floats, else per 32-weight unit.
+    let work = if format.is_float() { dim } else { dim / 32 };
     Ok(Launch {
-        kernel: match format {
-            WeightFormat::Q4_0 => "embed_q4_0",
-            WeightFormat::Q4_1 => "embed_q4_1",
-            WeightFormat::Q8_0 => "embed_q8_0",
-            WeightFormat::F16 => "embed_f16",
-        },
+        kernel: format.embed_kernel(),
         grid: grid(rows as u64)?,
         block: work.next_multiple_of(32).clamp(32, 256) as u32,
     })
@@ -248,6 +269,15 @@ mod tests {
             matvec(WeightFormat::Q4_0, 1, 8, 48),
             Err(LaunchError::RaggedRow { .. })
         ));
+        // K-quant rows are whole super-blocks of 256.
+        assert!(matches!(
+            matvec(WeightFormat::Q4K, 1, 8, 288),
+            Err(LaunchError::RaggedRow { block: 256, .. })
+        ));
+        assert_eq!(
+            matvec(WeightFormat::Q6K, 8, 8, 512).unwrap().kernel,
+            "matvec_q6_k_r8"
+        );
         assert_eq!(matvec(WeightFormat::F16, 1, 0, 64), Err(LaunchError::Empty));
         assert_eq!(matvec(WeightFormat::F16, 0, 8, 64), Err(LaunchError::Empty));
     }
@@ -280,6 +310,10 @@ mod tests {
         let l = embed(WeightFormat::Q4_1, 5, 576).unwrap();
         assert_eq!((l.grid, l.block % 32), (5, 0));
         assert!(embed(WeightFormat::Q8_0, 5, 100).is_err());
+        assert!(embed(WeightFormat::Q5K, 5, 576).is_err());
+        // One thread per 32-weight unit, or per element of 16-bit floats.
+        assert_eq!(embed(WeightFormat::Q4K, 1, 4096).unwrap().block, 128);
+        assert_eq!(embed(WeightFormat::BF16, 1, 4096).unwrap().block, 256);
         assert_eq!(rms_norm(1, 0), Err(LaunchError::Empty));
         assert!(matches!(
             elementwise("add", usize::MAX),
@@ -289,19 +323,14 @@ mod tests {
 
     #[test]
     fn every_entry_point_launched_exists_in_the_kernels() {
-        for table in MATVEC_KERNELS {
-            for name in table {
+        for f in WeightFormat::ALL {
+            for rows in 1..=MAX_MATVEC_ROWS {
+                let name = matvec(f, rows, 8, 512).unwrap().kernel;
                 assert!(entry_exists(name), "{name}");
             }
-        }
-        for f in [
-            WeightFormat::Q4_0,
-            WeightFormat::Q4_1,
-            WeightFormat::Q8_0,
-            WeightFormat::F16,
-        ] {
-            assert!(entry_exists(embed(f, 1, 64).unwrap().kernel));
-            assert_eq!(f.row_bytes(64) % 2, 0);
+            assert!(entry_exists(embed(f, 1, 512).unwrap().kernel));
+            // Rows start 2-byte aligned (the blocks' f16 fields).
+            assert_eq!(f.row_bytes(512) % 2, 0);
         }
         for name in ["rms_norm", "add", "add_bias", "swiglu"] {
             assert!(entry_exists(name), "{name}");

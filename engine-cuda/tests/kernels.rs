@@ -85,7 +85,11 @@ fn check_products<B: Backend>(gpu: &B, tol: f64) {
         GgmlType::Q4_0,
         GgmlType::Q4_1,
         GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
         GgmlType::F16,
+        GgmlType::BF16,
     ] {
         let bytes = quantize(ty, &random(n * k, 1.0)).unwrap();
         let w = dequantize_to_vec(ty, &bytes).unwrap();
@@ -174,12 +178,17 @@ fn check_norms_element_wise_and_embeddings<B: Backend>(gpu: &B) {
     close("swiglu", &read(gpu, &gate, rows * dim), &want, 1e-5);
 
     // Embeddings of a quantized table, through a step's tokens.
-    let vocab = 40;
+    // 512 wide: a whole number of the K-quants' super-blocks.
+    let (vocab, dim) = (40, 512);
     for ty in [
         GgmlType::Q8_0,
         GgmlType::Q4_1,
         GgmlType::Q4_0,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
         GgmlType::F16,
+        GgmlType::BF16,
     ] {
         let bytes = quantize(ty, &random(vocab * dim, 1.0)).unwrap();
         let table = dequantize_to_vec(ty, &bytes).unwrap();
