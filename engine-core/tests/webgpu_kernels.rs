@@ -17,16 +17,6 @@ use engine_core::quant::{GgmlType, dequantize_to_vec, quantize};
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
 
-const TYPES: [GgmlType; 7] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q8_0,
-    GgmlType::Q4_K,
-    GgmlType::Q6_K,
-];
-
 /// Relative tolerance of each path: errors are measured against the sum of absolute terms of
 /// each output (the scale rounding errors are relative to).
 const TOL_F32: f64 = 1e-5;
@@ -263,7 +253,7 @@ fn matmul_every_type_and_row_count() {
     let Some(paths) = paths() else { return };
     let mut rng = StdRng::seed_from_u64(seed());
     for g in paths {
-        for ty in TYPES {
+        for ty in g.b.capabilities().weight_types {
             for rows in [1, 2, 3, 5, 8, 9, 37, 70] {
                 let n = [67, 130, 33][rows % 3];
                 let k = [256, 512, 768][rows % 3];
@@ -292,7 +282,7 @@ fn matrices_split_across_bindings() {
         tol: TOL_F32,
         name: "f32, 16 KiB bindings",
     };
-    for ty in TYPES {
+    for ty in g.b.capabilities().weight_types {
         let (n, k) = (200, 256);
         let m =
             g.b.upload_matrix(&source("w", ty, n, k, weights(&mut rng, ty, n, k, false)))
@@ -370,7 +360,7 @@ fn embedding_lookup_is_exact() {
     let Some(paths) = paths() else { return };
     let mut rng = StdRng::seed_from_u64(seed());
     for g in paths {
-        for ty in TYPES {
+        for ty in g.b.capabilities().weight_types {
             check_embed(g, ty, 300, 512, &mut rng);
         }
     }

@@ -19,6 +19,28 @@ extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __
     }
 }
 
+// x[r] += y[r], then out[r] = rms_norm(x[r]) * weight: a residual add and the norm after it, with
+// the same arithmetic as `add` then `rms_norm`. Launch as rms_norm.
+extern "C" __global__ void add_rms_norm(float* __restrict__ x, const float* __restrict__ y,
+                                        const float* __restrict__ weight, float eps, int dim,
+                                        float* __restrict__ out) {
+    __shared__ float partial[32];
+    float* xr = x + (size_t)blockIdx.x * dim;
+    const float* yr = y + (size_t)blockIdx.x * dim;
+    float* outr = out + (size_t)blockIdx.x * dim;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        const float v = xr[i] + yr[i];
+        xr[i] = v;
+        ss += v * v;
+    }
+    ss = block_sum(ss, partial);
+    const float scale = rsqrtf(ss / (float)dim + eps);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        outr[i] = xr[i] * scale * weight[i];
+    }
+}
+
 // x[i] += y[i].
 extern "C" __global__ void add(float* __restrict__ x, const float* __restrict__ y, int len) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;

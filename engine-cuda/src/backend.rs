@@ -15,7 +15,7 @@ use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
 };
 use engine_core::backend::{
-    Backend, BackendError, BackendInfo, KvDtype, KvLayout, MatrixSource, StepInput,
+    Backend, BackendError, BackendInfo, Capabilities, KvDtype, KvLayout, MatrixSource, StepInput,
 };
 use engine_core::model::RopeLayout;
 use engine_core::quant::GgmlType;
@@ -242,6 +242,16 @@ impl Backend for CudaBackend {
         }
     }
 
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            device_sampling: false,
+            weight_types: GgmlType::SUPPORTED
+                .into_iter()
+                .filter(|&ty| weight_format(ty).is_some())
+                .collect(),
+        }
+    }
+
     fn upload_matrix(&self, src: &MatrixSource) -> Result<CudaMatrix, BackendError> {
         let format = weight_format(src.ty).ok_or(BackendError::UnsupportedType {
             backend: "cuda".into(),
@@ -352,7 +362,7 @@ impl Backend for CudaBackend {
         launch_planned!(
             self,
             "rms_norm",
-            launch::rms_norm(rows, dim),
+            launch::rms_norm("rms_norm", rows, dim),
             [x, weight, &eps, &width, out]
         )
     }
@@ -491,6 +501,59 @@ impl Backend for CudaBackend {
     fn add(&self, x: &mut CudaSlice<f32>, y: &CudaSlice<f32>, len: usize) {
         let len32 = int(len);
         launch_planned!(self, "add", launch::elementwise("add", len), [x, y, &len32])
+    }
+
+    fn add_rms_norm(
+        &self,
+        x: &mut CudaSlice<f32>,
+        y: &CudaSlice<f32>,
+        weight: &CudaSlice<f32>,
+        eps: f32,
+        rows: usize,
+        dim: usize,
+        out: &mut CudaSlice<f32>,
+    ) {
+        let width = int(dim);
+        launch_planned!(
+            self,
+            "add_rms_norm",
+            launch::rms_norm("add_rms_norm", rows, dim),
+            [x, y, weight, &eps, &width, out]
+        )
+    }
+
+    fn matmul_swiglu(
+        &self,
+        w_gate: &CudaMatrix,
+        w_up: &CudaMatrix,
+        x: &CudaSlice<f32>,
+        rows: usize,
+        ffn: usize,
+        gate: &mut CudaSlice<f32>,
+        up: &mut CudaSlice<f32>,
+    ) {
+        let (n, k) = (w_gate.n, w_gate.k);
+        let fused = w_up.format == w_gate.format
+            && (w_up.n, w_up.k) == (n, k)
+            && launch::matvec_swiglu(w_gate.format, 1, n, k).is_some();
+        if !fused {
+            self.matmul_many(&[w_gate, w_up], x, rows, &mut [&mut *gate, &mut *up]);
+            self.swiglu(gate, up, rows * ffn);
+            return;
+        }
+        let (n32, k32) = (int(n), int(k));
+        for (start, r) in launch::matvec_row_chunks(rows) {
+            let xv = x.slice(start * k..(start + r) * k);
+            let mut gv = gate.slice_mut(start * n..(start + r) * n);
+            if let Some(plan) = launch::matvec_swiglu(w_gate.format, r, n, k) {
+                launch_planned!(
+                    self,
+                    "matmul_swiglu",
+                    plan,
+                    [&w_gate.data, &w_up.data, &xv, &mut gv, &n32, &k32]
+                );
+            }
+        }
     }
 
     fn gather_output_rows(

@@ -14,6 +14,22 @@ pub const ELEMENTWISE_THREADS: u32 = 256;
 /// The most blocks a grid's x dimension may have.
 const MAX_GRID_X: u64 = (1 << 31) - 1;
 
+/// The entry points `{prefix}{format}_r1` to `_r8`.
+macro_rules! entry_rows {
+    ($prefix:literal, $f:literal) => {
+        &[
+            concat!($prefix, $f, "_r1"),
+            concat!($prefix, $f, "_r2"),
+            concat!($prefix, $f, "_r3"),
+            concat!($prefix, $f, "_r4"),
+            concat!($prefix, $f, "_r5"),
+            concat!($prefix, $f, "_r6"),
+            concat!($prefix, $f, "_r7"),
+            concat!($prefix, $f, "_r8"),
+        ]
+    };
+}
+
 /// A weight format the kernels read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightFormat {
@@ -91,30 +107,29 @@ impl WeightFormat {
 
     /// The matrix-vector entry points for 1 to [`MAX_MATVEC_ROWS`] input rows.
     fn matvec_kernels(self) -> &'static [&'static str; MAX_MATVEC_ROWS] {
-        macro_rules! rows {
-            ($f:literal) => {
-                &[
-                    concat!("matvec_", $f, "_r1"),
-                    concat!("matvec_", $f, "_r2"),
-                    concat!("matvec_", $f, "_r3"),
-                    concat!("matvec_", $f, "_r4"),
-                    concat!("matvec_", $f, "_r5"),
-                    concat!("matvec_", $f, "_r6"),
-                    concat!("matvec_", $f, "_r7"),
-                    concat!("matvec_", $f, "_r8"),
-                ]
-            };
-        }
         match self {
-            WeightFormat::Q4_0 => rows!("q4_0"),
-            WeightFormat::Q4_1 => rows!("q4_1"),
-            WeightFormat::Q8_0 => rows!("q8_0"),
-            WeightFormat::Q4K => rows!("q4_k"),
-            WeightFormat::Q5K => rows!("q5_k"),
-            WeightFormat::Q6K => rows!("q6_k"),
-            WeightFormat::F16 => rows!("f16"),
-            WeightFormat::BF16 => rows!("bf16"),
+            WeightFormat::Q4_0 => entry_rows!("matvec_", "q4_0"),
+            WeightFormat::Q4_1 => entry_rows!("matvec_", "q4_1"),
+            WeightFormat::Q8_0 => entry_rows!("matvec_", "q8_0"),
+            WeightFormat::Q4K => entry_rows!("matvec_", "q4_k"),
+            WeightFormat::Q5K => entry_rows!("matvec_", "q5_k"),
+            WeightFormat::Q6K => entry_rows!("matvec_", "q6_k"),
+            WeightFormat::F16 => entry_rows!("matvec_", "f16"),
+            WeightFormat::BF16 => entry_rows!("matvec_", "bf16"),
         }
+    }
+
+    /// The fused gate/up/SwiGLU entry points (quantized formats only).
+    fn matvec_swiglu_kernels(self) -> Option<&'static [&'static str; MAX_MATVEC_ROWS]> {
+        Some(match self {
+            WeightFormat::Q4_0 => entry_rows!("matvec_swiglu_", "q4_0"),
+            WeightFormat::Q4_1 => entry_rows!("matvec_swiglu_", "q4_1"),
+            WeightFormat::Q8_0 => entry_rows!("matvec_swiglu_", "q8_0"),
+            WeightFormat::Q4K => entry_rows!("matvec_swiglu_", "q4_k"),
+            WeightFormat::Q5K => entry_rows!("matvec_swiglu_", "q5_k"),
+            WeightFormat::Q6K => entry_rows!("matvec_swiglu_", "q6_k"),
+            WeightFormat::F16 | WeightFormat::BF16 => return None,
+        })
     }
 
     /// The embedding entry point.
@@ -194,6 +209,22 @@ pub fn matvec(
     })
 }
 
+/// The fused feed-forward products with SwiGLU over `rows` (1 to [`MAX_MATVEC_ROWS`]) rows:
+/// `gate[r][n] = silu(w_gate[n] . x[r]) * (w_up[n] . x[r])`, launched as [`matvec`]. `None` for
+/// formats without a fused kernel (16-bit floats).
+pub fn matvec_swiglu(
+    format: WeightFormat,
+    rows: usize,
+    n: usize,
+    k: usize,
+) -> Option<Result<Launch, LaunchError>> {
+    let names = format.matvec_swiglu_kernels()?;
+    Some(matvec(format, rows, n, k).map(|l| Launch {
+        kernel: names[rows.min(MAX_MATVEC_ROWS) - 1],
+        ..l
+    }))
+}
+
 /// Splits `rows` into launches of at most [`MAX_MATVEC_ROWS`]: `(first row, rows)`.
 pub fn matvec_row_chunks(rows: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..rows)
@@ -201,15 +232,15 @@ pub fn matvec_row_chunks(rows: usize) -> impl Iterator<Item = (usize, usize)> {
         .map(move |start| (start, MAX_MATVEC_ROWS.min(rows - start)))
 }
 
-/// Row-wise RMSNorm: one block per row, a warp multiple of threads up to 1,024, about one
-/// thread per 4 elements.
-pub fn rms_norm(rows: usize, dim: usize) -> Result<Launch, LaunchError> {
+/// Row-wise RMSNorm (`rms_norm`, or `add_rms_norm` with the residual add before it): one block
+/// per row, a warp multiple of threads up to 1,024, about one thread per 4 elements.
+pub fn rms_norm(kernel: &'static str, rows: usize, dim: usize) -> Result<Launch, LaunchError> {
     if dim == 0 {
         return Err(LaunchError::Empty);
     }
     let threads = (dim.div_ceil(4)).next_multiple_of(32).clamp(32, 1024) as u32;
     Ok(Launch {
-        kernel: "rms_norm",
+        kernel,
         grid: grid(rows as u64)?,
         block: threads,
     })
@@ -299,7 +330,7 @@ mod tests {
     #[test]
     fn block_sizes_are_whole_warps_within_the_limits() {
         for dim in [1, 31, 32, 576, 2048, 4096, 8192, 100_000] {
-            let l = rms_norm(3, dim).unwrap();
+            let l = rms_norm("rms_norm", 3, dim).unwrap();
             assert!(
                 l.block.is_multiple_of(32) && (32..=1024).contains(&l.block),
                 "{dim}"
@@ -314,7 +345,7 @@ mod tests {
         // One thread per 32-weight unit, or per element of 16-bit floats.
         assert_eq!(embed(WeightFormat::Q4K, 1, 4096).unwrap().block, 128);
         assert_eq!(embed(WeightFormat::BF16, 1, 4096).unwrap().block, 256);
-        assert_eq!(rms_norm(1, 0), Err(LaunchError::Empty));
+        assert_eq!(rms_norm("add_rms_norm", 1, 0), Err(LaunchError::Empty));
         assert!(matches!(
             elementwise("add", usize::MAX),
             Err(LaunchError::TooLarge(_))
@@ -329,10 +360,14 @@ mod tests {
                 assert!(entry_exists(name), "{name}");
             }
             assert!(entry_exists(embed(f, 1, 512).unwrap().kernel));
+            match matvec_swiglu(f, 3, 8, 512) {
+                Some(l) => assert!(entry_exists(l.unwrap().kernel)),
+                None => assert!(matches!(f, WeightFormat::F16 | WeightFormat::BF16)),
+            }
             // Rows start 2-byte aligned (the blocks' f16 fields).
             assert_eq!(f.row_bytes(512) % 2, 0);
         }
-        for name in ["rms_norm", "add", "add_bias", "swiglu"] {
+        for name in ["rms_norm", "add_rms_norm", "add", "add_bias", "swiglu"] {
             assert!(entry_exists(name), "{name}");
         }
         // The block size the kernels were written for.

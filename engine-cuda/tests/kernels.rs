@@ -2,9 +2,12 @@
 //! backend, on fresh random inputs: products of every weight format and row count (including
 //! counts that take several launches), norms and element-wise operations, embeddings, RoPE,
 //! writes into non-contiguous KV blocks and attention over them (prefill, then decode over the
-//! cached prefix), with f32 and f16 caches. Without a GPU the tests say so and pass;
-//! `TANDEM_REQUIRE_CUDA=1` makes a missing GPU a failure (the GPU machine's check sets it).
+//! cached prefix), with f32 and f16 caches; the fused operations against their parts. Without a
+//! GPU the tests say so and pass; `TANDEM_REQUIRE_CUDA=1` makes a missing GPU a failure (the GPU
+//! machine's check sets it).
 
+#[path = "../../engine-core/tests/common/fused.rs"]
+mod fused;
 mod gpu;
 
 use engine_core::backend::cpu::{CpuBackend, CpuOptions};
@@ -351,6 +354,16 @@ fn rope_paged_kv_writes_and_attention_prefill_then_decode() {
     }
 }
 
+#[test]
+fn fused_operations_equal_their_parts() {
+    if let Some(gpu) = cuda() {
+        // The fused SwiGLU epilogue may round differently from the separate kernel.
+        fused::fused_ops_equal_their_parts(&gpu, 1e-6);
+        let caps = gpu.capabilities();
+        assert!(caps.computes(GgmlType::Q4_K) && caps.computes(GgmlType::BF16));
+    }
+}
+
 /// The checks themselves, with the CPU backend in the GPU's place (its products multiply 8-bit
 /// activations, hence their looser bound): a check that failed on a correct backend would say
 /// nothing about the GPU.
@@ -360,4 +373,5 @@ fn the_checks_hold_for_the_cpu_backend() {
     check_products(&host, 2e-2);
     check_norms_element_wise_and_embeddings(&host);
     check_attention(&host);
+    fused::fused_ops_equal_their_parts(&host, 0.0);
 }

@@ -51,6 +51,22 @@ pub struct BackendInfo {
     pub threads: usize,
 }
 
+/// What a backend can do beyond the operations every backend has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// It picks tokens on the device ([`Backend::sample`]), so that only token ids come back.
+    pub device_sampling: bool,
+    /// The weight types [`Backend::upload_matrix`] takes; a model with others cannot load.
+    pub weight_types: Vec<GgmlType>,
+}
+
+impl Capabilities {
+    /// Whether matrices of type `ty` can be uploaded.
+    pub fn computes(&self, ty: GgmlType) -> bool {
+        self.weight_types.contains(&ty)
+    }
+}
+
 /// Element type of the KV cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KvDtype {
@@ -183,6 +199,9 @@ pub trait Backend: Send + Sync + 'static {
     /// Name and device.
     fn info(&self) -> BackendInfo;
 
+    /// What it can do beyond the required operations.
+    fn capabilities(&self) -> Capabilities;
+
     /// Runs a whole forward pass (`f`) in the backend's execution context; the CPU backend runs
     /// it inside its worker pool so that its parallel loops start cheaply.
     fn scope<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
@@ -276,17 +295,66 @@ pub trait Backend: Send + Sync + 'static {
         out: &mut Self::Buffer,
     );
 
+    /// `x += y`, then `out = rms_norm(x)`: a residual add and the norm that follows it. A backend
+    /// may fuse them; the result must equal [`Backend::add`] then [`Backend::rms_norm`].
+    #[allow(clippy::too_many_arguments)]
+    fn add_rms_norm(
+        &self,
+        x: &mut Self::Buffer,
+        y: &Self::Buffer,
+        weight: &Self::Buffer,
+        eps: f32,
+        rows: usize,
+        dim: usize,
+        out: &mut Self::Buffer,
+    ) {
+        self.add(x, y, rows * dim);
+        self.rms_norm(x, weight, eps, rows, dim, out);
+    }
+
+    /// The feed-forward's two products and SwiGLU: `gate = silu(w_gate . x) * (w_up . x)` for
+    /// `rows` rows of `ffn` outputs (`up` is scratch). A backend may fuse them; the result must
+    /// equal [`Backend::matmul_many`] then [`Backend::swiglu`].
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_swiglu(
+        &self,
+        w_gate: &Self::Matrix,
+        w_up: &Self::Matrix,
+        x: &Self::Buffer,
+        rows: usize,
+        ffn: usize,
+        gate: &mut Self::Buffer,
+        up: &mut Self::Buffer,
+    ) {
+        self.matmul_many(&[w_gate, w_up], x, rows, &mut [&mut *gate, &mut *up]);
+        self.swiglu(gate, up, rows * ffn);
+    }
+
+    /// RoPE on the step's queries (`n_heads` heads) and keys (`n_kv_heads`), then the keys and
+    /// values into their cache slots for `layer`. A backend may fuse them; the result must equal
+    /// [`Backend::rope`] twice then [`Backend::kv_write`].
+    #[allow(clippy::too_many_arguments)]
+    fn rope_kv_write(
+        &self,
+        step: &Self::Step,
+        kv: &mut Self::KvStore,
+        layer: usize,
+        (q, n_heads): (&mut Self::Buffer, usize),
+        (k, n_kv_heads): (&mut Self::Buffer, usize),
+        v: &Self::Buffer,
+        head_dim: usize,
+    ) {
+        self.rope(step, q, n_heads, head_dim);
+        self.rope(step, k, n_kv_heads, head_dim);
+        self.kv_write(step, kv, layer, k, v);
+    }
+
     /// Reads `len` floats of a buffer back to the host.
     fn read(
         &self,
         buf: &Self::Buffer,
         len: usize,
     ) -> impl Future<Output = Result<Vec<f32>, BackendError>>;
-
-    /// Whether [`Backend::sample`] picks tokens on the device.
-    fn supports_device_sampling(&self) -> bool {
-        false
-    }
 
     /// Picks one token per logit row of `logits` (`rows.len()` rows of `vocab` floats) on the
     /// device, so that only the token ids come back. `None` when the backend does not sample

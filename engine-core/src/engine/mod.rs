@@ -978,7 +978,7 @@ impl<B: Backend> Engine<B> {
     /// logit row is the last row of a sequence that samples a token with a sampler that needs no
     /// host-side processing (no logit bias, penalties or log-probabilities).
     fn device_sampling_eligible(&self, owners: &[(usize, LogitsWanted, usize)]) -> bool {
-        self.backend.supports_device_sampling()
+        self.backend.capabilities().device_sampling
             && owners.iter().all(|&(i, wanted, _)| {
                 let seq = &self.running[i];
                 match wanted {

@@ -2,7 +2,7 @@
 
 use super::ModelError;
 use super::config::{Architecture, ModelConfig};
-use crate::backend::{Backend, MatrixSource, StepInput};
+use crate::backend::{Backend, BackendError, MatrixSource, StepInput};
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::quant::GgmlType;
 
@@ -35,6 +35,7 @@ pub struct Scratch<B: Backend> {
     logit_rows: usize,
     x: Option<B::Buffer>,
     xn: Option<B::Buffer>,
+    y: Option<B::Buffer>,
     q: Option<B::Buffer>,
     k: Option<B::Buffer>,
     v: Option<B::Buffer>,
@@ -54,6 +55,7 @@ impl<B: Backend> Default for Scratch<B> {
             logit_rows: 0,
             x: None,
             xn: None,
+            y: None,
             q: None,
             k: None,
             v: None,
@@ -80,6 +82,7 @@ impl<B: Backend> Scratch<B> {
             let rows = rows.max(self.rows * 2).max(1);
             self.x = Some(b.alloc(rows * c.d_model)?);
             self.xn = Some(b.alloc(rows * c.d_model)?);
+            self.y = Some(b.alloc(rows * c.d_model)?);
             self.q = Some(b.alloc(rows * c.q_dim())?);
             self.k = Some(b.alloc(rows * c.kv_dim())?);
             self.v = Some(b.alloc(rows * c.kv_dim())?);
@@ -212,6 +215,20 @@ impl<B: Backend> LlamaModel<B> {
         let mut config = ModelConfig::from_metadata(file.metadata())?;
         let ld = Loader { backend, file };
         let c = config.clone();
+        // Refuse a model with weights the backend cannot multiply before uploading any.
+        let caps = backend.capabilities();
+        if let Some(t) = file
+            .gguf()
+            .tensors
+            .iter()
+            .find(|t| matrix_shape(t).is_some() && !caps.computes(t.ggml_type))
+        {
+            return Err(BackendError::UnsupportedType {
+                backend: backend.info().name,
+                ty: t.ggml_type,
+            }
+            .into());
+        }
         if ld.has("rope_freqs.weight") {
             config.rope.freq_factors = Some(ld.vector_f32("rope_freqs.weight", c.rope.n_dims / 2)?);
         }
@@ -320,6 +337,7 @@ impl<B: Backend> LlamaModel<B> {
         let (d, eps) = (c.d_model, c.norm_eps);
         let x = s.x.as_mut().expect("allocated");
         let xn = s.xn.as_mut().expect("allocated");
+        let y = s.y.as_mut().expect("allocated");
         let q = s.q.as_mut().expect("allocated");
         let k = s.k.as_mut().expect("allocated");
         let v = s.v.as_mut().expect("allocated");
@@ -328,8 +346,11 @@ impl<B: Backend> LlamaModel<B> {
         let up = s.up.as_mut().expect("allocated");
 
         b.embed(&step, &self.tok_embd, x);
+        if let Some(first) = self.layers.first() {
+            b.rms_norm(x, &first.attn_norm, eps, n, d, xn);
+        }
         for (l, layer) in self.layers.iter().enumerate() {
-            b.rms_norm(x, &layer.attn_norm, eps, n, d, xn);
+            // xn holds this layer's normalized input.
             b.matmul_many(
                 &[&layer.wq, &layer.wk, &layer.wv],
                 xn,
@@ -341,22 +362,25 @@ impl<B: Backend> LlamaModel<B> {
                 b.add_bias(k, bk, n, c.kv_dim());
                 b.add_bias(v, bv, n, c.kv_dim());
             }
-            b.rope(&step, q, c.n_heads, c.head_dim);
-            b.rope(&step, k, c.n_kv_heads, c.head_dim);
-            b.kv_write(&step, kv, l, k, v);
-            b.attention(&step, kv, l, q, c.n_heads, attn);
-            b.matmul(&layer.wo, attn, n, xn);
-            b.add(x, xn, n * d);
-            b.rms_norm(x, &layer.ffn_norm, eps, n, d, xn);
-            b.matmul_many(
-                &[&layer.w_gate, &layer.w_up],
-                xn,
-                n,
-                &mut [&mut *gate, &mut *up],
+            b.rope_kv_write(
+                &step,
+                kv,
+                l,
+                (&mut *q, c.n_heads),
+                (&mut *k, c.n_kv_heads),
+                v,
+                c.head_dim,
             );
-            b.swiglu(gate, up, n * c.ffn_dim);
-            b.matmul(&layer.w_down, gate, n, xn);
-            b.add(x, xn, n * d);
+            b.attention(&step, kv, l, q, c.n_heads, attn);
+            b.matmul(&layer.wo, attn, n, y);
+            b.add_rms_norm(x, y, &layer.ffn_norm, eps, n, d, xn);
+            b.matmul_swiglu(&layer.w_gate, &layer.w_up, xn, n, c.ffn_dim, gate, up);
+            b.matmul(&layer.w_down, gate, n, y);
+            // The residual add, and the next layer's input norm with it.
+            match self.layers.get(l + 1) {
+                Some(next) => b.add_rms_norm(x, y, &next.attn_norm, eps, n, d, xn),
+                None => b.add(x, y, n * d),
+            }
         }
         if m > 0 {
             let last = s.last.as_mut().expect("allocated");

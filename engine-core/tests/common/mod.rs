@@ -2,6 +2,7 @@
 //! outputs live.
 #![allow(dead_code)]
 
+pub mod fused;
 pub mod judge;
 pub mod tiny_vocab;
 

@@ -18,7 +18,7 @@ pub use kernels::Isa;
 
 use self::acts::QuantActs;
 use self::threads::Pool;
-use super::{Backend, BackendError, BackendInfo, KvLayout, MatrixSource, StepInput};
+use super::{Backend, BackendError, BackendInfo, Capabilities, KvLayout, MatrixSource, StepInput};
 use crate::gguf::ModelBytes;
 use crate::quant::GgmlType;
 
@@ -79,6 +79,11 @@ pub struct CpuBackend {
 }
 
 impl CpuBackend {
+    /// Whether weights of type `ty` can be multiplied (every type but the activation-only ones).
+    fn computes(ty: GgmlType) -> bool {
+        ty.is_supported() && !matches!(ty, GgmlType::Q8_1 | GgmlType::Q8_K)
+    }
+
     /// A backend with `options`.
     pub fn new(options: CpuOptions) -> Result<CpuBackend, BackendError> {
         let isa = match options.isa {
@@ -184,12 +189,22 @@ impl Backend for CpuBackend {
         self.pool.install(f)
     }
 
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            device_sampling: false,
+            weight_types: GgmlType::SUPPORTED
+                .into_iter()
+                .filter(|&ty| Self::computes(ty))
+                .collect(),
+        }
+    }
+
     fn upload_matrix(&self, src: &MatrixSource) -> Result<CpuMatrix, BackendError> {
         let unsupported = || BackendError::UnsupportedType {
             backend: "cpu".into(),
             ty: src.ty,
         };
-        if !src.ty.is_supported() || matches!(src.ty, GgmlType::Q8_1 | GgmlType::Q8_K) {
+        if !Self::computes(src.ty) {
             return Err(unsupported());
         }
         let row_bytes = src.ty.row_bytes(src.cols).ok_or_else(unsupported)?;
@@ -302,6 +317,19 @@ impl Backend for CpuBackend {
 
     fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>, len: usize) {
         ops::add(&mut x[..len], &y[..len]);
+    }
+
+    fn add_rms_norm(
+        &self,
+        x: &mut Vec<f32>,
+        y: &Vec<f32>,
+        weight: &Vec<f32>,
+        eps: f32,
+        rows: usize,
+        dim: usize,
+        out: &mut Vec<f32>,
+    ) {
+        ops::add_rms_norm(&self.pool, self.isa, x, y, weight, eps, (rows, dim), out);
     }
 
     fn gather_output_rows(&self, step: &StepInput, x: &Vec<f32>, dim: usize, out: &mut Vec<f32>) {

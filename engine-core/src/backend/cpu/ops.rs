@@ -47,6 +47,37 @@ pub fn rms_norm(
     });
 }
 
+/// `x += y`, then row-wise RMSNorm of `x` into `out`, in one pass over each worker's rows (the
+/// same arithmetic as [`add`] then [`rms_norm`]).
+#[allow(clippy::too_many_arguments)]
+pub fn add_rms_norm(
+    pool: &Pool,
+    isa: Isa,
+    x: &mut [f32],
+    y: &[f32],
+    w: &[f32],
+    eps: f32,
+    (rows, dim): (usize, usize),
+    out: &mut [f32],
+) {
+    let x_ptr = SharedMut(x.as_mut_ptr());
+    let out_ptr = SharedMut(out.as_mut_ptr());
+    assert!(x.len() >= rows * dim && y.len() >= rows * dim && out.len() >= rows * dim);
+    pool.for_ranges(rows, 1, ROWS_PER_TASK, 1, |range| {
+        let (at, len) = (range.start * dim, range.len() * dim);
+        // SAFETY: these rows of `x` and `out` belong to this worker alone and lie inside them
+        // (checked above).
+        let (xr, o) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(x_ptr.get().add(at), len),
+                std::slice::from_raw_parts_mut(out_ptr.get().add(at), len),
+            )
+        };
+        add(xr, &y[at..at + len]);
+        rms_norm_rows(isa, xr, w, eps, o);
+    });
+}
+
 dispatch!(
     /// RMSNorm of whole rows of width `w.len()`, compiled for the instruction set.
     fn rms_norm_rows => rms_norm_rows_with(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) -> ()

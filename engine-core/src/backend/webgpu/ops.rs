@@ -11,7 +11,8 @@ use super::{
     WebGpuBackend, bind, bind_scratch, lock, step, weights,
 };
 use crate::backend::{
-    Backend, BackendError, BackendInfo, DeviceSampling, KvLayout, MatrixSource, StepInput,
+    Backend, BackendError, BackendInfo, Capabilities, DeviceSampling, KvLayout, MatrixSource,
+    StepInput,
 };
 
 impl Backend for WebGpuBackend {
@@ -36,6 +37,13 @@ impl Backend for WebGpuBackend {
                 }
             ),
             threads: 0,
+        }
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            device_sampling: true,
+            weight_types: weights::TYPES.to_vec(),
         }
     }
 
@@ -314,10 +322,6 @@ impl Backend for WebGpuBackend {
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect())
         }
-    }
-
-    fn supports_device_sampling(&self) -> bool {
-        true
     }
 
     fn sample(

@@ -30,6 +30,17 @@ pub(crate) struct TypeLayout {
     pub flag: &'static str,
 }
 
+/// Every weight type the backend computes with (those [`TypeLayout::of`] knows).
+pub const TYPES: [GgmlType; 7] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
+];
+
 impl TypeLayout {
     /// The layout of `ty`, if the backend computes with it.
     pub fn of(ty: GgmlType) -> Option<TypeLayout> {
