@@ -9,10 +9,11 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, LaunchConfig, PushKernelArg,
 };
 use engine_core::backend::{
     Backend, BackendError, BackendInfo, Capabilities, KvDtype, KvLayout, MatrixSource, StepInput,
@@ -23,6 +24,7 @@ use engine_core::quant::GgmlType;
 use crate::device::{CudaError, DeviceInfo, probe};
 use crate::images::{self, Image, MODULES};
 use crate::launch::{self, Launch, WeightFormat};
+use crate::step::{ArenaHome, StepArena, StepLayout};
 
 /// Threads per block of the attention kernel (`ATTN_THREADS` in `kernels/attention.cu`).
 pub const ATTENTION_THREADS: u32 = 128;
@@ -38,8 +40,10 @@ pub struct CudaBackend {
     functions: HashMap<String, CudaFunction>,
     /// The first failure of an enqueued operation, answered by the next read.
     failure: Mutex<Option<String>>,
-    /// Keeps the context alive for the stream and the functions.
-    _ctx: Arc<CudaContext>,
+    /// Step metadata buffers, reused from step to step.
+    arena: ArenaHome,
+    /// The context (alive for the stream and the functions; allocates pinned memory).
+    ctx: Arc<CudaContext>,
 }
 
 /// A weight matrix on the device, in its GGUF encoding.
@@ -69,18 +73,44 @@ pub struct CudaKvStore {
 /// A step's metadata on the device.
 pub struct CudaStep {
     rows: usize,
-    tokens: CudaSlice<i32>,
-    slots: CudaSlice<i32>,
-    angles: CudaSlice<f32>,
     rope_dims: usize,
     neox: bool,
-    /// Each row's position.
-    row_pos: CudaSlice<i32>,
-    /// Where each row's sequence's block table starts in `tables`.
-    row_table: CudaSlice<i32>,
-    tables: CudaSlice<i32>,
-    output_rows: CudaSlice<i32>,
     n_outputs: usize,
+    /// Where each part lies in the arena's packed integers.
+    layout: StepLayout,
+    /// The device copies of the metadata (always present until dropped).
+    arena: Option<StepArena>,
+    /// Where the arena goes back when the step ends.
+    home: ArenaHome,
+}
+
+impl CudaStep {
+    fn arena(&self) -> &StepArena {
+        self.arena.as_ref().expect("a live step holds its arena")
+    }
+
+    /// A part of the packed integers.
+    fn ints(&self, part: &Range<usize>) -> CudaView<'_, i32> {
+        self.arena()
+            .ints()
+            .slice(part.start..part.end.max(part.start))
+    }
+
+    /// The RoPE angles (cos, sin per pair, per row).
+    fn angles(&self) -> CudaView<'_, f32> {
+        let floats = self.arena().floats();
+        floats.slice(0..floats.len())
+    }
+}
+
+impl Drop for CudaStep {
+    fn drop(&mut self) {
+        if let (Some(arena), Ok(mut home)) = (self.arena.take(), self.home.lock())
+            && home.is_none()
+        {
+            *home = Some(arena);
+        }
+    }
 }
 
 /// The entry points of a PTX module (`.entry name(`).
@@ -114,7 +144,8 @@ impl CudaBackend {
             stream: ctx.default_stream(),
             functions,
             failure: Mutex::new(None),
-            _ctx: ctx,
+            arena: ArenaHome::default(),
+            ctx,
         })
     }
 
@@ -314,38 +345,36 @@ impl Backend for CudaBackend {
     }
 
     fn begin_step(&self, step: &StepInput) -> Result<CudaStep, BackendError> {
-        let ints = |v: &[u32]| -> Vec<i32> { v.iter().map(|&x| x as i32).collect() };
-        let mut tables = Vec::new();
-        let mut row_table = vec![0i32; step.rows()];
-        for seq in &step.seqs {
-            let start = int(tables.len());
-            tables.extend(seq.block_table.iter().map(|&b| b as i32));
-            for r in seq.rows.clone() {
-                row_table[r] = start;
-            }
-        }
+        let (ints, layout) = crate::step::pack(step);
+        // The arena kept from the last step, or new buffers (also when a step is still alive).
+        let kept = self.arena.lock().ok().and_then(|mut home| home.take());
+        let mut arena = match kept {
+            Some(a) => a,
+            None => StepArena::new(&self.ctx, &self.stream, step.rows())
+                .map_err(|e| self.device_error(e))?,
+        };
+        arena
+            .load(&self.ctx, &self.stream, &ints, &step.rope_angles)
+            .map_err(|e| self.device_error(e))?;
         Ok(CudaStep {
             rows: step.rows(),
-            tokens: self.upload(&ints(&step.tokens))?,
-            slots: self.upload(&ints(&step.slots))?,
-            angles: self.upload(&step.rope_angles)?,
             rope_dims: step.rope_dims,
             neox: step.rope_layout == RopeLayout::Neox,
-            row_pos: self.upload(&ints(&step.positions))?,
-            row_table: self.upload(&row_table)?,
-            tables: self.upload(&tables)?,
-            output_rows: self.upload(&ints(&step.output_rows))?,
             n_outputs: step.output_rows.len(),
+            layout,
+            arena: Some(arena),
+            home: Arc::clone(&self.arena),
         })
     }
 
     fn embed(&self, step: &CudaStep, table: &CudaMatrix, out: &mut CudaSlice<f32>) {
         let dim = int(table.k);
+        let tokens = step.ints(&step.layout.tokens);
         launch_planned!(
             self,
             "embed",
             launch::embed(table.format, step.rows, table.k),
-            [&table.data, &step.tokens, &dim, out]
+            [&table.data, &tokens, &dim, out]
         )
     }
 
@@ -403,11 +432,12 @@ impl Backend for CudaBackend {
             int(step.rope_dims),
             i32::from(step.neox),
         );
+        let angles = step.angles();
         launch!(
             self,
             "rope",
             config((step.rows as u32, n_heads as u32), block),
-            [x, &step.angles, &heads, &width, &dims, &neox]
+            [x, &angles, &heads, &width, &dims, &neox]
         );
     }
 
@@ -424,13 +454,14 @@ impl Backend for CudaBackend {
         }
         let kv_dim = int(kv.layout.kv_dim());
         let cfg = config((step.rows as u32, 1), 128);
+        let slots = step.ints(&step.layout.slots);
         for (cache, src) in [(&mut kv.k[layer], k), (&mut kv.v[layer], v)] {
             match cache {
                 KvCache::F32(c) => {
-                    launch!(self, "kv_write_f32", cfg, [c, src, &step.slots, &kv_dim])
+                    launch!(self, "kv_write_f32", cfg, [c, src, &slots, &kv_dim])
                 }
                 KvCache::F16(c) => {
-                    launch!(self, "kv_write_f16", cfg, [c, src, &step.slots, &kv_dim])
+                    launch!(self, "kv_write_f16", cfg, [c, src, &slots, &kv_dim])
                 }
             }
         }
@@ -457,6 +488,9 @@ impl Backend for CudaBackend {
             int(l.block_size),
         );
         let cfg = config((step.rows as u32, n_heads as u32), ATTENTION_THREADS);
+        let positions = step.ints(&step.layout.positions);
+        let row_table = step.ints(&step.layout.row_table);
+        let tables = step.ints(&step.layout.tables);
         // The same arguments for either element type of the cache.
         macro_rules! attend {
             ($kernel:literal, $k:expr, $v:expr) => {
@@ -468,9 +502,9 @@ impl Backend for CudaBackend {
                         q,
                         $k,
                         $v,
-                        &step.row_pos,
-                        &step.row_table,
-                        &step.tables,
+                        &positions,
+                        &row_table,
+                        &tables,
                         &heads,
                         &kv_heads,
                         &head_dim,
@@ -567,11 +601,12 @@ impl Backend for CudaBackend {
             return;
         }
         let width = int(dim);
+        let rows = step.ints(&step.layout.output_rows);
         launch!(
             self,
             "gather_rows",
             config((step.n_outputs as u32, 1), 256),
-            [x, &step.output_rows, &width, out]
+            [x, &rows, &width, out]
         );
     }
 

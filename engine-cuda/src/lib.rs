@@ -9,7 +9,8 @@
 //! device's architecture is loaded, else the PTX for the driver to compile.
 //!
 //! [`CudaBackend`] is engine-core's `Backend` on a device: weights stay in their GGUF encoding
-//! (Q4_0, Q4_1, Q8_0, F16), activations are f32, the KV cache f32 or f16. None of the GPU paths
+//! (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16), activations are f32, the KV cache f32 or
+//! f16, and a step's metadata goes through pinned buffers reused from step to step ([`step`]). None of the GPU paths
 //! has run on a GPU yet: they are checked here only as far as a machine without one can (the
 //! kernels compile and assemble for every target architecture, their entry points and launch
 //! geometry match, a missing driver is a clear error).
@@ -18,6 +19,7 @@ pub mod backend;
 pub mod device;
 pub mod images;
 pub mod launch;
+pub mod step;
 
 pub use backend::CudaBackend;
 pub use device::{CudaError, DeviceInfo, DriverVersion, probe};
