@@ -350,7 +350,7 @@ impl Backend for CudaBackend {
         let kept = self.arena.lock().ok().and_then(|mut home| home.take());
         let mut arena = match kept {
             Some(a) => a,
-            None => StepArena::new(&self.ctx, &self.stream, step.rows())
+            None => StepArena::new(&self.ctx, &self.stream, ints.len(), step.rope_angles.len())
                 .map_err(|e| self.device_error(e))?,
         };
         arena

@@ -117,15 +117,16 @@ pub struct StepArena {
 }
 
 impl StepArena {
-    /// Buffers for about `rows` rows.
+    /// Buffers for `ints` packed integers and `floats` angles (and room to grow).
     pub fn new(
         ctx: &Arc<CudaContext>,
         stream: &Arc<CudaStream>,
-        rows: usize,
+        ints: usize,
+        floats: usize,
     ) -> Result<StepArena, DriverError> {
         Ok(StepArena {
-            ints: Staged::new(ctx, stream, grown(0, 8 * rows))?,
-            floats: Staged::new(ctx, stream, grown(0, 64 * rows))?,
+            ints: Staged::new(ctx, stream, grown(0, ints))?,
+            floats: Staged::new(ctx, stream, grown(0, floats))?,
         })
     }
 
