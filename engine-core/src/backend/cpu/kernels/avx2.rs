@@ -2,7 +2,7 @@
 //!
 //! - The 32-weight block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) and Q4_K use eight-row tiles
 //!   whose blocks are transposed on the fly, one row per 32-bit lane (see [`kernel`]).
-//! - Q6_K uses the shared x86 tiles of up to 4 x 2, one row per vector.
+//! - Q6_K uses the one-row-per-vector tiles of up to 4 x 2 in `x86.rs`.
 
 #![allow(clippy::missing_safety_doc, clippy::needless_range_loop)]
 
@@ -51,8 +51,8 @@ pub fn kernel(ty: GgmlType) -> Option<Kernel> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Eight rows per vector: for the 32-weight block formats, a tile is 8 weight rows whose blocks
-// are transposed on the fly so that each 32-bit lane holds four weights of one row. A
+// Eight rows per vector: for the 32-weight block formats and Q4_K, a tile is 8 weight rows whose
+// blocks are transposed on the fly so that each 32-bit lane holds four weights of one row. A
 // `vpmaddubsw` + `vpmaddwd` pair then advances all eight rows by four weights each against four
 // activations broadcast to every lane, and each block is scaled once per token for all eight rows
 // with vector multiplies: no per-row horizontal sums and no scalar work per block. The unpacked
