@@ -17,20 +17,11 @@ use engine_core::backend::{
 use engine_core::gguf::ModelBytes;
 use engine_core::model::{RopeConfig, RopeLayout};
 use engine_core::quant::{GgmlType, dequantize_to_vec, quantize};
+use fused::{random, read};
 use gpu::cuda;
-use rand::RngExt;
 
 fn cpu() -> CpuBackend {
     CpuBackend::new(CpuOptions::default()).unwrap()
-}
-
-fn random(n: usize, scale: f32) -> Vec<f32> {
-    let mut rng = rand::rng();
-    (0..n).map(|_| rng.random_range(-scale..scale)).collect()
-}
-
-fn read<B: Backend>(b: &B, buf: &B::Buffer, len: usize) -> Vec<f32> {
-    pollster::block_on(b.read(buf, len)).unwrap()
 }
 
 /// Checks `got` against `want`: the largest error at most `tol` times the largest magnitude of

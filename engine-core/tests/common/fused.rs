@@ -7,12 +7,14 @@ use engine_core::gguf::ModelBytes;
 use engine_core::quant::{GgmlType, quantize};
 use rand::RngExt;
 
-fn random(n: usize, scale: f32) -> Vec<f32> {
+/// `n` uniform random floats in `(-scale, scale)`, fresh on every call.
+pub fn random(n: usize, scale: f32) -> Vec<f32> {
     let mut rng = rand::rng();
     (0..n).map(|_| rng.random_range(-scale..scale)).collect()
 }
 
-fn read<B: Backend>(b: &B, buf: &B::Buffer, len: usize) -> Vec<f32> {
+/// The first `len` floats of a buffer.
+pub fn read<B: Backend>(b: &B, buf: &B::Buffer, len: usize) -> Vec<f32> {
     pollster::block_on(b.read(buf, len)).unwrap()
 }
 
