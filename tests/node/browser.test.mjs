@@ -40,6 +40,12 @@ async function launch({ webgpu }) {
   return context;
 }
 
+/** Closes a test's Chromium when it is done, so later tests do not share the machine with it. */
+async function closeBrowser(context) {
+  browsers.splice(browsers.indexOf(context), 1);
+  await context.close();
+}
+
 /** A plain page on the server's origin (so the package and the model come from it). No request
  * interception: with it, Chromium's worker requests would escape the request counts below. */
 async function blankPage(context, init) {
@@ -158,6 +164,7 @@ test("WebGPU: progress, reference stable prefixes, the server's answers; a reloa
   assert.ok(r2.out[0].text.startsWith(CASES[0].stable_prefix_text.slice(0, 1)));
   await again.page.close();
   await page.close();
+  await closeBrowser(context);
 });
 
 test("without WebGPU the WASM CPU path answers exactly as the server's CPU backend; a damaged cache is refetched", async () => {
@@ -224,6 +231,7 @@ test("without WebGPU the WASM CPU path answers exactly as the server's CPU backe
   checkProgress(r3.progress, variant.bytes, { fromCache: true });
   assert.deepEqual([...errors, ...damaged.errors, ...healed.errors], []);
   await healed.page.close();
+  await closeBrowser(context);
 });
 
 test("a device too small for the model: under auto the server answers, and says why", async () => {
@@ -240,6 +248,7 @@ test("a device too small for the model: under auto the server answers, and says 
   assert.equal(r.progress.length, 0);
   assert.deepEqual(errors, []);
   await page.close();
+  await closeBrowser(context);
 });
 
 test("a failure mid-stream in the browser: the server finishes the answer in the same stream", async () => {
@@ -270,4 +279,5 @@ test("a failure mid-stream in the browser: the server finishes the answer in the
   assert.equal(r.filter((ch) => ch.choices[0]?.delta?.role).length, 1);
   assert.deepEqual(errors, []);
   await page.close();
+  await closeBrowser(context);
 });

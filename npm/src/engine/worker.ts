@@ -157,11 +157,15 @@ async function fetchModel(msg: LoadMessage): Promise<ModelBuffer> {
     try {
       await storing;
     } catch (e) {
-      buffer.free();
       if (isQuotaError(e)) {
+        buffer.free();
         throw new Failure('quota', `the browser's storage quota cannot hold ${msg.url} (${total} bytes)`);
       }
-      throw new Failure('internal', `caching ${msg.url}: ${messageOf(e)}`);
+      // The bytes in hand are whole and verified: only the copy for the next load failed (Chromium
+      // reports a blob store under pressure as a "network error"). Load from them, drop whatever
+      // part of the entry was written, and download again next time.
+      console.warn(`tandem: could not cache ${msg.url} (${messageOf(e)}); it will be downloaded again next time`);
+      await cache?.delete(msg.url).catch(() => false);
     }
   }
   return buffer;
