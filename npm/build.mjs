@@ -3,6 +3,9 @@
 //   dist/worker.js             src/engine/worker.ts bundled with the wasm-bindgen glue (ESM)
 //   dist/engine_wasm_bg.wasm   the engine, next to worker.js (the glue finds it with
 //                              `new URL('engine_wasm_bg.wasm', import.meta.url)`)
+//   dist/engine_wasm_relaxed_bg.wasm
+//                              the same engine built with relaxed SIMD, which the worker loads
+//                              instead where the browser has it (same glue)
 //   dist/*.d.ts                declarations (tsc --emitDeclarationOnly)
 // The wasm comes from `cargo xtask build-wasm` (npm/wasm/).
 
@@ -16,6 +19,7 @@ const root = dirname(fileURLToPath(import.meta.url));
 const dist = join(root, 'dist');
 const wasmDir = join(root, 'wasm');
 const wasm = join(wasmDir, 'engine_wasm_bg.wasm');
+const wasmRelaxed = join(wasmDir, 'engine_wasm_relaxed_bg.wasm');
 const glue = join(wasmDir, 'engine_wasm.js');
 const workerEntry = join(root, 'src', 'engine', 'worker.ts');
 
@@ -26,6 +30,7 @@ function fail(message) {
 
 for (const [file, what] of [
   [wasm, 'the engine wasm'],
+  [wasmRelaxed, 'the engine wasm built with relaxed SIMD'],
   [glue, 'the wasm-bindgen glue'],
 ]) {
   if (!existsSync(file)) {
@@ -71,6 +76,7 @@ await esbuild.build({
 });
 
 copyFileSync(wasm, join(dist, 'engine_wasm_bg.wasm'));
+copyFileSync(wasmRelaxed, join(dist, 'engine_wasm_relaxed_bg.wasm'));
 
 // Declarations.
 const tsc = spawnSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(root, 'tsconfig.build.json')], {
@@ -90,9 +96,13 @@ const worker = readFileSync(join(dist, 'worker.js'), 'utf8');
 if (!/new\s+URL\(\s*["']engine_wasm_bg\.wasm["']\s*,\s*import\.meta\.url\s*\)/.test(worker)) {
   fail("dist/worker.js does not contain the glue's `new URL('engine_wasm_bg.wasm', import.meta.url)`.");
 }
+if (!/new\s+URL\(\s*["']engine_wasm_relaxed_bg\.wasm["']\s*,\s*import\.meta\.url\s*\)/.test(worker)) {
+  fail("dist/worker.js does not contain `new URL('engine_wasm_relaxed_bg.wasm', import.meta.url)` as written.");
+}
 if (!existsSync(join(dist, 'index.d.ts'))) fail('dist/index.d.ts was not emitted.');
 
 const size = (f) => `${(statSync(join(dist, f)).size / 1024).toFixed(1)} KiB`;
 console.log(
-  `built dist/: index.js ${size('index.js')}, worker.js ${size('worker.js')}, engine_wasm_bg.wasm ${size('engine_wasm_bg.wasm')}, index.d.ts`,
+  `built dist/: index.js ${size('index.js')}, worker.js ${size('worker.js')}, engine_wasm_bg.wasm ${size('engine_wasm_bg.wasm')}, ` +
+    `engine_wasm_relaxed_bg.wasm ${size('engine_wasm_relaxed_bg.wasm')}, index.d.ts`,
 );

@@ -60,4 +60,5 @@ export type {
   EngineRequest,
   LoadOptions,
   LoadProgress,
+  WasmSimd,
 } from './engine/types.js';

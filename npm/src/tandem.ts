@@ -11,6 +11,7 @@ import {
   type EngineModule,
   type EnginePath,
   type LoadProgress,
+  type WasmSimd,
 } from './engine/types.js';
 import { browserStream, serverBody, serverStream } from './failover.js';
 import {
@@ -59,6 +60,8 @@ export interface TandemOptions {
   contextSize?: number;
   /** The browser engine's CPU threads. */
   threads?: number;
+  /** Which WebAssembly build of the browser engine runs (default `auto`: relaxed SIMD where the browser has it). */
+  wasmSimd?: WasmSimd;
   /**
    * How long to wait for `/v1/models` and `/v1/route` before deciding here, ms (default 5000).
    * Completions themselves have no timeout (use `signal`).
@@ -352,6 +355,7 @@ export class Tandem {
     };
     if (this.options.contextSize !== undefined) opts.contextSize = this.options.contextSize;
     if (this.options.threads !== undefined) opts.threads = this.options.threads;
+    if (this.options.wasmSimd !== undefined) opts.wasmSimd = this.options.wasmSimd;
     if (this.options.onProgress) {
       const onProgress = this.options.onProgress;
       opts.onProgress = (p) => {

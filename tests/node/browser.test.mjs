@@ -3,12 +3,12 @@
 // (1) WebGPU (SwiftShader's adapter): load progress, greedy answers to the reference prompts keep
 //     llama.cpp's stable prefixes and agree with the server's CPU backend;
 // (2) a reload reads the model from the browser's cache, with no request for the weights;
-// (3) without WebGPU the WASM CPU path answers the same (exactly as the server's CPU backend), a
-//     chat's next turn reuses the KV cache of the earlier messages, and a damaged cached copy of
-//     the model is detected and fetched again;
+// (3) without WebGPU the WASM CPU path (its relaxed-SIMD build) answers the same (exactly as the
+//     server's CPU backend), a chat's next turn reuses the KV cache of the earlier messages, and
+//     a damaged cached copy of the model is detected and fetched again;
 // (4) a device too small for the model under `auto`: the server answers, saying why;
-// (5) a failure injected mid-stream in the browser engine: the server finishes the answer in the
-//     same stream, from the text already produced.
+// (5) a failure injected mid-stream in the browser engine (its baseline SIMD build): the server
+//     finishes the answer in the same stream, from the text already produced.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -173,6 +173,8 @@ test("without WebGPU the WASM CPU path answers exactly as the server's CPU backe
   const r = await inPage(page, { policy: "browser" }, ANSWER_CASES, { cases: CASES, model: MODEL_ID, tokens: TOKENS });
   assert.ok(!r.caps.webgpu || r.caps.webgpu.available === false, JSON.stringify(r.caps.webgpu));
   assert.equal(r.caps.wasm_simd, true);
+  // Chromium has relaxed SIMD, so the engine's faster build runs.
+  assert.match(r.caps.engines[0].device, /simd128\+relaxed/, JSON.stringify(r.caps.engines));
   checkProgress(r.progress, variant.bytes, { fromCache: false });
   for (const [i, c] of CASES.entries()) {
     const got = r.out[i];
@@ -255,17 +257,19 @@ test("a failure mid-stream in the browser: the server finishes the answer in the
   const context = await launch({ webgpu: false });
   const { page, errors } = await blankPage(context);
   const c = CASES[CASES.length - 1];
-  const r = await inPage(
+  // The baseline build (WebAssembly SIMD only, for browsers without relaxed SIMD) this time.
+  const { chunks: r, device } = await inPage(
     page,
-    { policy: "browser" },
+    { policy: "browser", wasmSimd: "simd128" },
     `
       const chunks = [];
       const stream = await tandem.chat.completions.create({ model: arg.model, messages: arg.messages, temperature: 0, max_tokens: arg.tokens, stream: true, fail_after_tokens: 3 });
       for await (const chunk of stream) chunks.push(chunk);
-      return chunks;
+      return { chunks, device: (await tandem.capabilities()).engines[0]?.device };
     `,
     { model: MODEL_ID, messages: c.messages, tokens: 12 },
   );
+  assert.match(device, /\(simd128\)/);
   const text = r.map((ch) => ch.choices[0]?.delta?.content ?? "").join("");
   assert.equal(r[0].tandem.route, "browser", JSON.stringify(r[0]));
   const last = r.find((ch) => ch.choices[0]?.finish_reason);

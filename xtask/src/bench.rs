@@ -215,9 +215,8 @@ fn browser(model: &std::path::Path, llama_cpp: bool) -> Result<()> {
     if llama_cpp {
         let q8 = crate::cache::dir().join("models/SmolLM2-135M-Instruct.Q8_0-requant.gguf");
         if !q8.exists() {
-            let bin = llama_cpp_bin()?;
             shell::run(
-                Command::new(bin.join("llama-quantize"))
+                Command::new(crate::llama::llama_quantize()?)
                     .arg("--allow-requantize")
                     .arg(model)
                     .arg(&q8)

@@ -32,11 +32,7 @@ pub fn llama_server() -> Result<PathBuf> {
     let src = source(&root, &venv_bin)?;
 
     let build = cache.join(format!("llama-server-{VERSION}.tmp"));
-    let path = format!(
-        "{}:{}",
-        venv_bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = path_with(&venv_bin);
     shell::run(
         Command::new(venv_bin.join("cmake"))
             .env("PATH", &path)
@@ -76,6 +72,38 @@ pub fn llama_server() -> Result<PathBuf> {
     std::fs::rename(&build, &done)
         .with_context(|| format!("renaming {} to {}", build.display(), done.display()))?;
     Ok(bin)
+}
+
+/// Returns the cached `llama-quantize`, built in `llama-server`'s build folder (whose libraries
+/// it shares) the first time it is asked for.
+pub fn llama_quantize() -> Result<PathBuf> {
+    let server = llama_server()?;
+    let bin_dir = server.parent().context("llama-server has no folder")?;
+    let bin = bin_dir.join("llama-quantize");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    let build = bin_dir
+        .parent()
+        .context("llama-server's folder has no parent")?;
+    let venv_bin = cache::dir().join(format!("llama.cpp-{VERSION}/venv/bin"));
+    shell::run(
+        Command::new(venv_bin.join("cmake"))
+            .env("PATH", path_with(&venv_bin))
+            .arg("--build")
+            .arg(build)
+            .args(["--target", "llama-quantize"]),
+    )?;
+    Ok(bin)
+}
+
+/// `$PATH` with `dir` first (where cmake finds ninja).
+fn path_with(dir: &Path) -> String {
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
 }
 
 /// A virtual environment under `root` with cmake, ninja and scikit-build-core (which pip needs

@@ -91,8 +91,13 @@ fn package_tests() -> Result<()> {
             .iter()
             .any(|a| a.starts_with(prefix) && a.ends_with(ext))
     };
-    if !emitted("worker", ".js") || !emitted("", ".wasm") {
-        anyhow::bail!("the Vite example's build lacks the engine's worker or wasm: {assets:?}");
+    if !emitted("worker", ".js")
+        || !emitted("engine_wasm_bg", ".wasm")
+        || !emitted("engine_wasm_relaxed_bg", ".wasm")
+    {
+        anyhow::bail!(
+            "the Vite example's build lacks the engine's worker or one of its two wasm builds: {assets:?}"
+        );
     }
     Ok(())
 }
@@ -135,7 +140,8 @@ fn sdk_tests() -> Result<()> {
 
 /// engine-core must build for the browser (also with the WebGPU backend), and its SIMD kernels
 /// for other instruction sets must compute what the scalar ones do: the kernel tests run as
-/// WebAssembly (SIMD128) under Node and as AArch64 (NEON) under QEMU.
+/// WebAssembly (SIMD128) under Node, as WebAssembly with relaxed SIMD in Chromium, and as AArch64
+/// (NEON) under QEMU.
 fn cross_checks() -> Result<()> {
     let target = shell::root().join("target");
     let env_var = |triple: &str, what: &str| {
@@ -163,29 +169,43 @@ fn cross_checks() -> Result<()> {
     shell::run(wasm.args(["--features", "webgpu"]))?;
     shell::run(wasm.args(["--features", "grammars"]))?;
 
-    let runner = shell::root().join("xtask/assets/wasi-runner.mjs");
-    let mut wasi = shell::cargo();
-    wasi.args([
-        "test",
-        "-p",
-        "engine-core",
-        "--no-default-features",
-        "--target",
-        "wasm32-wasip1",
-        "--test",
-        "cpu_kernels",
-        "--target-dir",
-    ])
-    .arg(target.join("wasi"))
-    .env(
-        env_var("wasm32-wasip1", "RUSTFLAGS"),
-        "-D warnings -C target-feature=+simd128",
-    )
-    .env(
-        env_var("wasm32-wasip1", "RUNNER"),
-        format!("node --no-warnings {}", runner.display()),
-    );
-    shell::run(&mut wasi)?;
+    // The kernel tests as WebAssembly SIMD128 under Node, then built with relaxed SIMD (the
+    // browser engine's faster build) in Chromium: Node 20 has only an experimental relaxed SIMD
+    // that computes other values.
+    let assets = shell::root().join("xtask/assets");
+    for (dir, features, node, script) in [
+        ("wasi", "+simd128", "node --no-warnings", "wasi-runner.mjs"),
+        (
+            "wasi-relaxed",
+            "+simd128,+relaxed-simd",
+            "node",
+            "wasi-chromium.mjs",
+        ),
+    ] {
+        shell::run(
+            shell::cargo()
+                .args([
+                    "test",
+                    "-p",
+                    "engine-core",
+                    "--no-default-features",
+                    "--target",
+                    "wasm32-wasip1",
+                    "--test",
+                    "cpu_kernels",
+                    "--target-dir",
+                ])
+                .arg(target.join(dir))
+                .env(
+                    env_var("wasm32-wasip1", "RUSTFLAGS"),
+                    format!("-D warnings -C target-feature={features}"),
+                )
+                .env(
+                    env_var("wasm32-wasip1", "RUNNER"),
+                    format!("{node} {}", assets.join(script).display()),
+                ),
+        )?;
+    }
 
     let triple = "aarch64-unknown-linux-gnu";
     let mut arm = shell::cargo();

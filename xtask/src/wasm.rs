@@ -40,12 +40,49 @@ pub fn build() -> Result<()> {
     Ok(())
 }
 
-/// engine-wasm → `npm/wasm/engine_wasm.js` + `engine_wasm_bg.wasm`.
+/// engine-wasm → `npm/wasm/engine_wasm.js` + `engine_wasm_bg.wasm` (WebAssembly SIMD, which every
+/// current browser runs) + `engine_wasm_relaxed_bg.wasm` (the same engine with relaxed SIMD,
+/// which the worker loads where the browser validates it; the two share the glue).
 pub fn build_engine() -> Result<()> {
     setup::rust_targets()?;
     let bindgen = wasm_bindgen_cli()?;
     let wasm_opt = wasm_opt()?;
-    shell::run(shell::cargo().args([
+    let out = out_dir();
+    fs::create_dir_all(&out)?;
+
+    // Baseline: the workspace's target folder and `.cargo/config.toml`'s flags (`+simd128`).
+    let baseline = compile(None)?;
+    bind(&bindgen, &baseline, &out)?;
+    optimize(&wasm_opt, &out.join("engine_wasm_bg.wasm"), false)?;
+
+    // Relaxed SIMD: other flags, so its own target folder (sharing one would rebuild each in
+    // turn).
+    let relaxed = compile(Some(RELAXED))?;
+    let scratch = out.join("relaxed");
+    bind(&bindgen, &relaxed, &scratch)?;
+    if fs::read(scratch.join("engine_wasm.js"))? != fs::read(out.join("engine_wasm.js"))? {
+        bail!(
+            "wasm-bindgen wrote different glue for the relaxed-SIMD build: the builds must share it"
+        );
+    }
+    let wasm = out.join("engine_wasm_relaxed_bg.wasm");
+    fs::rename(scratch.join("engine_wasm_bg.wasm"), &wasm)?;
+    fs::remove_dir_all(&scratch)?;
+    optimize(&wasm_opt, &wasm, true)?;
+    Ok(())
+}
+
+/// The Rust flags and target folder of the relaxed-SIMD build.
+const RELAXED: (&str, &str) = (
+    "-C target-feature=+simd128,+relaxed-simd",
+    "target/wasm-relaxed",
+);
+
+/// `cargo build` of engine-wasm, with other `(rustflags, target folder)` when given; returns the
+/// module's path.
+fn compile(flags: Option<(&str, &str)>) -> Result<PathBuf> {
+    let mut cargo = shell::cargo();
+    cargo.args([
         "build",
         "-p",
         "engine-wasm",
@@ -53,36 +90,50 @@ pub fn build_engine() -> Result<()> {
         "wasm32-unknown-unknown",
         "--profile",
         "wasm-release",
-    ]))?;
-    let input = shell::root().join("target/wasm32-unknown-unknown/wasm-release/engine_wasm.wasm");
-    let out = out_dir();
-    fs::create_dir_all(&out)?;
+    ]);
+    let mut target = shell::root().join("target");
+    if let Some((rustflags, dir)) = flags {
+        target = shell::root().join(dir);
+        cargo
+            .arg("--target-dir")
+            .arg(&target)
+            .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS", rustflags);
+    }
+    shell::run(&mut cargo)?;
+    Ok(target.join("wasm32-unknown-unknown/wasm-release/engine_wasm.wasm"))
+}
+
+/// wasm-bindgen: `input` → `dir/engine_wasm.js` + `dir/engine_wasm_bg.wasm`.
+fn bind(bindgen: &std::path::Path, input: &std::path::Path, dir: &std::path::Path) -> Result<()> {
+    fs::create_dir_all(dir)?;
     shell::run(
-        Command::new(&bindgen)
+        Command::new(bindgen)
             .args(["--target", "web", "--out-name", "engine_wasm", "--out-dir"])
-            .arg(&out)
-            .arg(&input),
-    )?;
-    let wasm = out.join("engine_wasm_bg.wasm");
-    shell::run(
-        Command::new(&wasm_opt)
-            .arg(&wasm)
-            .args([
-                "-Os",
-                "--enable-simd",
-                "--enable-bulk-memory",
-                "--enable-nontrapping-float-to-int",
-                "--enable-sign-ext",
-                "--enable-mutable-globals",
-                "--enable-reference-types",
-                "--enable-multivalue",
-                "-o",
-            ])
-            .arg(&wasm),
-    )?;
+            .arg(dir)
+            .arg(input),
+    )
+}
+
+/// binaryen's `wasm-opt -Os` on `wasm` in place, with relaxed SIMD allowed when `relaxed`.
+fn optimize(wasm_opt: &std::path::Path, wasm: &std::path::Path, relaxed: bool) -> Result<()> {
+    let mut cmd = Command::new(wasm_opt);
+    cmd.arg(wasm).args([
+        "-Os",
+        "--enable-simd",
+        "--enable-bulk-memory",
+        "--enable-nontrapping-float-to-int",
+        "--enable-sign-ext",
+        "--enable-mutable-globals",
+        "--enable-reference-types",
+        "--enable-multivalue",
+    ]);
+    if relaxed {
+        cmd.arg("--enable-relaxed-simd");
+    }
+    shell::run(cmd.arg("-o").arg(wasm))?;
     eprintln!(
         "engine wasm: {} bytes ({})",
-        fs::metadata(&wasm)?.len(),
+        fs::metadata(wasm)?.len(),
         wasm.display()
     );
     Ok(())

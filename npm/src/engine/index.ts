@@ -164,6 +164,7 @@ async function loadEngine(opts: LoadOptions): Promise<BrowserEngine> {
       backend: opts.backend ?? 'auto',
       contextSize: opts.contextSize ?? DEFAULT_CONTEXT,
       maxTensorBytes: v.max_tensor_bytes ?? 0,
+      wasmSimd: opts.wasmSimd ?? 'auto',
     };
     worker.postMessage(msg);
   }).finally(() => opts.signal?.removeEventListener('abort', onAbort));

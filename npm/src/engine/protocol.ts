@@ -1,6 +1,6 @@
 // Messages between the page (./index.ts) and the engine's Web Worker (./worker.ts).
 
-import type { EngineFailureKind, EnginePath, EngineRequest, LoadProgress } from './types.js';
+import type { EngineFailureKind, EnginePath, EngineRequest, LoadProgress, WasmSimd } from './types.js';
 
 /** What the worker is asked to load. */
 export interface LoadMessage {
@@ -12,6 +12,8 @@ export interface LoadMessage {
   contextSize: number;
   /** The largest tensor, to check against the adapter's `maxBufferSize`. */
   maxTensorBytes: number;
+  /** Which WebAssembly build of the engine to run. */
+  wasmSimd: WasmSimd;
 }
 
 /** Page → worker. */

@@ -44,6 +44,13 @@ export interface LoadProgress {
 /** Which compute path the browser engine runs on. */
 export type EnginePath = 'webgpu' | 'cpu';
 
+/**
+ * Which WebAssembly build of the engine runs: `relaxed` uses relaxed SIMD's 8-bit dot product
+ * (Chrome 114 and later; faster on the CPU path), `simd128` only baseline SIMD (every current
+ * browser). `auto` (the default) takes `relaxed` where the browser validates it.
+ */
+export type WasmSimd = 'auto' | 'relaxed' | 'simd128';
+
 /** Options for loading the browser engine. */
 export interface LoadOptions {
   /** The variant to run. */
@@ -54,6 +61,8 @@ export interface LoadOptions {
   contextSize?: number;
   /** CPU threads (default: 1, or more when cross-origin isolated and faster). */
   threads?: number;
+  /** Which WebAssembly build of the engine runs (default `auto`). */
+  wasmSimd?: WasmSimd;
   /** Progress callback. */
   onProgress?: (p: LoadProgress) => void;
   /** Cancels the load. */

@@ -6,7 +6,7 @@ import init, { ModelBuffer, WasmEngine } from '../../wasm/engine_wasm.js';
 import { SHA_HEADER, cachedResponse, isQuotaError, openCache } from './cache.js';
 import { navigatorGpu } from './gpu.js';
 import type { EngineInfo, FromWorker, LoadMessage, ToWorker } from './protocol.js';
-import type { EngineFailureKind, EnginePath, EngineRequest, LoadProgress } from './types.js';
+import type { EngineFailureKind, EnginePath, EngineRequest, LoadProgress, WasmSimd } from './types.js';
 
 /** A failure with its kind, on its way to the page. */
 class Failure extends Error {
@@ -185,8 +185,40 @@ async function pickBackend(maxTensorBytes: number): Promise<EnginePath> {
   }
 }
 
+/**
+ * A module whose one function is relaxed SIMD's `i32x4.relaxed_dot_i8x16_i7x16_add_s` on three
+ * constants: it validates exactly where the browser has the instruction the relaxed build uses.
+ */
+function relaxedSimdValidates(): boolean {
+  const v128 = [0xfd, 0x0c, ...new Array<number>(16).fill(0)];
+  const body = [0x00, ...v128, ...v128, ...v128, 0xfd, 0x93, 0x02, 0x0b];
+  const module = new Uint8Array([
+    ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
+    ...[0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7b], // type: () -> v128
+    ...[0x03, 0x02, 0x01, 0x00], // one function of that type
+    ...[0x0a, body.length + 2, 0x01, body.length, ...body], // its code
+  ]);
+  try {
+    return WebAssembly.validate(module);
+  } catch {
+    return false;
+  }
+}
+
+/** Instantiates the engine's WebAssembly build chosen by `choice` (once per worker). */
+async function initEngine(choice: WasmSimd): Promise<void> {
+  const relaxed = choice === 'relaxed' || (choice === 'auto' && relaxedSimdValidates());
+  if (relaxed && !relaxedSimdValidates()) {
+    throw new Failure('unsupported', 'this browser has no relaxed SIMD (asked for wasmSimd: "relaxed")');
+  }
+  // Written out in full so that app bundlers find and emit the file, as they do the glue's own
+  // `new URL('engine_wasm_bg.wasm', import.meta.url)`.
+  if (relaxed) await init({ module_or_path: new URL('engine_wasm_relaxed_bg.wasm', import.meta.url) });
+  else await init();
+}
+
 async function load(msg: LoadMessage): Promise<EngineInfo> {
-  await init();
+  await initEngine(msg.wasmSimd);
   let backend: EnginePath = msg.backend === 'auto' ? await pickBackend(msg.maxTensorBytes) : msg.backend;
   for (;;) {
     const buffer = await fetchModel(msg);

@@ -42,6 +42,18 @@ pub(super) trait Lanes128 {
     fn dot16(w: Self::V, x: Self::V) -> Self::I;
     /// `(hi << 7) + lo`: the integer dot with the two-plane activations.
     fn planes(hi: Self::I, lo: Self::I) -> Self::I;
+    /// Lane-wise sum of 32-bit integers.
+    fn add(a: Self::I, b: Self::I) -> Self::I;
+    /// The integer dot of weights `w` with the two-plane activations `(h, l)`.
+    #[inline(always)]
+    fn dot_planes(w: Self::V, h: Self::V, l: Self::V) -> Self::I {
+        Self::planes(Self::dot16(w, h), Self::dot16(w, l))
+    }
+    /// [`Lanes128::dot_planes`] for weights in `0..128`.
+    #[inline(always)]
+    fn dot_planes_u7(w: Self::V, h: Self::V, l: Self::V) -> Self::I {
+        Self::dot_planes(w, h, l)
+    }
     /// `acc + float(i) * s`.
     fn fma(acc: Self::F, i: Self::I, s: f32) -> Self::F;
     /// Four zero floats.
@@ -61,6 +73,19 @@ pub(super) struct Sub<V> {
     corr: f32,
 }
 
+impl<V: Copy> Sub<V> {
+    #[inline(always)]
+    fn new(lo: V, hi: V, s_lo: f32, s_hi: f32, corr: f32) -> Sub<V> {
+        Sub {
+            lo,
+            hi,
+            s_lo,
+            s_hi,
+            corr,
+        }
+    }
+}
+
 /// A weight format seen as 32-weight sub-blocks.
 pub(super) trait Format<L: Lanes128> {
     /// Bytes per (super-)block.
@@ -69,13 +94,19 @@ pub(super) trait Format<L: Lanes128> {
     const SUBS: usize;
     /// Scales decoded once per (super-)block.
     type Pre: Copy;
+    /// Whether the halves of [`Format::sub`] are in `0..128` (unsigned nibbles and 5-bit values).
+    const U7: bool = false;
+    /// Whether both halves always have the same scale (then their integer dots are added before
+    /// the one conversion to float).
+    const ONE_SCALE: bool = true;
     unsafe fn prepare(blk: *const u8) -> Self::Pre;
     unsafe fn sub(blk: *const u8, pre: &Self::Pre, j: usize) -> Sub<L::V>;
 }
 
+/// The f16 at `p` widened to f32 (exactly, in a few integer operations).
 #[inline(always)]
 unsafe fn f16_at(p: *const u8) -> f32 {
-    half::f16::from_bits(unsafe { std::ptr::read_unaligned(p as *const u16) }).to_f32()
+    super::super::simd::h2f(unsafe { std::ptr::read_unaligned(p as *const u16) })
 }
 
 /// 16 packed bytes -> their low nibbles (weights 0..16) and high nibbles (16..32).
@@ -102,6 +133,7 @@ pub(super) struct Q4_0;
 impl<L: Lanes128> Format<L> for Q4_0 {
     const BYTES: usize = 18;
     const SUBS: usize = 1;
+    const U7: bool = true;
     type Pre = ();
     #[inline(always)]
     unsafe fn prepare(_: *const u8) {}
@@ -110,13 +142,7 @@ impl<L: Lanes128> Format<L> for Q4_0 {
         unsafe {
             let d = f16_at(blk);
             let (lo, hi) = nibbles::<L>(blk.add(2));
-            Sub {
-                lo,
-                hi,
-                s_lo: d,
-                s_hi: d,
-                corr: -8.0 * d,
-            }
+            Sub::new(lo, hi, d, d, -8.0 * d)
         }
     }
 }
@@ -125,6 +151,7 @@ pub(super) struct Q4_1;
 impl<L: Lanes128> Format<L> for Q4_1 {
     const BYTES: usize = 20;
     const SUBS: usize = 1;
+    const U7: bool = true;
     type Pre = ();
     #[inline(always)]
     unsafe fn prepare(_: *const u8) {}
@@ -133,13 +160,7 @@ impl<L: Lanes128> Format<L> for Q4_1 {
         unsafe {
             let d = f16_at(blk);
             let (lo, hi) = nibbles::<L>(blk.add(4));
-            Sub {
-                lo,
-                hi,
-                s_lo: d,
-                s_hi: d,
-                corr: f16_at(blk.add(2)),
-            }
+            Sub::new(lo, hi, d, d, f16_at(blk.add(2)))
         }
     }
 }
@@ -148,6 +169,7 @@ pub(super) struct Q5_0;
 impl<L: Lanes128> Format<L> for Q5_0 {
     const BYTES: usize = 22;
     const SUBS: usize = 1;
+    const U7: bool = true;
     type Pre = ();
     #[inline(always)]
     unsafe fn prepare(_: *const u8) {}
@@ -157,13 +179,7 @@ impl<L: Lanes128> Format<L> for Q5_0 {
             let d = f16_at(blk);
             let (lo, hi) = nibbles::<L>(blk.add(6));
             let (blo, bhi) = high_bits::<L>(blk.add(2));
-            Sub {
-                lo: L::or(lo, blo),
-                hi: L::or(hi, bhi),
-                s_lo: d,
-                s_hi: d,
-                corr: -16.0 * d,
-            }
+            Sub::new(L::or(lo, blo), L::or(hi, bhi), d, d, -16.0 * d)
         }
     }
 }
@@ -172,6 +188,7 @@ pub(super) struct Q5_1;
 impl<L: Lanes128> Format<L> for Q5_1 {
     const BYTES: usize = 24;
     const SUBS: usize = 1;
+    const U7: bool = true;
     type Pre = ();
     #[inline(always)]
     unsafe fn prepare(_: *const u8) {}
@@ -181,13 +198,7 @@ impl<L: Lanes128> Format<L> for Q5_1 {
             let d = f16_at(blk);
             let (lo, hi) = nibbles::<L>(blk.add(8));
             let (blo, bhi) = high_bits::<L>(blk.add(4));
-            Sub {
-                lo: L::or(lo, blo),
-                hi: L::or(hi, bhi),
-                s_lo: d,
-                s_hi: d,
-                corr: f16_at(blk.add(2)),
-            }
+            Sub::new(L::or(lo, blo), L::or(hi, bhi), d, d, f16_at(blk.add(2)))
         }
     }
 }
@@ -203,13 +214,7 @@ impl<L: Lanes128> Format<L> for Q8_0 {
     unsafe fn sub(blk: *const u8, _: &(), _: usize) -> Sub<L::V> {
         unsafe {
             let d = f16_at(blk);
-            Sub {
-                lo: L::load(blk.add(2)),
-                hi: L::load(blk.add(18)),
-                s_lo: d,
-                s_hi: d,
-                corr: 0.0,
-            }
+            Sub::new(L::load(blk.add(2)), L::load(blk.add(18)), d, d, 0.0)
         }
     }
 }
@@ -218,6 +223,7 @@ pub(super) struct Q4K;
 impl<L: Lanes128> Format<L> for Q4K {
     const BYTES: usize = 144;
     const SUBS: usize = 8;
+    const U7: bool = true;
     type Pre = ([f32; 8], [f32; 8]);
     #[inline(always)]
     unsafe fn prepare(blk: *const u8) -> Self::Pre {
@@ -245,13 +251,7 @@ impl<L: Lanes128> Format<L> for Q4K {
                 (L::shr(a, 4), L::shr(b, 4))
             };
             let d = pre.0[j];
-            Sub {
-                lo,
-                hi,
-                s_lo: d,
-                s_hi: d,
-                corr: pre.1[j],
-            }
+            Sub::new(lo, hi, d, d, pre.1[j])
         }
     }
 }
@@ -260,6 +260,7 @@ pub(super) struct Q6K;
 impl<L: Lanes128> Format<L> for Q6K {
     const BYTES: usize = 210;
     const SUBS: usize = 8;
+    const ONE_SCALE: bool = false;
     type Pre = [f32; 16];
     #[inline(always)]
     unsafe fn prepare(blk: *const u8) -> Self::Pre {
@@ -295,13 +296,7 @@ impl<L: Lanes128> Format<L> for Q6K {
                 L::sub(L::or(low, L::and(high, L::splat(0x30))), L::splat(32))
             };
             let s = 8 * half + 2 * g;
-            Sub {
-                lo: one(0),
-                hi: one(16),
-                s_lo: pre[s],
-                s_hi: pre[s + 1],
-                corr: 0.0,
-            }
+            Sub::new(one(0), one(16), pre[s], pre[s + 1], 0.0)
         }
     }
 }
@@ -348,10 +343,20 @@ unsafe fn tile_impl<L: Lanes128, F: Format<L>, const NR: usize, const NT: usize>
                     let dsx = *xds.add(t * nb + b);
                     for r in 0..NR {
                         let s = subs[r].assume_init_ref();
-                        let p0 = L::planes(L::dot16(s.lo, h0), L::dot16(s.lo, l0));
-                        let p1 = L::planes(L::dot16(s.hi, h1), L::dot16(s.hi, l1));
-                        acc[r][t] = L::fma(acc[r][t], p0, s.s_lo * dx);
-                        acc[r][t] = L::fma(acc[r][t], p1, s.s_hi * dx);
+                        let (p0, p1) = if F::U7 {
+                            (
+                                L::dot_planes_u7(s.lo, h0, l0),
+                                L::dot_planes_u7(s.hi, h1, l1),
+                            )
+                        } else {
+                            (L::dot_planes(s.lo, h0, l0), L::dot_planes(s.hi, h1, l1))
+                        };
+                        if F::ONE_SCALE {
+                            acc[r][t] = L::fma(acc[r][t], L::add(p0, p1), s.s_lo * dx);
+                        } else {
+                            acc[r][t] = L::fma(acc[r][t], p0, s.s_lo * dx);
+                            acc[r][t] = L::fma(acc[r][t], p1, s.s_hi * dx);
+                        }
                         corr[r][t] += s.corr * dsx;
                     }
                 }

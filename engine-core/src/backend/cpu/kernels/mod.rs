@@ -90,7 +90,7 @@ pub enum Isa {
     Avx512Vnni,
     /// AArch64 NEON.
     Neon,
-    /// WebAssembly 128-bit SIMD.
+    /// WebAssembly 128-bit SIMD (with relaxed SIMD's dot product when built with it).
     Simd128,
 }
 
@@ -151,6 +151,7 @@ impl Isa {
             Isa::Avx2 => "avx2",
             Isa::Avx512Vnni => "avx512-vnni",
             Isa::Neon => "neon",
+            Isa::Simd128 if cfg!(target_feature = "relaxed-simd") => "simd128+relaxed",
             Isa::Simd128 => "simd128",
         }
     }

@@ -69,6 +69,10 @@ impl Lanes128 for Neon {
         unsafe { vaddq_s32(vshlq_s32(hi, vdupq_n_s32(PLANE_SHIFT as i32)), lo) }
     }
     #[inline(always)]
+    fn add(a: int32x4_t, b: int32x4_t) -> int32x4_t {
+        unsafe { vaddq_s32(a, b) }
+    }
+    #[inline(always)]
     fn fma(acc: float32x4_t, i: int32x4_t, s: f32) -> float32x4_t {
         unsafe { vfmaq_n_f32(acc, vcvtq_f32_s32(i), s) }
     }

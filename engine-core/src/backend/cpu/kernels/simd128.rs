@@ -1,6 +1,8 @@
 //! WebAssembly SIMD (simd128) kernels: 8-bit products widened to 16 bits and pairwise-added to
 //! 32, tiles of up to 4 x 4. Compiled when the crate is built with `+simd128`, which every
-//! current browser runs. The formats and the tile loop are in [`super::lanes128`].
+//! current browser runs; built also with `+relaxed-simd` (Chrome 114 and later), the products
+//! take relaxed SIMD's 8-bit dot product. The formats and the tile loop are in
+//! [`super::lanes128`].
 
 use core::arch::wasm32::*;
 
@@ -62,6 +64,20 @@ impl Lanes128 for Simd128 {
     #[inline(always)]
     fn planes(hi: v128, lo: v128) -> v128 {
         i32x4_add(i32x4_shl(hi, PLANE_SHIFT), lo)
+    }
+    /// Relaxed SIMD's dot product takes weights in `0..128` as its 7-bit operand: products of
+    /// such a weight and a signed activation byte, summed in fours, in one instruction
+    /// (`pmaddubsw` + `pmaddwd` on x86, `sdot` on Arm). Exact: no pair sum of 127 x 127 products
+    /// reaches the 16-bit limit some engines saturate at.
+    #[cfg(target_feature = "relaxed-simd")]
+    #[inline(always)]
+    fn dot_planes_u7(w: v128, h: v128, l: v128) -> v128 {
+        let hi = i32x4_relaxed_dot_i8x16_i7x16_add(h, w, i32x4_splat(0));
+        i32x4_relaxed_dot_i8x16_i7x16_add(l, w, i32x4_shl(hi, PLANE_SHIFT))
+    }
+    #[inline(always)]
+    fn add(a: v128, b: v128) -> v128 {
+        i32x4_add(a, b)
     }
     #[inline(always)]
     fn fma(acc: v128, i: v128, s: f32) -> v128 {
