@@ -207,10 +207,11 @@ function relaxedSimdValidates(): boolean {
 
 /** Instantiates the engine's WebAssembly build chosen by `choice` (once per worker). */
 async function initEngine(choice: WasmSimd): Promise<void> {
-  const relaxed = choice === 'relaxed' || (choice === 'auto' && relaxedSimdValidates());
-  if (relaxed && !relaxedSimdValidates()) {
+  const supported = relaxedSimdValidates();
+  if (choice === 'relaxed' && !supported) {
     throw new Failure('unsupported', 'this browser has no relaxed SIMD (asked for wasmSimd: "relaxed")');
   }
+  const relaxed = choice === 'relaxed' || (choice === 'auto' && supported);
   // Written out in full so that app bundlers find and emit the file, as they do the glue's own
   // `new URL('engine_wasm_bg.wasm', import.meta.url)`.
   if (relaxed) await init({ module_or_path: new URL('engine_wasm_relaxed_bg.wasm', import.meta.url) });

@@ -73,19 +73,6 @@ pub(super) struct Sub<V> {
     corr: f32,
 }
 
-impl<V: Copy> Sub<V> {
-    #[inline(always)]
-    fn new(lo: V, hi: V, s_lo: f32, s_hi: f32, corr: f32) -> Sub<V> {
-        Sub {
-            lo,
-            hi,
-            s_lo,
-            s_hi,
-            corr,
-        }
-    }
-}
-
 /// A weight format seen as 32-weight sub-blocks.
 pub(super) trait Format<L: Lanes128> {
     /// Bytes per (super-)block.
@@ -142,7 +129,13 @@ impl<L: Lanes128> Format<L> for Q4_0 {
         unsafe {
             let d = f16_at(blk);
             let (lo, hi) = nibbles::<L>(blk.add(2));
-            Sub::new(lo, hi, d, d, -8.0 * d)
+            Sub {
+                lo,
+                hi,
+                s_lo: d,
+                s_hi: d,
+                corr: -8.0 * d,
+            }
         }
     }
 }
@@ -160,7 +153,13 @@ impl<L: Lanes128> Format<L> for Q4_1 {
         unsafe {
             let d = f16_at(blk);
             let (lo, hi) = nibbles::<L>(blk.add(4));
-            Sub::new(lo, hi, d, d, f16_at(blk.add(2)))
+            Sub {
+                lo,
+                hi,
+                s_lo: d,
+                s_hi: d,
+                corr: f16_at(blk.add(2)),
+            }
         }
     }
 }
@@ -179,7 +178,13 @@ impl<L: Lanes128> Format<L> for Q5_0 {
             let d = f16_at(blk);
             let (lo, hi) = nibbles::<L>(blk.add(6));
             let (blo, bhi) = high_bits::<L>(blk.add(2));
-            Sub::new(L::or(lo, blo), L::or(hi, bhi), d, d, -16.0 * d)
+            Sub {
+                lo: L::or(lo, blo),
+                hi: L::or(hi, bhi),
+                s_lo: d,
+                s_hi: d,
+                corr: -16.0 * d,
+            }
         }
     }
 }
@@ -198,7 +203,13 @@ impl<L: Lanes128> Format<L> for Q5_1 {
             let d = f16_at(blk);
             let (lo, hi) = nibbles::<L>(blk.add(8));
             let (blo, bhi) = high_bits::<L>(blk.add(4));
-            Sub::new(L::or(lo, blo), L::or(hi, bhi), d, d, f16_at(blk.add(2)))
+            Sub {
+                lo: L::or(lo, blo),
+                hi: L::or(hi, bhi),
+                s_lo: d,
+                s_hi: d,
+                corr: f16_at(blk.add(2)),
+            }
         }
     }
 }
@@ -214,7 +225,13 @@ impl<L: Lanes128> Format<L> for Q8_0 {
     unsafe fn sub(blk: *const u8, _: &(), _: usize) -> Sub<L::V> {
         unsafe {
             let d = f16_at(blk);
-            Sub::new(L::load(blk.add(2)), L::load(blk.add(18)), d, d, 0.0)
+            Sub {
+                lo: L::load(blk.add(2)),
+                hi: L::load(blk.add(18)),
+                s_lo: d,
+                s_hi: d,
+                corr: 0.0,
+            }
         }
     }
 }
@@ -251,7 +268,13 @@ impl<L: Lanes128> Format<L> for Q4K {
                 (L::shr(a, 4), L::shr(b, 4))
             };
             let d = pre.0[j];
-            Sub::new(lo, hi, d, d, pre.1[j])
+            Sub {
+                lo,
+                hi,
+                s_lo: d,
+                s_hi: d,
+                corr: pre.1[j],
+            }
         }
     }
 }
@@ -296,7 +319,13 @@ impl<L: Lanes128> Format<L> for Q6K {
                 L::sub(L::or(low, L::and(high, L::splat(0x30))), L::splat(32))
             };
             let s = 8 * half + 2 * g;
-            Sub::new(one(0), one(16), pre[s], pre[s + 1], 0.0)
+            Sub {
+                lo: one(0),
+                hi: one(16),
+                s_lo: pre[s],
+                s_hi: pre[s + 1],
+                corr: 0.0,
+            }
         }
     }
 }
