@@ -10,6 +10,7 @@ pub use blocks::{
     BlockQ8_0, BlockQ8_1, BlockQ8K, K_SCALE_SIZE, QK_K, QK4_0, QK4_1, QK5_0, QK5_1, QK8_0, QK8_1,
     QuantBlock, get_scale_min_k4, q3_k_scales,
 };
+pub(crate) use dequant::f16_to_f32_exact;
 pub use dequant::{dequantize, dequantize_to_vec};
 pub use quantize::{nearest_int, quantize, quantize_into};
 pub use types::GgmlType;

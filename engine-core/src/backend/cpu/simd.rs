@@ -30,22 +30,8 @@ pub(crate) fn prefetch<T>(bytes: &[T]) {
     let _ = bytes;
 }
 
-/// IEEE half precision (bits) widened to single precision exactly (zeros, subnormals,
-/// infinities and NaN payloads included) without branches, so that loops over it vectorize: the
-/// magnitude's bits move to single precision's places and a multiplication by 2^112 (exact)
-/// rebiases the exponent; infinities and NaNs take single precision's top exponent instead.
-#[inline(always)]
-pub(crate) fn h2f(h: u16) -> f32 {
-    let h = u32::from(h);
-    let moved = (h & 0x7fff) << 13;
-    let scaled = (f32::from_bits(moved) * f32::from_bits(0x7780_0000)).to_bits();
-    let magnitude = if h & 0x7c00 == 0x7c00 {
-        moved | 0x7f80_0000
-    } else {
-        scaled
-    };
-    f32::from_bits(magnitude | ((h & 0x8000) << 16))
-}
+/// IEEE half precision (bits) widened to single precision exactly, without branches.
+pub(crate) use crate::quant::f16_to_f32_exact as h2f;
 
 /// Plain Rust, eight independent lanes (vectorized by the compiler to the baseline ISA).
 pub(crate) struct Portable;
