@@ -6,6 +6,10 @@
 //   dist/engine_wasm_relaxed_bg.wasm
 //                              the same engine built with relaxed SIMD, which the worker loads
 //                              instead where the browser has it (same glue)
+//   dist/engine_wasm_threads_bg.wasm
+//                              the engine with relaxed SIMD and CPU threads (shared memory), for
+//                              cross-origin isolated pages; its own glue, in worker.js and
+//   dist/thread.js             src/engine/thread.ts bundled with that glue: one CPU worker
 //   dist/*.d.ts                declarations (tsc --emitDeclarationOnly)
 // The wasm comes from `cargo xtask build-wasm` (npm/wasm/).
 
@@ -20,8 +24,11 @@ const dist = join(root, 'dist');
 const wasmDir = join(root, 'wasm');
 const wasm = join(wasmDir, 'engine_wasm_bg.wasm');
 const wasmRelaxed = join(wasmDir, 'engine_wasm_relaxed_bg.wasm');
+const wasmThreads = join(wasmDir, 'engine_wasm_threads_bg.wasm');
 const glue = join(wasmDir, 'engine_wasm.js');
+const glueThreads = join(wasmDir, 'threads', 'engine_wasm.js');
 const workerEntry = join(root, 'src', 'engine', 'worker.ts');
+const threadEntry = join(root, 'src', 'engine', 'thread.ts');
 
 function fail(message) {
   console.error(`\nbuild.mjs: ${message}\n`);
@@ -32,6 +39,8 @@ for (const [file, what] of [
   [wasm, 'the engine wasm'],
   [wasmRelaxed, 'the engine wasm built with relaxed SIMD'],
   [glue, 'the wasm-bindgen glue'],
+  [wasmThreads, 'the threaded engine wasm'],
+  [glueThreads, "the threaded engine's wasm-bindgen glue"],
 ]) {
   if (!existsSync(file)) {
     fail(
@@ -75,8 +84,16 @@ await esbuild.build({
   external: ['*.wasm'],
 });
 
+await esbuild.build({
+  ...common,
+  entryPoints: [threadEntry],
+  outfile: join(dist, 'thread.js'),
+  external: ['*.wasm'],
+});
+
 copyFileSync(wasm, join(dist, 'engine_wasm_bg.wasm'));
 copyFileSync(wasmRelaxed, join(dist, 'engine_wasm_relaxed_bg.wasm'));
+copyFileSync(wasmThreads, join(dist, 'engine_wasm_threads_bg.wasm'));
 
 // Declarations.
 const tsc = spawnSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(root, 'tsconfig.build.json')], {
@@ -99,10 +116,17 @@ if (!/new\s+URL\(\s*["']engine_wasm_bg\.wasm["']\s*,\s*import\.meta\.url\s*\)/.t
 if (!/new\s+URL\(\s*["']engine_wasm_relaxed_bg\.wasm["']\s*,\s*import\.meta\.url\s*\)/.test(worker)) {
   fail("dist/worker.js does not contain `new URL('engine_wasm_relaxed_bg.wasm', import.meta.url)` as written.");
 }
+if (!/new\s+URL\(\s*["']engine_wasm_threads_bg\.wasm["']\s*,\s*import\.meta\.url\s*\)/.test(worker)) {
+  fail("dist/worker.js does not contain `new URL('engine_wasm_threads_bg.wasm', import.meta.url)` as written.");
+}
+if (!/new\s+Worker\(\s*new\s+URL\(\s*["']\.\/thread\.js["']\s*,\s*import\.meta\.url\s*\)/.test(worker)) {
+  fail("dist/worker.js does not contain `new Worker(new URL('./thread.js', import.meta.url), ...)` as written.");
+}
 if (!existsSync(join(dist, 'index.d.ts'))) fail('dist/index.d.ts was not emitted.');
 
 const size = (f) => `${(statSync(join(dist, f)).size / 1024).toFixed(1)} KiB`;
 console.log(
   `built dist/: index.js ${size('index.js')}, worker.js ${size('worker.js')}, engine_wasm_bg.wasm ${size('engine_wasm_bg.wasm')}, ` +
-    `engine_wasm_relaxed_bg.wasm ${size('engine_wasm_relaxed_bg.wasm')}, index.d.ts`,
+    `engine_wasm_relaxed_bg.wasm ${size('engine_wasm_relaxed_bg.wasm')}, thread.js ${size('thread.js')}, ` +
+    `engine_wasm_threads_bg.wasm ${size('engine_wasm_threads_bg.wasm')}, index.d.ts`,
 );

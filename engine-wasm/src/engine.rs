@@ -4,9 +4,12 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
-use engine_core::backend::cpu::{CpuBackend, CpuOptions};
+#[cfg(feature = "webgpu")]
+use engine_core::backend::BackendError;
+use engine_core::backend::cpu::CpuBackend;
+#[cfg(feature = "webgpu")]
 use engine_core::backend::webgpu::{WebGpuBackend, WebGpuOptions};
-use engine_core::backend::{Backend, BackendError, KvLayout};
+use engine_core::backend::{Backend, KvLayout};
 use engine_core::engine::{Engine, EngineConfig, Event, FinishReason, SeqId};
 use engine_core::gguf::{GgufFile, ModelBytes};
 use engine_core::model::ModelConfig;
@@ -35,12 +38,14 @@ struct LoadOptions {
     context_size: usize,
     /// Bytes the model, its cache and scratch may take on the GPU (0 = no budget).
     #[serde(default)]
+    #[cfg_attr(not(feature = "webgpu"), allow(dead_code))]
     memory_budget: f64,
 }
 
 /// An engine on one of the two browser backends.
 enum AnyEngine {
     Cpu(Box<Engine<CpuBackend>>),
+    #[cfg(feature = "webgpu")]
     Gpu(Box<Engine<WebGpuBackend>>),
 }
 
@@ -48,6 +53,7 @@ macro_rules! each {
     ($e:expr, $name:ident => $body:expr) => {
         match $e {
             AnyEngine::Cpu($name) => $body,
+            #[cfg(feature = "webgpu")]
             AnyEngine::Gpu($name) => $body,
         }
     };
@@ -106,6 +112,8 @@ impl WasmEngine {
         let file = GgufFile::new(bytes).map_err(|e| {
             EngineWasmError::new(Kind::Unsupported, format!("not a usable GGUF file: {e}"))
         })?;
+        // The KV layout checks a model against a GPU's limits.
+        #[cfg_attr(not(feature = "webgpu"), allow(unused_variables))]
         let (config, layout) = engine_config(&file, options.context_size)?;
         let name = file
             .metadata()
@@ -114,15 +122,19 @@ impl WasmEngine {
             .to_owned();
         let engine = match options.backend.as_str() {
             "cpu" => {
-                let backend = CpuBackend::new(CpuOptions {
+                #[cfg(feature = "threads")]
+                let backend = CpuBackend::with_pool(None, crate::threads::pool());
+                #[cfg(not(feature = "threads"))]
+                let backend = CpuBackend::new(engine_core::backend::cpu::CpuOptions {
                     threads: 1,
                     isa: None,
-                })
-                .map_err(EngineWasmError::from)?;
+                });
+                let backend = backend.map_err(EngineWasmError::from)?;
                 AnyEngine::Cpu(Box::new(
                     Engine::new(backend, &file, config.clone()).map_err(EngineWasmError::from)?,
                 ))
             }
+            #[cfg(feature = "webgpu")]
             "webgpu" => {
                 let budget = (options.memory_budget.is_finite() && options.memory_budget > 0.0)
                     .then_some(options.memory_budget as u64);
@@ -142,6 +154,14 @@ impl WasmEngine {
                 AnyEngine::Gpu(Box::new(
                     Engine::new(backend, &file, config.clone()).map_err(EngineWasmError::from)?,
                 ))
+            }
+            #[cfg(not(feature = "webgpu"))]
+            "webgpu" => {
+                return Err(EngineWasmError::new(
+                    Kind::Unsupported,
+                    "this build of the engine runs the CPU path only (load the default build for WebGPU)",
+                )
+                .into());
             }
             other => {
                 return Err(EngineWasmError::new(
@@ -323,5 +343,6 @@ fn busy() -> JsValue {
 const _: fn() = || {
     fn is_backend<B: Backend>() {}
     is_backend::<CpuBackend>();
+    #[cfg(feature = "webgpu")]
     is_backend::<WebGpuBackend>();
 };

@@ -11,7 +11,11 @@ mod buffer;
 mod engine;
 mod error;
 mod request;
+#[cfg(feature = "threads")]
+mod threads;
 
 pub use buffer::ModelBuffer;
 pub use engine::WasmEngine;
 pub use error::{EngineWasmError, Kind};
+#[cfg(feature = "threads")]
+pub use threads::{run_thread, start_threads};

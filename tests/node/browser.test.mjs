@@ -5,7 +5,8 @@
 // (2) a reload reads the model from the browser's cache, with no request for the weights;
 // (3) without WebGPU the WASM CPU path (its relaxed-SIMD build) answers the same (exactly as the
 //     server's CPU backend), a chat's next turn reuses the KV cache of the earlier messages, and
-//     a damaged cached copy of the model is detected and fetched again;
+//     a damaged cached copy of the model is detected and fetched again; on a cross-origin
+//     isolated page (the demo's) its threaded build answers the same on 2 threads;
 // (4) a device too small for the model under `auto`: the server answers, saying why;
 // (5) a failure injected mid-stream in the browser engine (its baseline SIMD build): the server
 //     finishes the answer in the same stream, from the text already produced.
@@ -29,7 +30,7 @@ let server;
 const browsers = [];
 const profiles = [];
 
-/** A Chromium with (or without) WebGPU and its own profile (so its own Cache Storage). */
+/** A Chromium with (or without) WebGPU and its own profile (so its own storage). */
 async function launch({ webgpu }) {
   const dir = mkdtempSync(join(tmpdir(), "tandem-chromium-"));
   profiles.push(dir);
@@ -155,7 +156,7 @@ test("WebGPU: progress, reference stable prefixes, the server's answers; a reloa
   }
   assert.deepEqual(errors, []);
 
-  // (2) A reload: the weights come from Cache Storage; nothing more is fetched for them.
+  // (2) A reload: the weights come from the browser's storage (OPFS); nothing more is fetched for them.
   const again = await blankPage(context);
   const r2 = await inPage(again.page, { policy: "browser", backend: "webgpu" }, ANSWER_CASES, { cases: CASES.slice(0, 1), model: MODEL_ID, tokens: 2 });
   checkProgress(r2.progress, variant.bytes, { fromCache: true });
@@ -214,13 +215,19 @@ test("without WebGPU the WASM CPU path answers exactly as the server's CPU backe
     if (req.url() === variant.url) weightRequests.push(req.url());
   });
   const damaged = await blankPage(context);
-  await damaged.page.evaluate(async ({ url }) => {
-    const cache = await caches.open("tandem-models-v1");
-    const hit = await cache.match(url);
-    const bytes = new Uint8Array(await hit.arrayBuffer());
-    bytes[bytes.length >> 1] ^= 0xff;
-    await cache.put(url, new Response(bytes, { headers: hit.headers }));
-  }, { url: variant.url });
+  await damaged.page.evaluate(async () => {
+    // The one model file in the package's OPFS folder: flip a byte in its middle.
+    const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle("tandem-models-v1");
+    const files = [];
+    for await (const [name, handle] of dir.entries()) if (name.endsWith(".gguf")) files.push(handle);
+    if (files.length !== 1) throw new Error(`${files.length} cached model files`);
+    const file = await files[0].getFile();
+    const at = file.size >> 1;
+    const [byte] = new Uint8Array(await file.slice(at, at + 1).arrayBuffer());
+    const writable = await files[0].createWritable({ keepExistingData: true });
+    await writable.write({ type: "write", position: at, data: new Uint8Array([byte ^ 0xff]) });
+    await writable.close();
+  });
   const r2 = await inPage(damaged.page, { policy: "browser" }, ANSWER_CASES, { cases: CASES.slice(0, 1), model: MODEL_ID, tokens: TOKENS });
   assert.equal(r2.out[0].text, serverTexts[0]);
   assert.equal(weightRequests.length, 1);
@@ -233,6 +240,25 @@ test("without WebGPU the WASM CPU path answers exactly as the server's CPU backe
   checkProgress(r3.progress, variant.bytes, { fromCache: true });
   assert.deepEqual([...errors, ...damaged.errors, ...healed.errors], []);
   await healed.page.close();
+  await closeBrowser(context);
+});
+
+test("cross-origin isolated (the demo page): the CPU path runs on 2 threads and answers exactly as the server's CPU backend", async () => {
+  const context = await launch({ webgpu: false });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  // The server serves the demo with COOP and COEP, so its page may share memory with workers.
+  await page.goto(server.base + "/");
+  assert.equal(await page.evaluate(() => globalThis.crossOriginIsolated), true);
+  const r = await inPage(page, { policy: "browser", threads: 2 }, ANSWER_CASES, { cases: CASES, model: MODEL_ID, tokens: TOKENS });
+  assert.match(r.caps.engines[0].device, /simd128\+relaxed\), 2 thread/, JSON.stringify(r.caps.engines));
+  for (const [i, c] of CASES.entries()) {
+    assert.equal(r.out[i].tandem.path, "cpu");
+    assert.equal(r.out[i].text, serverTexts[i], `case ${c.id ?? i}`);
+  }
+  assert.deepEqual(errors, []);
+  await page.close();
   await closeBrowser(context);
 });
 

@@ -88,11 +88,11 @@ const median = (xs) => {
 };
 
 /** Tandem through its npm package, as an app runs it. */
-async function tandem(page, backend, n, count, wasmSimd = "auto") {
+async function tandem(page, backend, n, count, wasmSimd = "auto", threads = 1) {
   return page.evaluate(
-    async ({ backend, n, count, msgs, wasmSimd }) => {
+    async ({ backend, n, count, msgs, wasmSimd, threads }) => {
       const { Tandem } = await import("/pkg/index.js");
-      const t = await Tandem.create({ policy: "browser", backend, wasmSimd });
+      const t = await Tandem.create({ policy: "browser", backend, wasmSimd, threads });
       const info = await t.load("bench");
       const runs = [];
       for (let i = 0; i < count; i++) {
@@ -103,7 +103,7 @@ async function tandem(page, backend, n, count, wasmSimd = "auto") {
       }
       return { device: info.device, path: info.path, runs };
     },
-    { backend, n, count, wasmSimd, msgs: Array.from({ length: count }, (_, i) => messages(i + 1)) },
+    { backend, n, count, wasmSimd, threads, msgs: Array.from({ length: count }, (_, i) => messages(i + 1)) },
   );
 }
 
@@ -164,10 +164,11 @@ async function measure(name, threads, fn) {
   await context.close();
 }
 
-// The engine's two WebAssembly builds: relaxed SIMD (what Chromium loads) and baseline SIMD (for
-// browsers without relaxed SIMD).
-await measure("Tandem WASM CPU", 1, (p) => tandem(p, "cpu", tokens, reps + 1, "relaxed"));
-await measure("Tandem WASM CPU", 1, (p) => tandem(p, "cpu", tokens, reps + 1, "simd128"));
+// The engine's WebAssembly builds: relaxed SIMD (what Chromium loads) on 1 and 2 threads (the
+// threaded build), and baseline SIMD (for browsers without relaxed SIMD).
+await measure("Tandem WASM CPU", 1, (p) => tandem(p, "cpu", tokens, reps + 1, "relaxed", 1));
+await measure("Tandem WASM CPU", 2, (p) => tandem(p, "cpu", tokens, reps + 1, "relaxed", 2));
+await measure("Tandem WASM CPU", 1, (p) => tandem(p, "cpu", tokens, reps + 1, "simd128", 1));
 await measure("wllama", 1, (p) => wllama(p, 1, tokens, reps + 1));
 await measure("wllama", 2, (p) => wllama(p, 2, tokens, reps + 1));
 // SwiftShader emulates the GPU on the CPU: a few tokens show its speed.
@@ -181,8 +182,10 @@ const sizes = {
   wasm_gzip: gz("engine_wasm_bg.wasm"),
   wasm_relaxed_bytes: statSync(join(dist, "engine_wasm_relaxed_bg.wasm")).size,
   wasm_relaxed_gzip: gz("engine_wasm_relaxed_bg.wasm"),
-  js_bytes: statSync(join(dist, "index.js")).size + statSync(join(dist, "worker.js")).size,
-  js_gzip: gz("index.js") + gz("worker.js"),
+  wasm_threads_bytes: statSync(join(dist, "engine_wasm_threads_bg.wasm")).size,
+  wasm_threads_gzip: gz("engine_wasm_threads_bg.wasm"),
+  js_bytes: ["index.js", "worker.js", "thread.js"].reduce((n, f) => n + statSync(join(dist, f)).size, 0),
+  js_gzip: gz("index.js") + gz("worker.js") + gz("thread.js"),
 };
 const fmt = (x) => (Number.isFinite(x) ? x.toFixed(1) : "–");
 console.log(`| engine | threads | prompt | generated | prefill tok/s | decode tok/s |`);
@@ -193,7 +196,8 @@ for (const r of rows) {
 }
 console.log(
   `\nTandem's package: wasm ${(sizes.wasm_bytes / 1e6).toFixed(2)} MB (${(sizes.wasm_gzip / 1e6).toFixed(3)} MB gzipped), ` +
-    `relaxed-SIMD wasm ${(sizes.wasm_relaxed_bytes / 1e6).toFixed(2)} MB (${(sizes.wasm_relaxed_gzip / 1e6).toFixed(3)} MB gzipped; a browser downloads one of the two), ` +
+    `relaxed-SIMD wasm ${(sizes.wasm_relaxed_bytes / 1e6).toFixed(2)} MB (${(sizes.wasm_relaxed_gzip / 1e6).toFixed(3)} MB gzipped), ` +
+    `threaded wasm ${(sizes.wasm_threads_bytes / 1e6).toFixed(2)} MB (${(sizes.wasm_threads_gzip / 1e6).toFixed(3)} MB gzipped; a browser downloads one of the three), ` +
     `JS ${(sizes.js_bytes / 1e3).toFixed(1)} kB (${(sizes.js_gzip / 1e3).toFixed(1)} kB gzipped)`,
 );
 if (args.json) writeFileSync(args.json, JSON.stringify({ model: modelPath, bytes, sha256, tokens, reps, rows, sizes }, null, 2));

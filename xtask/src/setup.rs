@@ -96,12 +96,19 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Installs the Rust targets the build checks, and the standard library's sources (the threaded
+/// browser engine rebuilds it).
 pub fn rust_targets() -> Result<()> {
     let installed = shell::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
     for t in RUST_TARGETS {
         if !installed.lines().any(|l| l.trim() == *t) {
             shell::run(Command::new("rustup").args(["target", "add", t]))?;
         }
+    }
+    let components =
+        shell::output(Command::new("rustup").args(["component", "list", "--installed"]))?;
+    if !components.lines().any(|l| l.trim() == "rust-src") {
+        shell::run(Command::new("rustup").args(["component", "add", "rust-src"]))?;
     }
     Ok(())
 }

@@ -21,17 +21,20 @@ pub fn test(lint: bool) -> Result<()> {
                     .args(["--", "-D", "warnings"]),
             )?;
         }
-        // The browser engine exists only for wasm32.
-        shell::run(shell::cargo().args([
-            "clippy",
-            "-p",
-            "engine-wasm",
-            "--target",
-            "wasm32-unknown-unknown",
-            "--",
-            "-D",
-            "warnings",
-        ]))?;
+        // The browser engine exists only for wasm32: its default build and its threaded one (whose
+        // code lints the same without the atomics its real build adds).
+        for features in [
+            &[][..],
+            &["--no-default-features", "--features", "threads"][..],
+        ] {
+            shell::run(
+                shell::cargo()
+                    .args(["clippy", "-p", "engine-wasm", "--target"])
+                    .arg("wasm32-unknown-unknown")
+                    .args(features)
+                    .args(["--", "-D", "warnings"]),
+            )?;
+        }
     }
     // With the WebGPU backend: its tests run on whatever adapter there is (lavapipe in CI) and
     // say so and pass when there is none.
@@ -92,11 +95,13 @@ fn package_tests() -> Result<()> {
             .any(|a| a.starts_with(prefix) && a.ends_with(ext))
     };
     if !emitted("worker", ".js")
+        || !emitted("thread", ".js")
         || !emitted("engine_wasm_bg", ".wasm")
         || !emitted("engine_wasm_relaxed_bg", ".wasm")
+        || !emitted("engine_wasm_threads_bg", ".wasm")
     {
         anyhow::bail!(
-            "the Vite example's build lacks the engine's worker or one of its two wasm builds: {assets:?}"
+            "the Vite example's build lacks one of the engine's workers or one of its three wasm builds: {assets:?}"
         );
     }
     Ok(())

@@ -42,7 +42,9 @@ pub fn build() -> Result<()> {
 
 /// engine-wasm → `npm/wasm/engine_wasm.js` + `engine_wasm_bg.wasm` (WebAssembly SIMD, which every
 /// current browser runs) + `engine_wasm_relaxed_bg.wasm` (the same engine with relaxed SIMD,
-/// which the worker loads where the browser validates it; the two share the glue).
+/// which the worker loads where the browser validates it; the two share the glue) +
+/// `engine_wasm_threads_bg.wasm` with its glue `threads/engine_wasm.js` (relaxed SIMD and CPU
+/// threads on shared memory, for cross-origin isolated pages).
 pub fn build_engine() -> Result<()> {
     setup::rust_targets()?;
     let bindgen = wasm_bindgen_cli()?;
@@ -69,18 +71,62 @@ pub fn build_engine() -> Result<()> {
     fs::rename(scratch.join("engine_wasm_bg.wasm"), &wasm)?;
     fs::remove_dir_all(&scratch)?;
     optimize(&wasm_opt, &wasm, true)?;
+
+    // Threads (relaxed SIMD too): shared memory, so its own glue in `npm/wasm/threads/`.
+    let threaded = compile(Some(THREADS))?;
+    let dir = out.join("threads");
+    if dir.exists() {
+        fs::remove_dir_all(&dir)?;
+    }
+    bind(&bindgen, &threaded, &dir)?;
+    let wasm = out.join("engine_wasm_threads_bg.wasm");
+    fs::rename(dir.join("engine_wasm_bg.wasm"), &wasm)?;
+    optimize(&wasm_opt, &wasm, true)?;
     Ok(())
 }
 
-/// The Rust flags and target folder of the relaxed-SIMD build.
-const RELAXED: (&str, &str) = (
-    "-C target-feature=+simd128,+relaxed-simd",
-    "target/wasm-relaxed",
-);
+/// How one build of engine-wasm differs from the baseline.
+struct Variant {
+    /// Rust flags for `wasm32-unknown-unknown`.
+    rustflags: &'static str,
+    /// Its own target folder (sharing one would rebuild each build in turn).
+    target_dir: &'static str,
+    /// engine-wasm features.
+    features: &'static str,
+    /// Whether engine-wasm's default features (WebGPU) are left out.
+    no_default_features: bool,
+    /// Whether the standard library is rebuilt with these flags.
+    build_std: bool,
+}
 
-/// `cargo build` of engine-wasm, with other `(rustflags, target folder)` when given; returns the
-/// module's path.
-fn compile(flags: Option<(&str, &str)>) -> Result<PathBuf> {
+/// The relaxed-SIMD build.
+const RELAXED: Variant = Variant {
+    rustflags: "-C target-feature=+simd128,+relaxed-simd",
+    target_dir: "target/wasm-relaxed",
+    features: "",
+    no_default_features: false,
+    build_std: false,
+};
+
+/// The threaded build, for the CPU path only (wgpu's browser types are not thread-safe): atomics
+/// and a shared memory of up to 4 GiB (a model's bytes live in it).
+/// The standard library shipped for `wasm32-unknown-unknown` is built without atomics, so cargo
+/// rebuilds it from the `rust-src` component (`-Z build-std`, which the stable toolchain allows
+/// this one build through `RUSTC_BOOTSTRAP`).
+const THREADS: Variant = Variant {
+    rustflags: "-C target-feature=+simd128,+relaxed-simd,+atomics,+bulk-memory,+mutable-globals \
+                -C link-arg=--shared-memory -C link-arg=--import-memory \
+                -C link-arg=--max-memory=4294967296 \
+                -C link-arg=--export=__wasm_init_tls -C link-arg=--export=__tls_size \
+                -C link-arg=--export=__tls_align -C link-arg=--export=__tls_base",
+    target_dir: "target/wasm-threads",
+    features: "threads",
+    no_default_features: true,
+    build_std: true,
+};
+
+/// `cargo build` of engine-wasm, as `variant` when given; returns the module's path.
+fn compile(variant: Option<Variant>) -> Result<PathBuf> {
     let mut cargo = shell::cargo();
     cargo.args([
         "build",
@@ -92,12 +138,23 @@ fn compile(flags: Option<(&str, &str)>) -> Result<PathBuf> {
         "wasm-release",
     ]);
     let mut target = shell::root().join("target");
-    if let Some((rustflags, dir)) = flags {
-        target = shell::root().join(dir);
+    if let Some(v) = variant {
+        target = shell::root().join(v.target_dir);
         cargo
             .arg("--target-dir")
             .arg(&target)
-            .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS", rustflags);
+            .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS", v.rustflags);
+        if !v.features.is_empty() {
+            cargo.args(["--features", v.features]);
+        }
+        if v.no_default_features {
+            cargo.arg("--no-default-features");
+        }
+        if v.build_std {
+            cargo
+                .args(["-Z", "build-std=std,panic_abort"])
+                .env("RUSTC_BOOTSTRAP", "1");
+        }
     }
     shell::run(&mut cargo)?;
     Ok(target.join("wasm32-unknown-unknown/wasm-release/engine_wasm.wasm"))
@@ -114,7 +171,8 @@ fn bind(bindgen: &std::path::Path, input: &std::path::Path, dir: &std::path::Pat
     )
 }
 
-/// binaryen's `wasm-opt -Os` on `wasm` in place, with relaxed SIMD allowed when `relaxed`.
+/// binaryen's `wasm-opt -Os` on `wasm` in place, with relaxed SIMD (and threads) allowed when
+/// `relaxed`.
 fn optimize(wasm_opt: &std::path::Path, wasm: &std::path::Path, relaxed: bool) -> Result<()> {
     let mut cmd = Command::new(wasm_opt);
     cmd.arg(wasm).args([
@@ -128,7 +186,7 @@ fn optimize(wasm_opt: &std::path::Path, wasm: &std::path::Path, relaxed: bool) -
         "--enable-multivalue",
     ]);
     if relaxed {
-        cmd.arg("--enable-relaxed-simd");
+        cmd.args(["--enable-relaxed-simd", "--enable-threads"]);
     }
     shell::run(cmd.arg("-o").arg(wasm))?;
     eprintln!(

@@ -1,16 +1,19 @@
 //! The HTTP application: the routes, and the tower layers every request passes (tracing,
-//! request counting, CORS); the web demo (or a JSON 404) answers everything else.
+//! request counting, CORS); the web demo (or a JSON 404) answers everything else, cross-origin
+//! isolated.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::services::ServeDir;
+use tower_http::set_header::{SetResponseHeader, SetResponseHeaderLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -93,8 +96,9 @@ pub fn router(state: SharedState, cors_origins: &[String], web_root: Option<&Pat
     openapi::publish(&openapi::finish(doc));
     let api = api.method_not_allowed_fallback(|| async { ApiError::method_not_allowed() });
     let api = match web_root {
-        Some(root) => api
-            .fallback_service(ServeDir::new(root).not_found_service(axum::routing::any(not_found))),
+        Some(root) => api.fallback_service(isolated(
+            ServeDir::new(root).not_found_service(axum::routing::any(not_found)),
+        )),
         None => api.fallback(not_found),
     };
     let mut app = api.layer(TraceLayer::new_for_http()).with_state(state);
@@ -102,6 +106,22 @@ pub fn router(state: SharedState, cors_origins: &[String], web_root: Option<&Pat
         app = app.layer(cors);
     }
     app
+}
+
+/// `service` with the headers that make its pages cross-origin isolated (COOP `same-origin`,
+/// COEP `require-corp`), so that the browser engine can share memory between its CPU threads.
+/// Everything the demo loads comes from this server, which needs no further headers.
+fn isolated<S>(service: S) -> SetResponseHeader<SetResponseHeader<S, HeaderValue>, HeaderValue> {
+    ServiceBuilder::new()
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("cross-origin-opener-policy"),
+            HeaderValue::from_static("same-origin"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("cross-origin-embedder-policy"),
+            HeaderValue::from_static("require-corp"),
+        ))
+        .service(service)
 }
 
 async fn not_found(req: Request) -> ApiError {
@@ -163,4 +183,46 @@ pub fn web_root(configured: Option<&Path>) -> Option<PathBuf> {
     candidates
         .into_iter()
         .find(|c| c.join("index.html").is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use crate::metrics::MetricsNames;
+    use crate::state::AppState;
+
+    /// The demo's files come cross-origin isolated (its CPU engine may share memory between
+    /// threads); the API's answers do not carry those headers.
+    #[tokio::test]
+    async fn the_demo_is_cross_origin_isolated_and_the_api_is_not() {
+        let dir = std::env::temp_dir().join(format!("tandem-web-root-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("index.html"), "<!doctype html><title>demo</title>").unwrap();
+        let state = Arc::new(AppState::new(1 << 20, MetricsNames::Tandem));
+        let app = super::router(state, &[], Some(&dir));
+        let get = |path: &str| {
+            let app = app.clone();
+            let req = Request::get(path).body(Body::empty()).unwrap();
+            async move { app.oneshot(req).await.unwrap() }
+        };
+        let page = get("/").await;
+        assert_eq!(page.status(), StatusCode::OK);
+        assert_eq!(page.headers()["cross-origin-opener-policy"], "same-origin");
+        assert_eq!(
+            page.headers()["cross-origin-embedder-policy"],
+            "require-corp"
+        );
+        let health = get("/health").await;
+        assert!(
+            !health
+                .headers()
+                .contains_key("cross-origin-embedder-policy")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -165,6 +165,7 @@ async function loadEngine(opts: LoadOptions): Promise<BrowserEngine> {
       contextSize: opts.contextSize ?? DEFAULT_CONTEXT,
       maxTensorBytes: v.max_tensor_bytes ?? 0,
       wasmSimd: opts.wasmSimd ?? 'auto',
+      threads: opts.threads ?? 0,
     };
     worker.postMessage(msg);
   }).finally(() => opts.signal?.removeEventListener('abort', onAbort));

@@ -14,6 +14,8 @@ export interface LoadMessage {
   maxTensorBytes: number;
   /** Which WebAssembly build of the engine to run. */
   wasmSimd: WasmSimd;
+  /** CPU threads (0 = as many as help, where the page allows threads). */
+  threads: number;
 }
 
 /** Page → worker. */

@@ -59,7 +59,11 @@ export interface LoadOptions {
   backend?: 'auto' | EnginePath;
   /** Context size in tokens (default: 4096 or the model's, whichever is smaller). */
   contextSize?: number;
-  /** CPU threads (default: 1, or more when cross-origin isolated and faster). */
+  /**
+   * CPU threads. The default, 0, takes one per core up to 4 where the page is cross-origin
+   * isolated and the browser has relaxed SIMD (the threaded build has it), else 1; more than one
+   * where either is missing is an `unsupported` failure.
+   */
   threads?: number;
   /** Which WebAssembly build of the engine runs (default `auto`). */
   wasmSimd?: WasmSimd;

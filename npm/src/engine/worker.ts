@@ -1,9 +1,11 @@
-// The engine's module Web Worker: downloads (or reads from the cache) and verifies the model,
+// The engine's module Web Worker: downloads (or reads from OPFS) and verifies the model,
 // builds the engine on WebGPU or the WASM-SIMD CPU backend, and runs one request at a time, one
 // forward pass per turn of the worker's event loop, so an abort takes effect within one step.
 
-import init, { ModelBuffer, WasmEngine } from '../../wasm/engine_wasm.js';
-import { SHA_HEADER, cachedResponse, isQuotaError, openCache } from './cache.js';
+import * as single from '../../wasm/engine_wasm.js';
+import * as threaded from '../../wasm/threads/engine_wasm.js';
+import { FileWriter, cachedFile, forget, isQuotaError } from './cache.js';
+import { CPU_MAX_THREADS } from '../route.js';
 import { navigatorGpu } from './gpu.js';
 import type { EngineInfo, FromWorker, LoadMessage, ToWorker } from './protocol.js';
 import type { EngineFailureKind, EnginePath, EngineRequest, LoadProgress, WasmSimd } from './types.js';
@@ -45,7 +47,15 @@ function messageOf(e: unknown): string {
 
 const post = (m: FromWorker) => (self as unknown as Worker).postMessage(m);
 
-let engine: WasmEngine | null = null;
+type ModelBuffer = single.ModelBuffer;
+
+/**
+ * The build this worker runs: a single-threaded one (baseline or relaxed SIMD, which share their
+ * glue) or the threaded one. Their engine APIs are the same; the threaded glue adds the thread
+ * entry points.
+ */
+let glue: typeof single = single;
+let engine: single.WasmEngine | null = null;
 /** Set when the engine failed in a way that leaves it unusable. */
 let broken: string | null = null;
 /** The request being generated, if any. */
@@ -62,14 +72,15 @@ function yieldToEvents(): Promise<void> {
   });
 }
 
-/** Streams `body` into a new ModelBuffer, reporting progress. */
+/** Streams `body` into a new ModelBuffer, reporting progress and passing each chunk to `onChunk`. */
 async function readInto(
   body: ReadableStream<Uint8Array>,
   url: string,
   total: number,
   fromCache: boolean,
+  onChunk?: (chunk: Uint8Array) => void,
 ): Promise<ModelBuffer> {
-  const buffer = new ModelBuffer(total);
+  const buffer = new glue.ModelBuffer(total);
   const reader = body.getReader();
   let loaded = 0;
   let lastReport = 0;
@@ -94,12 +105,14 @@ async function readInto(
       const { value, done } = await reader.read();
       if (done) break;
       buffer.push(value);
+      onChunk?.(value);
       loaded += value.byteLength;
       report(false);
     }
   } catch (e) {
     buffer.free();
-    if (e instanceof Error && (KINDS as string[]).includes(e.name)) throw e;
+    await reader.cancel().catch(() => undefined);
+    if (e instanceof Failure || (e instanceof Error && (KINDS as string[]).includes(e.name))) throw e;
     throw new Failure(fromCache ? 'internal' : 'network', `reading ${url}: ${messageOf(e)}`);
   }
   report(true);
@@ -108,21 +121,25 @@ async function readInto(
 
 /** The model's bytes from the cache when intact, else from the network (caching them). */
 async function fetchModel(msg: LoadMessage): Promise<ModelBuffer> {
-  const cache = await openCache();
   const want = msg.sha256.toLowerCase();
   const verify = (fromCache: boolean) =>
     post({
       type: 'progress',
       progress: { url: msg.url, loaded: msg.bytes, total: msg.bytes, bytesPerSecond: 0, fromCache, phase: 'verify' },
     });
-  const hit = await cachedResponse(cache, msg.url, want);
-  if (hit?.body) {
-    const buffer = await readInto(hit.body, msg.url, msg.bytes, true);
-    verify(true);
-    if (!want || buffer.sha256() === want) return buffer;
-    // A damaged copy: forget it and download again.
-    buffer.free();
-    await cache?.delete(msg.url);
+  const file = await cachedFile(msg.url, want);
+  if (file) {
+    try {
+      const buffer = await readInto(file.stream(), msg.url, msg.bytes, true);
+      verify(true);
+      if (!want || buffer.sha256() === want) return buffer;
+      buffer.free();
+    } catch (e) {
+      if (kindOf(e) === 'out_of_memory') throw e;
+      console.warn(`tandem: cannot read the cached ${msg.url} (${messageOf(e)}); downloading it again`);
+    }
+    // A damaged or unreadable copy: forget it and download again.
+    await forget(msg.url);
   }
   let response: Response;
   try {
@@ -134,38 +151,41 @@ async function fetchModel(msg: LoadMessage): Promise<ModelBuffer> {
     throw new Failure('network', `downloading ${msg.url}: HTTP ${response.status}`);
   }
   const total = Number(response.headers.get('content-length')) || msg.bytes;
-  let body = response.body;
-  let storing: Promise<void> | null = null;
-  if (cache) {
-    const [forEngine, forCache] = body.tee();
-    body = forEngine;
-    const headers = new Headers({ 'content-type': 'application/octet-stream', [SHA_HEADER]: want });
-    if (total) headers.set('content-length', String(total));
-    storing = cache.put(msg.url, new Response(forCache, { headers }));
-    // Observed below; never an unhandled rejection meanwhile.
-    storing.catch(() => {});
+  const writer = await FileWriter.open(msg.url);
+  let storing = writer !== null;
+  const store = (chunk: Uint8Array) => {
+    if (!storing || !writer) return;
+    try {
+      writer.write(chunk);
+    } catch (e) {
+      storing = false;
+      void writer.discard();
+      if (isQuotaError(e)) {
+        throw new Failure('quota', `the browser's storage quota cannot hold ${msg.url} (${total} bytes)`);
+      }
+      // The download goes on: only the copy for the next load is lost.
+      console.warn(`tandem: could not cache ${msg.url} (${messageOf(e)}); it will be downloaded again next time`);
+    }
+  };
+  let buffer: ModelBuffer;
+  try {
+    buffer = await readInto(response.body, msg.url, total, false, store);
+  } catch (e) {
+    await writer?.discard();
+    throw e;
   }
-  const buffer = await readInto(body, msg.url, total, false);
   verify(false);
   if (want && buffer.sha256() !== want) {
     buffer.free();
-    await storing?.catch(() => {});
-    await cache?.delete(msg.url);
+    await writer?.discard();
     throw new Failure('integrity', `${msg.url} does not have the SHA-256 the server announced`);
   }
-  if (storing) {
+  if (writer && storing) {
     try {
-      await storing;
+      await writer.commit(want);
     } catch (e) {
-      if (isQuotaError(e)) {
-        buffer.free();
-        throw new Failure('quota', `the browser's storage quota cannot hold ${msg.url} (${total} bytes)`);
-      }
-      // The bytes in hand are whole and verified: only the copy for the next load failed (Chromium
-      // reports a blob store under pressure as a "network error"). Load from them, drop whatever
-      // part of the entry was written, and download again next time.
       console.warn(`tandem: could not cache ${msg.url} (${messageOf(e)}); it will be downloaded again next time`);
-      await cache?.delete(msg.url).catch(() => false);
+      await writer.discard();
     }
   }
   return buffer;
@@ -205,22 +225,89 @@ function relaxedSimdValidates(): boolean {
   }
 }
 
-/** Instantiates the engine's WebAssembly build chosen by `choice` (once per worker). */
-async function initEngine(choice: WasmSimd): Promise<void> {
-  const supported = relaxedSimdValidates();
-  if (choice === 'relaxed' && !supported) {
-    throw new Failure('unsupported', 'this browser has no relaxed SIMD (asked for wasmSimd: "relaxed")');
+/** How long the CPU workers may take to start. */
+const THREAD_START_MS = 30_000;
+
+/**
+ * CPU threads for `msg` on `backend`: more than one needs a cross-origin isolated page (shared
+ * memory) and relaxed SIMD (the threaded build has it). Asked for explicitly where either is
+ * missing, it is an `unsupported` failure; under auto, one thread.
+ */
+function cpuThreads(msg: LoadMessage, backend: EnginePath, relaxed: boolean): number {
+  if (backend !== 'cpu') return 1;
+  const cores = globalThis.navigator?.hardwareConcurrency || 1;
+  const wanted = msg.threads > 0 ? msg.threads : Math.min(cores, CPU_MAX_THREADS);
+  if (wanted <= 1) return 1;
+  const isolated = globalThis.crossOriginIsolated === true && typeof SharedArrayBuffer !== 'undefined';
+  const missing = !isolated
+    ? 'the page is not cross-origin isolated (serve it with COOP: same-origin and COEP: require-corp)'
+    : !relaxed
+      ? 'the threaded build needs relaxed SIMD'
+      : null;
+  if (!missing) return wanted;
+  if (msg.threads > 1) throw new Failure('unsupported', `cannot run ${msg.threads} CPU threads: ${missing}`);
+  return 1;
+}
+
+/** Starts the threaded build's `threads` CPU workers and waits until each runs. */
+async function startThreads(threads: number): Promise<void> {
+  const started: Promise<void>[] = [];
+  const workers: Worker[] = [];
+  const spawn = (module: WebAssembly.Module, memory: WebAssembly.Memory, thread: number) => {
+    // Written out in full so that app bundlers find and emit the file.
+    const worker = new Worker(new URL('./thread.js', import.meta.url), { type: 'module', name: 'tandem-cpu' });
+    workers.push(worker);
+    started.push(
+      new Promise<void>((resolve, reject) => {
+        worker.onmessage = (ev: MessageEvent<{ ready: boolean; error?: string }>) =>
+          ev.data.ready ? resolve() : reject(new Error(ev.data.error));
+        worker.onerror = (ev) => reject(new Error(ev.message || 'the CPU worker failed to start'));
+      }),
+    );
+    worker.postMessage({ module, memory, thread });
+  };
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`the CPU workers did not start in ${THREAD_START_MS} ms`)), THREAD_START_MS);
+  });
+  try {
+    threaded.start_threads(threads, spawn);
+    await Promise.race([Promise.all(started), timeout]);
+  } catch (e) {
+    for (const w of workers) w.terminate();
+    throw new Failure('unsupported', `cannot start ${threads} CPU threads: ${messageOf(e)}`);
+  } finally {
+    clearTimeout(timer);
   }
-  const relaxed = choice === 'relaxed' || (choice === 'auto' && supported);
-  // Written out in full so that app bundlers find and emit the file, as they do the glue's own
-  // `new URL('engine_wasm_bg.wasm', import.meta.url)`.
-  if (relaxed) await init({ module_or_path: new URL('engine_wasm_relaxed_bg.wasm', import.meta.url) });
-  else await init();
+}
+
+/**
+ * Instantiates the engine's WebAssembly build for `choice` and `threads` (once per worker): the
+ * threaded one for more than one thread, else relaxed or baseline SIMD.
+ */
+async function initEngine(choice: WasmSimd, relaxed: boolean, threads: number): Promise<void> {
+  // Each URL is written out in full so that app bundlers find and emit the file, as they do the
+  // glue's own `new URL('engine_wasm_bg.wasm', import.meta.url)`.
+  if (threads > 1) {
+    await threaded.default({ module_or_path: new URL('engine_wasm_threads_bg.wasm', import.meta.url) });
+    // The same engine API as the single-threaded glue's, plus the thread entry points.
+    glue = threaded as unknown as typeof single;
+    await startThreads(threads);
+  } else if (choice === 'relaxed' || (choice === 'auto' && relaxed)) {
+    await single.default({ module_or_path: new URL('engine_wasm_relaxed_bg.wasm', import.meta.url) });
+  } else {
+    await single.default();
+  }
 }
 
 async function load(msg: LoadMessage): Promise<EngineInfo> {
-  await initEngine(msg.wasmSimd);
+  const supported = relaxedSimdValidates();
+  if (msg.wasmSimd === 'relaxed' && !supported) {
+    throw new Failure('unsupported', 'this browser has no relaxed SIMD (asked for wasmSimd: "relaxed")');
+  }
   let backend: EnginePath = msg.backend === 'auto' ? await pickBackend(msg.maxTensorBytes) : msg.backend;
+  const threads = cpuThreads(msg, backend, supported && msg.wasmSimd !== 'simd128');
+  await initEngine(msg.wasmSimd, supported, threads);
   for (;;) {
     const buffer = await fetchModel(msg);
     post({
@@ -228,7 +315,7 @@ async function load(msg: LoadMessage): Promise<EngineInfo> {
       progress: { url: msg.url, loaded: msg.bytes, total: msg.bytes, bytesPerSecond: 0, fromCache: true, phase: 'compile' },
     });
     try {
-      engine = await WasmEngine.load(buffer, JSON.stringify({ backend, context_size: msg.contextSize }));
+      engine = await glue.WasmEngine.load(buffer, JSON.stringify({ backend, context_size: msg.contextSize }));
       const info = JSON.parse(engine.info()) as EngineInfo;
       info.backend = backend;
       return info;

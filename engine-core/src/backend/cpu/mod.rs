@@ -86,7 +86,12 @@ impl CpuBackend {
 
     /// A backend with `options`.
     pub fn new(options: CpuOptions) -> Result<CpuBackend, BackendError> {
-        let isa = match options.isa {
+        CpuBackend::with_pool(options.isa, Pool::new(options.threads))
+    }
+
+    /// A backend running on `pool` (instruction set `isa`, None = the best available).
+    pub fn with_pool(isa: Option<Isa>, pool: Pool) -> Result<CpuBackend, BackendError> {
+        let isa = match isa {
             None => Isa::detect(),
             Some(isa) if Isa::available().contains(&isa) => isa,
             Some(isa) => {
@@ -97,7 +102,7 @@ impl CpuBackend {
             }
         };
         Ok(CpuBackend {
-            pool: Pool::new(options.threads),
+            pool,
             isa,
             acts: Mutex::new(QuantActs::default()),
         })

@@ -1,4 +1,5 @@
-//! The CPU backend's worker pool: a dedicated rayon pool natively, the calling thread in wasm.
+//! The CPU backend's worker pool: a dedicated rayon pool natively, one whose threads the browser
+//! build starts as Web Workers in a threaded wasm build, else the calling thread.
 
 /// A raw pointer that may be shared between workers writing disjoint elements.
 #[derive(Clone, Copy)]
@@ -18,8 +19,8 @@ unsafe impl<T> Sync for SharedMut<T> {}
 /// Runs data-parallel loops on a fixed number of worker threads.
 pub struct Pool {
     threads: usize,
-    #[cfg(feature = "std-threads")]
-    pool: Option<rayon::ThreadPool>,
+    #[cfg(feature = "rayon-pool")]
+    pool: Option<std::sync::Arc<rayon::ThreadPool>>,
 }
 
 impl Pool {
@@ -39,12 +40,29 @@ impl Pool {
                 .build()
                 .ok();
             let threads = if pool.is_some() { threads } else { 1 };
-            Pool { threads, pool }
+            Pool {
+                threads,
+                pool: pool.map(std::sync::Arc::new),
+            }
         }
         #[cfg(not(feature = "std-threads"))]
         {
             let _ = threads;
-            Pool { threads: 1 }
+            Pool {
+                threads: 1,
+                #[cfg(feature = "rayon-pool")]
+                pool: None,
+            }
+        }
+    }
+
+    /// A pool on the threads of `pool`, which its owner started (in the browser, Web Workers
+    /// sharing the module's memory).
+    #[cfg(feature = "rayon-pool")]
+    pub fn from_rayon(pool: std::sync::Arc<rayon::ThreadPool>) -> Pool {
+        Pool {
+            threads: pool.current_num_threads().max(1),
+            pool: Some(pool),
         }
     }
 
@@ -55,7 +73,7 @@ impl Pool {
 
     /// Runs `f` inside the pool, so that the loops it starts are cheap to fork.
     pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        #[cfg(feature = "std-threads")]
+        #[cfg(feature = "rayon-pool")]
         if let Some(pool) = &self.pool {
             return pool.install(f);
         }
@@ -64,7 +82,7 @@ impl Pool {
 
     /// Calls `f(i)` for every `i` in `0..n`, spread over the workers.
     pub fn for_each(&self, n: usize, f: impl Fn(usize) + Sync + Send) {
-        #[cfg(feature = "std-threads")]
+        #[cfg(feature = "rayon-pool")]
         if let Some(pool) = self.pool.as_ref().filter(|_| self.threads > 1 && n > 1) {
             use rayon::prelude::*;
             pool.install(|| (0..n).into_par_iter().for_each(f));
@@ -92,5 +110,45 @@ impl Pool {
             let start = i * chunk;
             f(start..(start + chunk).min(len))
         });
+    }
+}
+
+#[cfg(all(test, feature = "std-threads"))]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::Pool;
+
+    /// A pool on threads its user started (as the browser build's Web Workers) reports them,
+    /// runs loops on them, and visits every index once.
+    #[test]
+    fn a_pool_on_started_threads_runs_every_index_once_on_them() {
+        let started = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&started);
+        let rayon_pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .spawn_handler(move |thread| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || thread.run());
+                Ok(())
+            })
+            .build()
+            .unwrap();
+        let pool = Pool::from_rayon(Arc::new(rayon_pool));
+        assert_eq!(started.load(Ordering::SeqCst), 3);
+        assert_eq!(pool.threads(), 3);
+        let visits: Vec<AtomicUsize> = (0..1000).map(|_| AtomicUsize::new(0)).collect();
+        let on_pool = AtomicUsize::new(0);
+        pool.for_ranges(visits.len(), 4, 1, 4, |range| {
+            if rayon::current_thread_index().is_some() {
+                on_pool.fetch_add(1, Ordering::SeqCst);
+            }
+            for v in &visits[range] {
+                v.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        assert!(visits.iter().all(|v| v.load(Ordering::SeqCst) == 1));
+        assert!(on_pool.load(Ordering::SeqCst) > 0);
     }
 }
