@@ -8,6 +8,7 @@ pub mod kernels;
 pub mod matmul;
 mod ops;
 mod simd;
+pub mod spin_pool;
 pub mod threads;
 
 use std::future::Future;

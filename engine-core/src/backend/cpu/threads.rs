@@ -1,5 +1,9 @@
-//! The CPU backend's worker pool: a dedicated rayon pool natively, one whose threads the browser
-//! build starts as Web Workers in a threaded wasm build, else the calling thread.
+//! The CPU backend's worker pool: a dedicated rayon pool natively, a [`SpinPool`] whose threads
+//! the browser's threaded build starts as Web Workers, else the calling thread.
+
+use std::sync::Arc;
+
+use super::spin_pool::SpinPool;
 
 /// A raw pointer that may be shared between workers writing disjoint elements.
 #[derive(Clone, Copy)]
@@ -19,8 +23,9 @@ unsafe impl<T> Sync for SharedMut<T> {}
 /// Runs data-parallel loops on a fixed number of worker threads.
 pub struct Pool {
     threads: usize,
-    #[cfg(feature = "rayon-pool")]
-    pool: Option<std::sync::Arc<rayon::ThreadPool>>,
+    #[cfg(feature = "std-threads")]
+    pool: Option<rayon::ThreadPool>,
+    spin: Option<Arc<SpinPool>>,
 }
 
 impl Pool {
@@ -42,7 +47,8 @@ impl Pool {
             let threads = if pool.is_some() { threads } else { 1 };
             Pool {
                 threads,
-                pool: pool.map(std::sync::Arc::new),
+                pool,
+                spin: None,
             }
         }
         #[cfg(not(feature = "std-threads"))]
@@ -50,19 +56,19 @@ impl Pool {
             let _ = threads;
             Pool {
                 threads: 1,
-                #[cfg(feature = "rayon-pool")]
-                pool: None,
+                spin: None,
             }
         }
     }
 
-    /// A pool on the threads of `pool`, which its owner started (in the browser, Web Workers
-    /// sharing the module's memory).
-    #[cfg(feature = "rayon-pool")]
-    pub fn from_rayon(pool: std::sync::Arc<rayon::ThreadPool>) -> Pool {
+    /// A pool on `spin`'s threads and the calling thread (in the browser's threaded build, Web
+    /// Workers sharing the module's memory).
+    pub fn from_spin(spin: Arc<SpinPool>) -> Pool {
         Pool {
-            threads: pool.current_num_threads().max(1),
-            pool: Some(pool),
+            threads: spin.threads(),
+            #[cfg(feature = "std-threads")]
+            pool: None,
+            spin: Some(spin),
         }
     }
 
@@ -73,7 +79,7 @@ impl Pool {
 
     /// Runs `f` inside the pool, so that the loops it starts are cheap to fork.
     pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        #[cfg(feature = "rayon-pool")]
+        #[cfg(feature = "std-threads")]
         if let Some(pool) = &self.pool {
             return pool.install(f);
         }
@@ -82,7 +88,11 @@ impl Pool {
 
     /// Calls `f(i)` for every `i` in `0..n`, spread over the workers.
     pub fn for_each(&self, n: usize, f: impl Fn(usize) + Sync + Send) {
-        #[cfg(feature = "rayon-pool")]
+        if let Some(spin) = self.spin.as_ref().filter(|_| n > 1) {
+            spin.for_each(n, &f);
+            return;
+        }
+        #[cfg(feature = "std-threads")]
         if let Some(pool) = self.pool.as_ref().filter(|_| self.threads > 1 && n > 1) {
             use rayon::prelude::*;
             pool.install(|| (0..n).into_par_iter().for_each(f));
@@ -113,42 +123,31 @@ impl Pool {
     }
 }
 
-#[cfg(all(test, feature = "std-threads"))]
+#[cfg(test)]
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use super::Pool;
+    use super::{Pool, SpinPool};
 
-    /// A pool on threads its user started (as the browser build's Web Workers) reports them,
-    /// runs loops on them, and visits every index once.
+    /// A pool on started threads (as the browser build's Web Workers) reports them with the
+    /// caller, and its loops visit every index once.
     #[test]
-    fn a_pool_on_started_threads_runs_every_index_once_on_them() {
-        let started = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&started);
-        let rayon_pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(3)
-            .spawn_handler(move |thread| {
-                counter.fetch_add(1, Ordering::SeqCst);
-                std::thread::spawn(move || thread.run());
-                Ok(())
-            })
-            .build()
-            .unwrap();
-        let pool = Pool::from_rayon(Arc::new(rayon_pool));
-        assert_eq!(started.load(Ordering::SeqCst), 3);
+    fn a_pool_on_started_threads_runs_every_index_once() {
+        let spin = SpinPool::new(2, |work| {
+            std::thread::spawn(work);
+            Ok(())
+        })
+        .unwrap();
+        let pool = Pool::from_spin(Arc::new(spin));
         assert_eq!(pool.threads(), 3);
         let visits: Vec<AtomicUsize> = (0..1000).map(|_| AtomicUsize::new(0)).collect();
-        let on_pool = AtomicUsize::new(0);
         pool.for_ranges(visits.len(), 4, 1, 4, |range| {
-            if rayon::current_thread_index().is_some() {
-                on_pool.fetch_add(1, Ordering::SeqCst);
-            }
             for v in &visits[range] {
-                v.fetch_add(1, Ordering::SeqCst);
+                v.fetch_add(1, Ordering::Relaxed);
             }
         });
-        assert!(visits.iter().all(|v| v.load(Ordering::SeqCst) == 1));
-        assert!(on_pool.load(Ordering::SeqCst) > 0);
+        assert!(visits.iter().all(|v| v.load(Ordering::Relaxed) == 1));
+        assert_eq!(pool.install(|| 7), 7);
     }
 }
