@@ -10,17 +10,24 @@ use crate::{cache, shell};
 
 /// The llama-cpp-python release whose source distribution vendors the llama.cpp we build.
 pub const VERSION: &str = "0.3.36";
+/// The cached build's name after the version: it names the flags below (a build from before them
+/// crashes on AMX hosts and must not be reused).
+const FLAVOR: &str = "noamx";
+/// Compiler flags on top of `-march=native`: llama.cpp's AMX matmul crashes (SIGSEGV in
+/// `ggml_backend_amx_mul_mat`) on hosts whose CPU has AMX but whose kernel or sandbox does not
+/// hand the tile state to processes, as on some of this project's CI machines; AVX-512 stays.
+const NO_AMX: &str = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16";
 
 /// Returns the cached `llama-server` binary, building it first if it is not there.
 ///
 /// Everything lives in the cache: a virtual environment with cmake and ninja and the
 /// llama-cpp-python source (`llama.cpp-VERSION/{venv,dl,src}`), and the statically linked,
-/// natively tuned binary (`llama-server-VERSION/bin/llama-server`). The build runs in
-/// `llama-server-VERSION.tmp` and is renamed when it has finished, so an interrupted build is
-/// resumed rather than taken for a finished one.
+/// natively tuned binary (`llama-server-VERSION-FLAVOR/bin/llama-server`). The build runs in
+/// `llama-server-VERSION-FLAVOR.tmp` and is renamed when it has finished, so an interrupted
+/// build is resumed rather than taken for a finished one.
 pub fn llama_server() -> Result<PathBuf> {
     let cache = cache::dir();
-    let done = cache.join(format!("llama-server-{VERSION}"));
+    let done = cache.join(format!("llama-server-{VERSION}-{FLAVOR}"));
     let bin = done.join("bin/llama-server");
     if bin.is_file() {
         return Ok(bin);
@@ -31,7 +38,7 @@ pub fn llama_server() -> Result<PathBuf> {
     let venv_bin = tool_venv(&root)?;
     let src = source(&root, &venv_bin)?;
 
-    let build = cache.join(format!("llama-server-{VERSION}.tmp"));
+    let build = cache.join(format!("llama-server-{VERSION}-{FLAVOR}.tmp"));
     let path = path_with(&venv_bin);
     shell::run(
         Command::new(venv_bin.join("cmake"))
@@ -45,6 +52,8 @@ pub fn llama_server() -> Result<PathBuf> {
                 "Ninja",
                 "-DCMAKE_BUILD_TYPE=Release",
                 "-DGGML_NATIVE=ON",
+                &format!("-DCMAKE_C_FLAGS={NO_AMX}"),
+                &format!("-DCMAKE_CXX_FLAGS={NO_AMX}"),
                 "-DBUILD_SHARED_LIBS=OFF",
                 "-DLLAMA_OPENSSL=OFF",
                 "-DLLAMA_CURL=OFF",
@@ -63,7 +72,8 @@ pub fn llama_server() -> Result<PathBuf> {
             .arg("--build")
             .arg(&build)
             .arg(format!("-j{jobs}"))
-            .args(["--target", "llama-server"]),
+            // llama-quantize too: once the folder is renamed, cmake cannot build in it again.
+            .args(["--target", "llama-server", "llama-quantize"]),
     )?;
     if done.exists() {
         // A folder without the binary, left by an older, unfinished build.
@@ -74,26 +84,20 @@ pub fn llama_server() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// Returns the cached `llama-quantize`, built in `llama-server`'s build folder (whose libraries
-/// it shares) the first time it is asked for.
+/// Returns the cached `llama-quantize`, built with `llama-server`.
 pub fn llama_quantize() -> Result<PathBuf> {
     let server = llama_server()?;
-    let bin_dir = server.parent().context("llama-server has no folder")?;
-    let bin = bin_dir.join("llama-quantize");
-    if bin.is_file() {
-        return Ok(bin);
-    }
-    let build = bin_dir
-        .parent()
-        .context("llama-server's folder has no parent")?;
-    let venv_bin = cache::dir().join(format!("llama.cpp-{VERSION}/venv/bin"));
-    shell::run(
-        Command::new(venv_bin.join("cmake"))
-            .env("PATH", path_with(&venv_bin))
-            .arg("--build")
-            .arg(build)
-            .args(["--target", "llama-quantize"]),
-    )?;
+    let bin = server.with_file_name("llama-quantize");
+    anyhow::ensure!(
+        bin.is_file(),
+        "{} is missing: remove {} to build llama.cpp's tools again",
+        bin.display(),
+        server
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(&server)
+            .display()
+    );
     Ok(bin)
 }
 
