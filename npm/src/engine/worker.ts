@@ -249,7 +249,10 @@ function cpuThreads(msg: LoadMessage, backend: EnginePath, relaxed: boolean): nu
   return 1;
 }
 
-/** Starts the threaded build's `threads` CPU workers and waits until each runs. */
+/**
+ * Starts the threaded build's CPU workers for `threads` threads in all (this worker computes
+ * too, so `threads - 1` of them) and waits until each runs.
+ */
 async function startThreads(threads: number): Promise<void> {
   const started: Promise<void>[] = [];
   const workers: Worker[] = [];
