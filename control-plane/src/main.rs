@@ -66,8 +66,8 @@ fn run() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // One worker thread per core (`TOKIO_WORKER_THREADS` overrides it).
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
         .enable_all()
         .build()?;
     match cli.command {

@@ -163,9 +163,12 @@ pub fn tenant_key(tandem: &std::path::Path, port: u16) -> Result<String> {
     ])?;
     admin(&["tenants", "create", "--id", "bench", "--tier", "bench"])?;
     let created = admin(&["keys", "create", "bench", "--name", "throughput"])?;
+    // The answer holds the key's lookup prefix and the key itself, both starting `tdm-`: the
+    // key is the longer.
     created
         .split('"')
-        .find(|s| s.starts_with("tdm-"))
+        .filter(|s| s.starts_with("tdm-"))
+        .max_by_key(|s| s.len())
         .map(str::to_owned)
         .context("no key in the answer of `tandem admin keys create`")
 }

@@ -19,7 +19,7 @@ const PER_HOUR_USD: f64 = 0.10;
 /// Its aggregate throughput, tokens per second (pinned, so both passes pay the same per token).
 const TOKENS_PER_S: f64 = 200.0;
 /// The population: page visits per pass, the window they start in (s), turns per visit at most,
-/// and the mean pause between turns (s).
+/// and the mean pause to read and write a message, before the first and between turns (s).
 const SIMULATION: [(&str, &str); 4] = [
     ("--sessions", "30"),
     ("--window", "90"),

@@ -5,7 +5,9 @@
 //! browser-routed request waits for the engine if it is still loading, then takes the profile's
 //! prefill and decode time; it is reported through `/v1/usage/browser`. When the engine fails to
 //! load, a request routed to the browser is completed by the server once the load has failed,
-//! and the app sends the rest of the visit to the server.
+//! and the app sends the rest of the visit to the server. The browser engine keeps the KV cache
+//! of the last conversation it served, so a later turn prefills only what follows it (the
+//! earlier turns are a prefix of the next prompt).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -100,7 +102,11 @@ async fn visit(
     let ready = download + LOAD_OVERHEAD_MS + variant.bytes as f64 / LOAD_BYTES_PER_SEC * 1e3;
     let sha = [variant.sha256.clone()];
     let mut measured: Option<BrowserPath> = None;
+    // Tokens whose KV the browser engine holds: the prompt and answer of the last turn it served.
+    let mut kept_tokens: u64 = 0;
     let mut out = Vec::new();
+    // The model loads (from the cache or the network) while the user writes the first message.
+    tokio::time::sleep(session.first_message).await;
     for (t, turn) in session.turns.iter().enumerate() {
         let msgs = messages(session, t, answers);
         let answer = &answers[t];
@@ -139,7 +145,9 @@ async fn visit(
             }
             Some(path) => {
                 let (decode, prefill) = profile.speeds(path);
-                let ttft = routed + waiting + secs(answer.prompt_tokens as f64 / prefill.max(0.1));
+                // The last prompt token is always computed (for the logits).
+                let new_tokens = answer.prompt_tokens.saturating_sub(kept_tokens).max(1);
+                let ttft = routed + waiting + secs(new_tokens as f64 / prefill.max(0.1));
                 let generation = secs(answer.completion_tokens as f64 / decode.max(0.1));
                 tokio::time::sleep((ttft + generation).saturating_sub(asked.elapsed())).await;
                 client
@@ -152,6 +160,7 @@ async fn visit(
                     )
                     .await?;
                 measured = Some(path);
+                kept_tokens = answer.prompt_tokens + answer.completion_tokens;
                 (Outcome::Browser(path), ttft)
             }
             None => {

@@ -50,7 +50,7 @@ pub struct SimulateArgs {
     /// Most chat turns per visit.
     #[arg(long, default_value_t = 4)]
     pub max_turns: usize,
-    /// Mean pause between turns, seconds.
+    /// Mean pause to read and write a message (before the first and between turns), seconds.
     #[arg(long, default_value_t = 5.0)]
     pub think: f64,
     /// Seed of the population.
@@ -148,7 +148,7 @@ async fn server_only(
         let (client, sessions) = (client.clone(), sessions.clone());
         tasks.push(tokio::spawn(async move {
             let session = &sessions[index];
-            tokio::time::sleep_until((start + session.start).into()).await;
+            tokio::time::sleep_until((start + session.start + session.first_message).into()).await;
             let mut answers = Vec::new();
             for (t, turn) in session.turns.iter().enumerate() {
                 let msgs = messages(session, t, &answers);

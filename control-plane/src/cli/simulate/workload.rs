@@ -20,6 +20,9 @@ pub struct Session {
     pub cached: bool,
     /// Whether its engine fails to load.
     pub load_fails: bool,
+    /// From the page's opening to the first message: the user reads the page and types (drawn
+    /// as the pauses between turns are). The app starts loading the model when the page opens.
+    pub first_message: Duration,
     /// Its chat turns, in order.
     pub turns: Vec<Turn>,
 }
@@ -95,11 +98,13 @@ impl Shape {
                 let turns = (0..rng.random_range(1..=self.max_turns.max(1)))
                     .map(|_| self.turn(&mut rng))
                     .collect();
+                let first_message = self.pause(&mut rng);
                 Session {
                     profile,
                     start,
                     cached,
                     load_fails,
+                    first_message,
                     turns,
                 }
             })
@@ -127,14 +132,18 @@ impl Shape {
                 160,
             )
         };
-        // Exponential pause, clamped to [0.25, 4] times the mean.
-        let u: f64 = rng.random_range(1e-9..1.0);
-        let think = self.mean_think.mul_f64((-u.ln()).clamp(0.25, 4.0));
+        let think = self.pause(rng);
         Turn {
             user,
             max_tokens,
             think,
         }
+    }
+
+    /// A user's pause to read and type: exponential, clamped to [0.25, 4] times the mean.
+    fn pause(&self, rng: &mut StdRng) -> Duration {
+        let u: f64 = rng.random_range(1e-9..1.0);
+        self.mean_think.mul_f64((-u.ln()).clamp(0.25, 4.0))
     }
 }
 
@@ -157,9 +166,11 @@ mod tests {
         assert_eq!(a.len(), 200);
         for (x, y) in a.iter().zip(&b) {
             assert_eq!(
-                (x.profile, x.start, x.cached),
-                (y.profile, y.start, y.cached)
+                (x.profile, x.start, x.cached, x.first_message),
+                (y.profile, y.start, y.cached, y.first_message)
             );
+            assert!(x.first_message >= shape.mean_think / 4);
+            assert!(x.first_message <= shape.mean_think * 4);
             assert_eq!(x.turns.len(), y.turns.len());
             assert_eq!(x.turns[0].user, y.turns[0].user);
         }
