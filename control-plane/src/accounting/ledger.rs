@@ -13,6 +13,67 @@ use crate::store::ledger::UsageRecord;
 /// Most records per transaction.
 const MAX_BATCH: usize = 1024;
 
+/// A key's last-used time is written at most this often (milliseconds of its requests' start
+/// times): it says when a key was last used, not how often, and writing it with every batch
+/// cost the ledger a statement per batch.
+const KEY_TOUCH_INTERVAL_MS: i64 = 1000;
+
+/// Keys' last-used times: what was written, and what is newer but not yet due.
+#[derive(Default)]
+struct KeyTouches {
+    /// Per key: the time written last, and the newest seen since (if newer).
+    keys: std::collections::HashMap<String, (i64, Option<i64>)>,
+}
+
+impl KeyTouches {
+    /// Notes the keys of `records`; returns those due to be written (first seen, or newer by
+    /// [`KEY_TOUCH_INTERVAL_MS`] than their written time), as written from now on.
+    fn note(&mut self, records: &[UsageRecord]) -> Vec<(String, i64)> {
+        // The newest use of each key in this batch.
+        let mut newest: Vec<(&str, i64)> = Vec::new();
+        for r in records {
+            let Some(id) = r.key_id.as_deref() else {
+                continue;
+            };
+            match newest.iter_mut().find(|(k, _)| *k == id) {
+                Some(n) => n.1 = n.1.max(r.started_at),
+                None => newest.push((id, r.started_at)),
+            }
+        }
+        let mut due = Vec::new();
+        for (id, at) in newest {
+            match self.keys.get_mut(id) {
+                None => {
+                    self.keys.insert(id.to_owned(), (at, None));
+                    due.push((id.to_owned(), at));
+                }
+                Some((written, pending)) => {
+                    if at >= *written + KEY_TOUCH_INTERVAL_MS {
+                        *written = at;
+                        *pending = None;
+                        due.push((id.to_owned(), at));
+                    } else if at > *written {
+                        *pending = Some(pending.map_or(at, |p| p.max(at)));
+                    }
+                }
+            }
+        }
+        due
+    }
+
+    /// Every newer time not yet written (at shutdown).
+    fn flush(&mut self) -> Vec<(String, i64)> {
+        self.keys
+            .iter_mut()
+            .filter_map(|(id, (written, pending))| {
+                let at = pending.take()?;
+                *written = at;
+                Some((id.clone(), at))
+            })
+            .collect()
+    }
+}
+
 struct Entry {
     /// None: a flush marker.
     record: Option<UsageRecord>,
@@ -86,11 +147,15 @@ impl Ledger {
 
 async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<Entry>) {
     let mut batch: Vec<Entry> = Vec::new();
+    let mut keys = KeyTouches::default();
     loop {
         if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            if let Err(e) = store.touch_keys(&keys.flush()).await {
+                tracing::warn!("setting keys' last-used times: {e}");
+            }
             return;
         }
-        let records: Vec<UsageRecord> = batch.iter().filter_map(|e| e.record.clone()).collect();
+        let records: Vec<UsageRecord> = batch.iter_mut().filter_map(|e| e.record.take()).collect();
         let started = std::time::Instant::now();
         let mut backoff = Duration::from_millis(50);
         while !records.is_empty()
@@ -103,6 +168,13 @@ async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<Entry>) {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
+        let due = keys.note(&records);
+        if !due.is_empty()
+            && let Err(e) = store.touch_keys(&due).await
+        {
+            // Advisory only: a later use sets it again.
+            tracing::warn!("setting keys' last-used times: {e}");
+        }
         tracing::debug!(
             records = records.len(),
             micros = started.elapsed().as_micros(),
@@ -113,5 +185,41 @@ async fn write_loop(store: Store, mut rx: mpsc::UnboundedReceiver<Entry>) {
                 let _ = done.send(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn used(key: &str, at: i64) -> UsageRecord {
+        UsageRecord {
+            key_id: Some(key.into()),
+            started_at: at,
+            ..UsageRecord::default()
+        }
+    }
+
+    /// A key's first use is written at once, later ones at most once per interval, the newest
+    /// time held back is written at shutdown, and records without a key are ignored.
+    #[test]
+    fn key_touches_are_written_at_most_once_per_interval() {
+        let mut k = KeyTouches::default();
+        let open = UsageRecord::default();
+        assert_eq!(
+            k.note(&[used("a", 5_000), open.clone(), used("b", 5_100)]),
+            vec![("a".into(), 5_000), ("b".into(), 5_100)]
+        );
+        assert!(k.note(&[used("a", 5_400), used("a", 5_300)]).is_empty());
+        assert_eq!(
+            k.note(&[used("a", 6_000), used("a", 6_700), used("b", 5_200)]),
+            vec![("a".into(), 6_700)]
+        );
+        // Older records (a batch out of order) never move a time back.
+        assert!(k.note(&[used("a", 100)]).is_empty());
+        let mut last = k.flush();
+        last.sort();
+        assert_eq!(last, vec![("b".into(), 5_200)]);
+        assert!(k.flush().is_empty());
     }
 }

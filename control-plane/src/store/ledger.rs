@@ -176,9 +176,10 @@ fn record(row: &sqlx::any::AnyRow) -> Result<UsageRecord, StoreError> {
 }
 
 impl Store {
-    /// Writes records in one transaction: a new request id is inserted, a known one updated
-    /// (its start row completed); of several records of one request in `records`, the last
-    /// counts. Rows go in multi-row statements. Keys' last-used times follow.
+    /// Writes records atomically: a new request id is inserted, a known one updated (its start
+    /// row completed); of several records of one request in `records`, the last counts. Rows go
+    /// in multi-row statements; up to [`ROWS_PER_STATEMENT`] rows are one statement (atomic by
+    /// itself, so no explicit transaction and its extra round trips), more are one transaction.
     pub async fn write_usage(&self, records: &[UsageRecord]) -> Result<(), StoreError> {
         // The last record of each request, in order.
         let mut last: std::collections::HashMap<&str, usize> =
@@ -192,53 +193,64 @@ impl Store {
             .filter(|(i, r)| last.get(r.request_id.as_str()) == Some(i))
             .map(|(_, r)| r)
             .collect();
+        if rows.len() <= ROWS_PER_STATEMENT {
+            if !rows.is_empty() {
+                self.upsert(&rows, self.pool()).await?;
+            }
+            return Ok(());
+        }
         let mut tx = self.pool().begin().await?;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let sql = upsert_sql(chunk.len(), self.dialect());
-            let mut q = sqlx::query(&sql);
-            for r in chunk {
-                q = q
-                    .bind(&r.request_id)
-                    .bind(&r.instance)
-                    .bind(&r.tenant_id)
-                    .bind(&r.key_id)
-                    .bind(&r.endpoint)
-                    .bind(&r.model)
-                    .bind(&r.upstream)
-                    .bind(&r.route)
-                    .bind(r.prompt_tokens)
-                    .bind(r.completion_tokens)
-                    .bind(r.cached_tokens)
-                    .bind(r.cost_usd)
-                    .bind(r.savings_usd)
-                    .bind(r.ttft_ms)
-                    .bind(r.latency_ms)
-                    .bind(&r.status)
-                    .bind(r.http_status)
-                    .bind(r.started_at)
-                    .bind(r.finished_at);
-            }
-            q.execute(&mut *tx).await?;
+            self.upsert(chunk, &mut *tx).await?;
         }
-        let mut last_used: Vec<(&str, i64)> = Vec::new();
-        for r in &rows {
-            if let Some(k) = r.key_id.as_deref() {
-                match last_used.iter_mut().find(|(id, _)| *id == k) {
-                    Some(e) => e.1 = e.1.max(r.started_at),
-                    None => last_used.push((k, r.started_at)),
-                }
-            }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Runs the upsert of `rows` on `executor`.
+    async fn upsert<'c, E>(&self, rows: &[&UsageRecord], executor: E) -> Result<(), StoreError>
+    where
+        E: sqlx::Executor<'c, Database = sqlx::Any>,
+    {
+        let sql = upsert_sql(rows.len(), self.dialect());
+        let mut q = sqlx::query(&sql);
+        for r in rows {
+            q = q
+                .bind(&r.request_id)
+                .bind(&r.instance)
+                .bind(&r.tenant_id)
+                .bind(&r.key_id)
+                .bind(&r.endpoint)
+                .bind(&r.model)
+                .bind(&r.upstream)
+                .bind(&r.route)
+                .bind(r.prompt_tokens)
+                .bind(r.completion_tokens)
+                .bind(r.cached_tokens)
+                .bind(r.cost_usd)
+                .bind(r.savings_usd)
+                .bind(r.ttft_ms)
+                .bind(r.latency_ms)
+                .bind(&r.status)
+                .bind(r.http_status)
+                .bind(r.started_at)
+                .bind(r.finished_at);
         }
-        for (id, at) in last_used {
+        q.execute(executor).await?;
+        Ok(())
+    }
+
+    /// Sets keys' last-used times (each only forward).
+    pub async fn touch_keys(&self, used: &[(String, i64)]) -> Result<(), StoreError> {
+        for (id, at) in used {
             sqlx::query(
                 "UPDATE api_keys SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
             )
-            .bind(at)
+            .bind(*at)
             .bind(id)
-            .execute(&mut *tx)
+            .execute(self.pool())
             .await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 
