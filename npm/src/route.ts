@@ -21,7 +21,7 @@ export const LOAD_OVERHEAD_MS = 500.0;
 /** Decode bandwidth of one thread of the WASM-SIMD CPU engine, bytes/s. */
 export const CPU_THREAD_BYTES_PER_SEC = 3.0e9;
 /** Fraction of `CPU_THREAD_BYTES_PER_SEC` each thread after the first adds. */
-export const CPU_EXTRA_THREAD_GAIN = 0.65;
+export const CPU_EXTRA_THREAD_GAIN = 0.9;
 /** Most threads the CPU path is assumed to use. */
 export const CPU_MAX_THREADS = 4;
 /** Largest variant (file bytes) the CPU path runs: 1 GiB. */

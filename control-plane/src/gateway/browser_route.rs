@@ -40,14 +40,15 @@ pub const LOAD_BYTES_PER_SEC: f64 = 500e6;
 pub const LOAD_OVERHEAD_MS: f64 = 500.0;
 
 /// Effective memory bandwidth of one thread of the WASM-SIMD CPU engine during decode, in bytes
-/// per second. Reference: the wllama WASM engine decodes the 94 MB Q4_1 SmolLM2-135M at
-/// 11.3 tok/s on 1 thread (about 1.06 GB/s) and 18.7 tok/s on 2 threads (about 1.7 GB/s);
-/// Tandem's WASM CPU path targets about 3 times that, so 3 GB/s per thread (rounded down).
+/// per second. Measured (`cargo xtask bench browser`, headless Chromium, the 98 MB Q4_1
+/// SmolLM2-135M): Tandem's baseline SIMD128 build decodes 26.8 tok/s on one thread (2.6 GB/s)
+/// and its relaxed-SIMD build 36.0 tok/s (3.5 GB/s); 3 GB/s lies between them.
 pub const CPU_THREAD_BYTES_PER_SEC: f64 = 3.0e9;
 
-/// Fraction of [`CPU_THREAD_BYTES_PER_SEC`] that each thread after the first adds. The wllama
-/// measurement above went from 11.3 to 18.7 tok/s with a second thread: 1.65 times, so 0.65.
-pub const CPU_EXTRA_THREAD_GAIN: f64 = 0.65;
+/// Fraction of [`CPU_THREAD_BYTES_PER_SEC`] that each thread after the first adds. Measured in
+/// the same benchmark: Tandem's threaded build decodes 68.7 tok/s on 2 threads against 36.0 on
+/// one, 1.9 times, so 0.9 (assumed to hold up to [`CPU_MAX_THREADS`]).
+pub const CPU_EXTRA_THREAD_GAIN: f64 = 0.9;
 
 /// Most threads the CPU path is assumed to use. Decode is bound by memory bandwidth, which a few
 /// cores saturate, and a tab shares the machine with the page and the rest of the browser.
