@@ -27,17 +27,14 @@ struct KeyTouches {
 
 impl KeyTouches {
     /// Notes the keys of `records`; returns those due to be written (first seen, or newer by
-    /// [`KEY_TOUCH_INTERVAL_MS`] than their written time), as written from now on.
+    /// [`KEY_TOUCH_INTERVAL_MS`] than their written time), in key order, as written from now on.
     fn note(&mut self, records: &[UsageRecord]) -> Vec<(String, i64)> {
-        // The newest use of each key in this batch.
-        let mut newest: Vec<(&str, i64)> = Vec::new();
+        // The newest use of each key in this batch (a map: a batch may hold many keys).
+        let mut newest: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
         for r in records {
-            let Some(id) = r.key_id.as_deref() else {
-                continue;
-            };
-            match newest.iter_mut().find(|(k, _)| *k == id) {
-                Some(n) => n.1 = n.1.max(r.started_at),
-                None => newest.push((id, r.started_at)),
+            if let Some(id) = r.key_id.as_deref() {
+                let at = newest.entry(id).or_insert(r.started_at);
+                *at = (*at).max(r.started_at);
             }
         }
         let mut due = Vec::new();
