@@ -87,10 +87,8 @@ pub async fn handle(
             }
         }
         // Left in flight until the answer completes it (found interrupted after a crash).
-        drop(
-            acc.ledger
-                .record_acked(tag.record(caller.as_ref(), "in_flight", 0)),
-        );
+        acc.ledger
+            .record(tag.record(caller.as_ref(), "in_flight", 0));
     }
     let verdict = admission.as_ref().map(|a| a.verdict);
     let embedded = match gateway.embed(req, ctx).await {

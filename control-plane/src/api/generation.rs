@@ -102,10 +102,14 @@ pub async fn handle_rendered(
                 Err(refused) => return Ok(refused),
             }
         }
-        start_written = Some(
-            acc.ledger
-                .record_acked(tag.record(caller.as_ref(), "in_flight", 0)),
-        );
+        // Left in flight until the answer completes it (found interrupted after a crash). A
+        // stream waits for it below; a whole answer waits for its final record instead.
+        let start = tag.record(caller.as_ref(), "in_flight", 0);
+        if spec.stream {
+            start_written = Some(acc.ledger.record_acked(start));
+        } else {
+            acc.ledger.record(start);
+        }
     }
     let cache = state.response_cache.as_ref().and_then(|c| {
         let key = ResponseCache::key(caller.as_ref().map(|c| c.tenant.as_str()), &name, &req)?;
@@ -130,9 +134,7 @@ pub async fn handle_rendered(
     };
     // A stream shows its request id before it ends: its record is durable before the first
     // byte. (A whole answer's final record is written before the answer is sent.)
-    if spec.stream
-        && let Some(written) = start_written
-    {
+    if let Some(written) = start_written {
         written.await;
     }
     let upstream = HeaderValue::from_str(&dispatched.upstream.id).ok();

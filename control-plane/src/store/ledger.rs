@@ -60,7 +60,7 @@ const ROWS_PER_STATEMENT: usize = 256;
 
 /// `INSERT ... VALUES (...), ... ON CONFLICT ... DO UPDATE` for `rows` rows, with positional
 /// `?` parameters for SQLite (whose named `$N` ones cost a lookup each) and `$N` for PostgreSQL.
-fn upsert_sql(rows: usize, dialect: Dialect) -> String {
+pub(super) fn upsert_sql(rows: usize, dialect: Dialect) -> String {
     let mut sql = format!("INSERT INTO usage ({COLUMNS}) VALUES ");
     for r in 0..rows {
         if r > 0 {
@@ -87,6 +87,25 @@ fn upsert_sql(rows: usize, dialect: Dialect) -> String {
     );
     sql
 }
+
+/// The last record of each request in `records`, in order (a batch may hold a request's
+/// `in_flight` record and its final one).
+pub(super) fn last_per_request(records: &[UsageRecord]) -> Vec<&UsageRecord> {
+    let mut last: std::collections::HashMap<&str, usize> =
+        std::collections::HashMap::with_capacity(records.len());
+    for (i, r) in records.iter().enumerate() {
+        last.insert(r.request_id.as_str(), i);
+    }
+    records
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| last.get(r.request_id.as_str()) == Some(i))
+        .map(|(_, r)| r)
+        .collect()
+}
+
+/// Sets a key's last-used time (`$1`) unless it is already later (key id `$2`).
+pub(super) const TOUCH_KEY_SQL: &str = "UPDATE api_keys SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)";
 
 /// A ledger query's filter.
 #[derive(Clone, Debug, Default)]
@@ -181,18 +200,7 @@ impl Store {
     /// in multi-row statements; up to [`ROWS_PER_STATEMENT`] rows are one statement (atomic by
     /// itself, so no explicit transaction and its extra round trips), more are one transaction.
     pub async fn write_usage(&self, records: &[UsageRecord]) -> Result<(), StoreError> {
-        // The last record of each request, in order.
-        let mut last: std::collections::HashMap<&str, usize> =
-            std::collections::HashMap::with_capacity(records.len());
-        for (i, r) in records.iter().enumerate() {
-            last.insert(r.request_id.as_str(), i);
-        }
-        let rows: Vec<&UsageRecord> = records
-            .iter()
-            .enumerate()
-            .filter(|(i, r)| last.get(r.request_id.as_str()) == Some(i))
-            .map(|(_, r)| r)
-            .collect();
+        let rows = last_per_request(records);
         if rows.len() <= ROWS_PER_STATEMENT {
             if !rows.is_empty() {
                 self.upsert(&rows, self.pool()).await?;
@@ -243,13 +251,11 @@ impl Store {
     /// Sets keys' last-used times (each only forward).
     pub async fn touch_keys(&self, used: &[(String, i64)]) -> Result<(), StoreError> {
         for (id, at) in used {
-            sqlx::query(
-                "UPDATE api_keys SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
-            )
-            .bind(*at)
-            .bind(id)
-            .execute(self.pool())
-            .await?;
+            sqlx::query(TOUCH_KEY_SQL)
+                .bind(*at)
+                .bind(id)
+                .execute(self.pool())
+                .await?;
         }
         Ok(())
     }

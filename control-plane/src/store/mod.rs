@@ -4,9 +4,10 @@
 
 pub mod directory;
 pub mod ledger;
+pub mod sqlite_writer;
 
 use std::borrow::Cow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -22,6 +23,9 @@ pub enum StoreError {
     /// The database answered with an error.
     #[error("database: {0}")]
     Sql(#[from] sqlx::Error),
+    /// SQLite answered the ledger writer with an error.
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// A migration failed.
     #[error("migrating the database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -54,6 +58,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
 pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
+    /// The SQLite database's file.
+    sqlite_path: Option<PathBuf>,
 }
 
 impl Store {
@@ -71,6 +77,7 @@ impl Store {
             Dialect::Sqlite => sqlite_url(url)?,
             Dialect::Postgres => url.to_owned(),
         };
+        let sqlite_path = (dialect == Dialect::Sqlite).then(|| PathBuf::from(sqlite_file(&url)));
         let options: AnyConnectOptions = url.parse()?;
         let pool = AnyPoolOptions::new()
             // SQLite has one writer; a few connections let reports read while the ledger writes.
@@ -96,7 +103,11 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        let store = Store { pool, dialect };
+        let store = Store {
+            pool,
+            dialect,
+            sqlite_path,
+        };
         store.migrate().await?;
         if dialect == Dialect::Sqlite {
             spawn_checkpointer(store.pool.clone());
@@ -112,6 +123,11 @@ impl Store {
     /// The dialect.
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// The SQLite database's file (none on PostgreSQL).
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        self.sqlite_path.as_deref()
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -160,13 +176,19 @@ pub fn default_url(data_dir: &Path) -> String {
     format!("sqlite://{}", data_dir.join("tandem.db").display())
 }
 
-/// A SQLite URL that creates the file (and its folder) when missing.
-fn sqlite_url(url: &str) -> Result<String, StoreError> {
+/// The file of a `sqlite:` URL.
+fn sqlite_file(url: &str) -> &str {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
         .unwrap_or_default();
-    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    rest.split_once('?').map_or(rest, |(path, _)| path)
+}
+
+/// A SQLite URL that creates the file (and its folder) when missing.
+fn sqlite_url(url: &str) -> Result<String, StoreError> {
+    let path = sqlite_file(url);
+    let query = url.split_once('?').map_or("", |(_, q)| q);
     if path.is_empty() || path == ":memory:" {
         return Err(StoreError::Url(url.to_owned()));
     }
@@ -205,6 +227,8 @@ mod tests {
             "sqlite:///tmp/x/t.db?mode=rwc"
         );
         assert!(sqlite_url("sqlite::memory:").is_err());
+        assert_eq!(sqlite_file("sqlite:///tmp/x/t.db?mode=rwc"), "/tmp/x/t.db");
+        assert_eq!(sqlite_file("sqlite:t.db"), "t.db");
     }
 
     #[tokio::test]
