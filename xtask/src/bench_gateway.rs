@@ -55,7 +55,7 @@ pub fn bench() -> Result<()> {
     // ... and with tenants: API keys checked, per-minute limits counted (high enough never to
     // refuse), a monthly budget reserved and settled, and the ledger.
     let (auth_gateway, auth_port) = start_gateway("auth", &["--admin-key", ADMIN_KEY])?;
-    let api_key = tenant_key(&tandem, auth_port)?;
+    let api_key = tenant_key(&tandem, auth_port, "bench", &[])?;
     println!(
         "## Gateway overhead (`tandem throughput`, {DURATION} s per row; an upstream that answers at once)\n"
     );
@@ -139,9 +139,15 @@ pub fn bench() -> Result<()> {
 /// The admin key of the authenticated gateway.
 pub const ADMIN_KEY: &str = "bench-admin-key-0123456789";
 
-/// Sets up a tier, a tenant and a key on the gateway at `port` with `tandem admin`; returns the
-/// key.
-pub fn tenant_key(tandem: &std::path::Path, port: u16) -> Result<String> {
+/// Sets up a tier and a tenant, both named `tenant` (limits high enough never to refuse, and
+/// `tier_fields` as `FIELD=VALUE`), and a key, on the gateway at `port` with `tandem admin`;
+/// returns the key.
+pub fn tenant_key(
+    tandem: &std::path::Path,
+    port: u16,
+    tenant: &str,
+    tier_fields: &[&str],
+) -> Result<String> {
     let admin = |args: &[&str]| -> Result<String> {
         shell::output(
             Command::new(tandem)
@@ -150,19 +156,23 @@ pub fn tenant_key(tandem: &std::path::Path, port: u16) -> Result<String> {
                 .args(args),
         )
     };
-    admin(&[
+    let mut tier = vec![
         "tiers",
         "create",
-        "bench",
+        tenant,
         "--set",
         "requests_per_minute=1000000000",
         "--set",
         "tokens_per_minute=1000000000",
         "--set",
         "monthly_budget_usd=1000000",
-    ])?;
-    admin(&["tenants", "create", "--id", "bench", "--tier", "bench"])?;
-    let created = admin(&["keys", "create", "bench", "--name", "throughput"])?;
+    ];
+    for f in tier_fields {
+        tier.extend(["--set", f]);
+    }
+    admin(&tier)?;
+    admin(&["tenants", "create", "--id", tenant, "--tier", tenant])?;
+    let created = admin(&["keys", "create", tenant, "--name", "bench"])?;
     // The answer holds the key's lookup prefix and the key itself, both starting `tdm-`: the
     // key is the longer.
     created

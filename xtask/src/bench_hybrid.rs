@@ -2,8 +2,8 @@
 //! with tenants, a ledger and an hourly machine price, then runs `tandem simulate-clients`: a
 //! population of web clients (device profiles with their sources in
 //! `control-plane/src/cli/simulate/profiles.toml`) sends the same chat workload first to the
-//! server alone, then routed by the real `/v1/route` as `@tandem-inference/web` does. The report
-//! comes from the server's ledger.
+//! server alone, then routed by the real `/v1/route` as `@tandem-inference/web` does, once per
+//! routing policy. The report comes from the server's ledger.
 
 use std::path::Path;
 use std::process::Command;
@@ -26,6 +26,10 @@ const SIMULATION: [(&str, &str); 4] = [
     ("--max-turns", "4"),
     ("--think", "10"),
 ];
+
+/// The routing policies measured, each by a tenant of its own: `balanced` (the default) and
+/// `cheapest` (the browser whenever it can run the model in reasonable time).
+const POLICIES: [&str; 2] = ["balanced", "cheapest"];
 
 /// Runs the benchmark.
 pub fn bench(model: &Path) -> Result<()> {
@@ -58,35 +62,41 @@ pub fn bench(model: &Path) -> Result<()> {
             .context("starting tandem serve")?,
     );
     wait_ready(port, "/ready", &mut server.0)?;
-    let key = tenant_key(&tandem, port)?;
-    println!(
-        "## What the hybrid saves (`tandem simulate-clients {}`; server: `tandem serve`, default model, \
-         {PER_HOUR_USD} USD/h at {TOKENS_PER_S} tok/s)\n",
-        SIMULATION
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
     let database = format!("sqlite://{}", data.join("tandem.db").display());
-    let mut sim = Command::new(&tandem);
-    sim.args([
-        "simulate-clients",
-        "--url",
-        &format!("http://127.0.0.1:{port}"),
-    ])
-    .args([
-        "--api-key",
-        &key,
-        "--database",
-        &database,
-        "--tenant",
-        "bench",
-    ]);
-    for (k, v) in SIMULATION {
-        sim.args([k, v]);
+    // One tenant per routing policy (a tier field), each with the whole workload: the policy is
+    // the operator's trade between the server's work and the users' waiting.
+    for policy in POLICIES {
+        let tenant = format!("bench-{policy}");
+        let key = tenant_key(&tandem, port, &tenant, &[&format!("policy={policy}")])?;
+        println!(
+            "## What the hybrid saves, `{policy}` (`tandem simulate-clients {}`; server: `tandem serve`, \
+             default model, {PER_HOUR_USD} USD/h at {TOKENS_PER_S} tok/s)\n",
+            SIMULATION
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let mut sim = Command::new(&tandem);
+        sim.args([
+            "simulate-clients",
+            "--url",
+            &format!("http://127.0.0.1:{port}"),
+        ])
+        .args([
+            "--api-key",
+            &key,
+            "--database",
+            &database,
+            "--tenant",
+            &tenant,
+        ]);
+        for (k, v) in SIMULATION {
+            sim.args([k, v]);
+        }
+        shell::run(&mut sim)?;
+        println!();
     }
-    shell::run(&mut sim)?;
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
