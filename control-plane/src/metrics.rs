@@ -344,11 +344,16 @@ impl Metrics {
                 e.stats.kv_blocks_total
             );
         }
-        let engine_counters: [Family<EngineStats, u64>; 3] = [
+        let engine_counters: [Family<EngineStats, u64>; 4] = [
             (
                 "tandem_num_preemptions_total",
                 "Sequences preempted (freed and recomputed later).",
                 |s| s.preemptions,
+            ),
+            (
+                "tandem_abandoned_steps_total",
+                "Steps abandoned part way so that a tenant's first request starts at once.",
+                |s| s.abandoned_steps,
             ),
             (
                 prefixed(

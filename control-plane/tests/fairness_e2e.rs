@@ -1,6 +1,6 @@
 //! Fair queueing across tenants on a real `tandem serve` with the default model: while tenant A
-//! floods the server with 200 requests, tenant B's requests start as soon as they would with A
-//! merely using every slot, instead of behind A's backlog.
+//! uses every slot, or floods the server with 200 requests, tenant B's requests start about as
+//! soon as on an idle server, instead of behind A's backlog or A's decoding.
 
 mod common;
 
@@ -158,10 +158,14 @@ async fn a_flooding_tenant_does_not_starve_another() {
         a_started < 100,
         "{a_started} of A's requests started before B finished"
     );
-    // ... and the queue added little to the contention of a full server (1.55x measured; the
-    // bound leaves room for a loaded machine).
-    assert!(
-        flooded <= at_capacity * 3,
-        "B: {flooded:?} with A's flood queued, {at_capacity:?} with A at capacity"
-    );
+    // ... and neither A's running streams nor its queue keep B waiting much longer than on an
+    // idle server: B's first request abandons the step in progress and has the next one to
+    // itself (1.2x idle measured, against 5.5x when it joined a step of A's decodes; the bound
+    // leaves room for a loaded machine).
+    for (what, ttft) in [("at capacity", at_capacity), ("flooded", flooded)] {
+        assert!(
+            ttft <= idle * 3,
+            "B {what}: {ttft:?}, against {idle:?} on an idle server"
+        );
+    }
 }

@@ -506,7 +506,6 @@ fn first_token_order(engine: &mut Engine<CpuBackend>, reqs: Vec<Request>) -> Vec
 
 #[test]
 fn a_flow_flooding_the_queue_does_not_hold_back_another() {
-    use engine_core::engine::Flow;
     let file = file();
     let config = EngineConfig {
         context_size: 256,
@@ -516,12 +515,6 @@ fn a_flow_flooding_the_queue_does_not_hold_back_another() {
     };
     let mut e = engine(&file, config);
     let prompt = prompts(&e, 1).remove(0);
-    let flow = |id: &str| {
-        Some(Flow {
-            id: id.into(),
-            weight: 1,
-        })
-    };
     // Twelve requests of flow a, then one of flow b.
     let mut reqs: Vec<Request> = (0..12)
         .map(|_| Request {
@@ -546,34 +539,43 @@ fn a_flow_flooding_the_queue_does_not_hold_back_another() {
     assert_eq!(order.last(), Some(&12), "{order:?}");
 }
 
-#[test]
-fn a_new_flow_takes_a_slot_from_a_flow_above_its_share_without_changing_its_output() {
-    use engine_core::engine::Flow;
-    let file = file();
+fn flow(id: &str) -> Option<engine_core::engine::Flow> {
+    Some(engine_core::engine::Flow {
+        id: id.into(),
+        weight: 1,
+    })
+}
+
+/// An engine with `max_seqs` slots running flow a's two long answers (`max_tokens` each) for
+/// `steps` steps, then given flow b's short request: gives it, a's answers when each ran alone,
+/// and the receivers of a's two and of b's.
+fn b_after_a(
+    max_seqs: usize,
+    max_tokens: usize,
+    steps: usize,
+) -> (
+    Engine<CpuBackend>,
+    Vec<Outcome>,
+    Vec<mpsc::Receiver<Event>>,
+    mpsc::Receiver<Event>,
+) {
     let config = EngineConfig {
         context_size: 256,
-        max_seqs: 2,
+        max_seqs,
         max_batch_tokens: 64,
         ..EngineConfig::default()
     };
-    let mut e = engine(&file, config);
+    let mut e = engine(&file(), config);
     let ps = prompts(&e, 3);
-    let flow = |id: &str| {
-        Some(Flow {
-            id: id.into(),
-            weight: 1,
-        })
-    };
     let long = |p: &Vec<u32>| Request {
         flow: flow("a"),
         ignore_eos: true,
-        ..Request::greedy(p.clone(), 48)
+        ..Request::greedy(p.clone(), max_tokens)
     };
     let alone: Vec<Outcome> = ps[..2]
         .iter()
         .map(|p| run_all(&mut e, vec![long(p)]).0.remove(0))
         .collect();
-    // Two long answers of flow a fill both slots; then b asks.
     let mut rxs = Vec::new();
     for p in &ps[..2] {
         let (tx, rx) = mpsc::channel();
@@ -581,7 +583,7 @@ fn a_new_flow_takes_a_slot_from_a_flow_above_its_share_without_changing_its_outp
             .unwrap();
         rxs.push(rx);
     }
-    for _ in 0..8 {
+    for _ in 0..steps {
         pollster::block_on(e.step()).unwrap();
     }
     let (tx, rx_b) = mpsc::channel();
@@ -593,6 +595,24 @@ fn a_new_flow_takes_a_slot_from_a_flow_above_its_share_without_changing_its_outp
         Box::new(move |ev| tx.send(ev).is_ok()),
     )
     .unwrap();
+    (e, alone, rxs, rx_b)
+}
+
+/// Waits until `e` is idle; checks that flow a's answers are what they were alone.
+fn finish_as_alone(e: &mut Engine<CpuBackend>, alone: &[Outcome], rxs: &[mpsc::Receiver<Event>]) {
+    while e.has_work() {
+        pollster::block_on(e.step()).unwrap();
+    }
+    let together: Vec<Outcome> = rxs.iter().map(collect).collect();
+    for (t, a) in together.iter().zip(alone) {
+        assert_eq!(t.tokens, a.tokens);
+    }
+}
+
+#[test]
+fn a_new_flow_takes_a_slot_from_a_flow_above_its_share_without_changing_its_output() {
+    // Two long answers of flow a fill both slots; then b asks.
+    let (mut e, alone, rxs, rx_b) = b_after_a(2, 48, 8);
     let mut b_started = None;
     let mut steps = 0;
     let mut events_b = Vec::new();
@@ -610,8 +630,80 @@ fn a_new_flow_takes_a_slot_from_a_flow_above_its_share_without_changing_its_outp
         "b started at step {b_started:?}"
     );
     // ... and a's answers are what they are alone, although one was preempted and recomputed.
-    let together: Vec<Outcome> = rxs.iter().map(collect).collect();
-    for (t, a) in together.iter().zip(&alone) {
-        assert_eq!(t.tokens, a.tokens);
+    finish_as_alone(&mut e, &alone, &rxs);
+}
+
+#[test]
+fn a_flows_first_sequence_has_a_step_of_its_own() {
+    // Two long answers of flow a in four slots; then b asks.
+    let (mut e, alone, rxs, rx_b) = b_after_a(4, 24, 4);
+    // b's prompt, alone: a's two decodes wait one step.
+    let report = pollster::block_on(e.step()).unwrap();
+    assert_eq!(report.decoded, 1, "{report:?}");
+    assert!(report.prefill_tokens > 0, "{report:?}");
+    assert!(rx_b.try_iter().any(|ev| matches!(ev, Event::Token { .. })));
+    // The next step decodes all three.
+    let report = pollster::block_on(e.step()).unwrap();
+    assert_eq!(report.decoded, 3, "{report:?}");
+    finish_as_alone(&mut e, &alone, &rxs);
+}
+
+#[test]
+fn abandoned_steps_run_again_without_changing_outputs() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let file = file();
+    let config = EngineConfig {
+        context_size: 256,
+        max_seqs: 4,
+        max_batch_tokens: 32,
+        ..EngineConfig::default()
+    };
+    let mut e = engine(&file, config);
+    let reqs: Vec<Request> = prompts(&e, 4)
+        .into_iter()
+        .map(|p| Request::greedy(p, 16))
+        .collect();
+    let (alone, _) = run_all(&mut e, reqs.clone());
+
+    // Another thread keeps asking to abandon the step in progress.
+    let flag = e.interrupt_handle();
+    let done = Arc::new(AtomicBool::new(false));
+    let setter = {
+        let (flag, done) = (Arc::clone(&flag), Arc::clone(&done));
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                flag.store(true, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        })
+    };
+    let mut rxs = Vec::new();
+    for req in reqs {
+        let (tx, rx) = mpsc::channel();
+        e.add(req, Box::new(move |ev| tx.send(ev).is_ok())).unwrap();
+        rxs.push(rx);
     }
+    let (mut abandoned, mut steps) = (0, 0);
+    while e.has_work() {
+        let report = pollster::block_on(e.step()).unwrap();
+        if report.abandoned {
+            abandoned += 1;
+            // Nothing was computed or delivered.
+            assert_eq!((report.decoded, report.prefill_tokens), (0, 0));
+        }
+        steps += 1;
+        assert!(steps < 10_000, "the engine does not make progress");
+    }
+    done.store(true, Ordering::Relaxed);
+    setter.join().unwrap();
+    assert!(abandoned > 0, "no step was abandoned in {steps}");
+    // Never twice in a row: at least every other step runs to its end.
+    assert!(
+        abandoned * 2 <= steps + 1,
+        "{abandoned} of {steps} abandoned"
+    );
+    let interrupted: Vec<Outcome> = rxs.iter().map(collect).collect();
+    assert_eq!(interrupted, alone);
+    assert_eq!(e.kv_usage(), 0.0);
 }

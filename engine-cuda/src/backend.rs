@@ -276,6 +276,7 @@ impl Backend for CudaBackend {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             device_sampling: false,
+            eager: false,
             weight_types: GgmlType::SUPPORTED
                 .into_iter()
                 .filter(|&ty| weight_format(ty).is_some())

@@ -58,6 +58,10 @@ pub struct Capabilities {
     pub device_sampling: bool,
     /// The weight types [`Backend::upload_matrix`] takes; a model with others cannot load.
     pub weight_types: Vec<GgmlType>,
+    /// Its operations are done when they return (the CPU), so a step abandoned between two
+    /// layers saves the rest of its work; a backend that records or queues them for the device
+    /// gains nothing from that, and its steps always run to their end.
+    pub eager: bool,
 }
 
 impl Capabilities {

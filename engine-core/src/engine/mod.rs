@@ -9,6 +9,8 @@ mod sequence;
 mod service;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use fairness::Flow;
 pub use request::{Event, EventSink, FinishReason, PromptLogprob, Request, SeqId};
@@ -142,6 +144,9 @@ pub struct StepReport {
     pub prefix_queries: usize,
     /// Of those, the tokens found there (not computed again).
     pub prefix_hits: usize,
+    /// The step was abandoned part way ([`Engine::interrupt_handle`]): nothing was computed,
+    /// and its tokens are scheduled again.
+    pub abandoned: bool,
 }
 
 /// A model ready to generate, with its scheduler.
@@ -166,6 +171,12 @@ pub struct Engine<B: Backend> {
     /// Compiles structured-output grammars (built at the first one, or ahead on another
     /// thread after [`Engine::prepare_grammars`]).
     grammars: GrammarSlot,
+    /// Set from outside to abandon the step in progress ([`Engine::interrupt_handle`]).
+    interrupt: Arc<AtomicBool>,
+    /// The last step was abandoned (the next one always runs to its end).
+    abandoned_last: bool,
+    /// The backend's steps can be abandoned part way ([`crate::backend::Capabilities::eager`]).
+    abandonable: bool,
 }
 
 /// The grammar compiler of an engine, as far as it is built.
@@ -221,6 +232,7 @@ impl<B: Backend> Engine<B> {
         let layout = config.resolve(model.config());
         let n_blocks = layout.n_blocks;
         let kv = backend.alloc_kv(&layout)?;
+        let abandonable = backend.capabilities().eager;
         Ok(Engine {
             alloc: BlockAllocator::new(n_blocks, config.block_size),
             backend,
@@ -237,6 +249,9 @@ impl<B: Backend> Engine<B> {
             retain_prefix: false,
             retained: None,
             grammars: GrammarSlot::Unbuilt,
+            interrupt: Arc::new(AtomicBool::new(false)),
+            abandoned_last: false,
+            abandonable,
         })
     }
 
@@ -342,6 +357,16 @@ impl<B: Backend> Engine<B> {
     /// KV blocks in the pool, and how many are free.
     pub fn kv_blocks(&self) -> (usize, usize) {
         (self.alloc.total_blocks(), self.alloc.free_blocks())
+    }
+
+    /// A flag that abandons the step in progress between two of the model's layers when set
+    /// (from any thread), so that a request that should not wait for it (a flow's first, see
+    /// [`Engine::step`]) starts at once. The step's tokens are scheduled again; a step right
+    /// after an abandoned one always runs to its end, so the engine keeps making progress. Each
+    /// step clears the flag as it starts. Only on a backend whose operations are
+    /// [`crate::backend::Capabilities::eager`]; on others steps always run to their end.
+    pub fn interrupt_handle(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.interrupt)
     }
 
     /// Whether any sequence is waiting or running.
@@ -496,6 +521,12 @@ impl<B: Backend> Engine<B> {
         // 0. A flow below its share of the slots takes one from the flow furthest above it.
         self.yield_to_fair_share(report);
 
+        // A flow's first sequence while other flows run has the step to itself: its first token
+        // then takes what it would on an idle engine, not a step of everyone's decodes.
+        if !self.running.is_empty() && self.admit(&mut budget, report, true) > 0 {
+            return;
+        }
+
         // 1. Decodes.
         let mut i = 0;
         while i < self.running.len() {
@@ -555,8 +586,35 @@ impl<B: Backend> Engine<B> {
         }
 
         // 3. Admissions.
-        while budget > 0 && self.running.len() < self.config.max_seqs {
-            let Some(k) = self.next_admission() else {
+        self.admit(&mut budget, report, false);
+
+        // 4. Nothing could be scheduled although sequences run: they all wait for blocks held by
+        // each other. Free the newest so that the others can go on next step.
+        if budget == full_budget && !self.running.is_empty() && self.retained.is_some() {
+            // Blocks kept for a next turn are what the running sequences lack: free them first.
+            self.drop_retained();
+        } else if budget == full_budget && self.running.len() > 1 {
+            let victim = self.running.pop().expect("running is not empty");
+            report.preempted += 1;
+            self.preempt(victim);
+        } else if budget == full_budget && self.running.len() == 1 {
+            self.finish_running(0, FinishReason::Length);
+            report.finished += 1;
+        }
+    }
+
+    /// Admits waiting sequences in fair-queueing order while the budget, the sequence limit and
+    /// memory allow (with `newcomers_only`, only those whose flow runs nothing); returns how
+    /// many.
+    fn admit(
+        &mut self,
+        budget: &mut usize,
+        report: &mut StepReport,
+        newcomers_only: bool,
+    ) -> usize {
+        let mut admitted = 0;
+        while *budget > 0 && self.running.len() < self.config.max_seqs {
+            let Some(k) = self.next_admission(newcomers_only) else {
                 break;
             };
             adopt_retained(&mut self.retained, &mut self.alloc, &mut self.waiting[k]);
@@ -596,28 +654,16 @@ impl<B: Backend> Engine<B> {
                 report.prefix_hits += seq.computed;
             }
             self.fair.admitted(seq.start_tag);
-            let take = seq.pending().min(budget).min(Self::chunk_cap(&seq));
+            let take = seq.pending().min(*budget).min(Self::chunk_cap(&seq));
             seq.table
                 .reserve(&mut self.alloc, take)
                 .expect("free blocks were checked");
             seq.scheduled = take;
-            budget -= take;
+            *budget -= take;
             self.running.push(seq);
+            admitted += 1;
         }
-
-        // 4. Nothing could be scheduled although sequences run: they all wait for blocks held by
-        // each other. Free the newest so that the others can go on next step.
-        if budget == full_budget && !self.running.is_empty() && self.retained.is_some() {
-            // Blocks kept for a next turn are what the running sequences lack: free them first.
-            self.drop_retained();
-        } else if budget == full_budget && self.running.len() > 1 {
-            let victim = self.running.pop().expect("running is not empty");
-            report.preempted += 1;
-            self.preempt(victim);
-        } else if budget == full_budget && self.running.len() == 1 {
-            self.finish_running(0, FinishReason::Length);
-            report.finished += 1;
-        }
+        admitted
     }
 
     /// Each flow's running sequences, and the share of the slots each flow of those running or
@@ -638,17 +684,21 @@ impl<B: Backend> Engine<B> {
     }
 
     /// The waiting sequence to admit next: the first in fair-queueing order whose flow runs
-    /// fewer sequences than its share, else the first.
-    fn next_admission(&self) -> Option<usize> {
+    /// fewer sequences than its share, else the first (with `newcomers_only`: the first whose
+    /// flow runs nothing, else none).
+    fn next_admission(&self, newcomers_only: bool) -> Option<usize> {
         if self.waiting.is_empty() {
             return None;
         }
         let (running, share) = self.fair_shares();
-        let below = |s: &Sequence| running.get(s.flow.as_str()).copied().unwrap_or(0) < share;
+        let runs = |s: &Sequence| running.get(s.flow.as_str()).copied().unwrap_or(0);
         let ready = |s: &Sequence| !self.waits_for_twin(s);
+        if newcomers_only {
+            return self.waiting.iter().position(|s| runs(s) == 0 && ready(s));
+        }
         self.waiting
             .iter()
-            .position(|s| below(s) && ready(s))
+            .position(|s| runs(s) < share && ready(s))
             .or_else(|| self.waiting.iter().position(ready))
     }
 
@@ -751,6 +801,7 @@ impl<B: Backend> Engine<B> {
     /// Runs one forward pass over every scheduled sequence and delivers its results.
     pub async fn step(&mut self) -> Result<StepReport, EngineError> {
         let mut report = StepReport::default();
+        self.interrupt.store(false, Ordering::Relaxed);
         self.drop_deaf();
         self.schedule(&mut report);
         let bs = self.config.block_size;
@@ -799,9 +850,20 @@ impl<B: Backend> Engine<B> {
             .collect();
         let (backend, model, kv, scratch) =
             (&self.backend, &self.model, &mut self.kv, &mut self.scratch);
-        alongside(constrained, || {
-            backend.scope(|| model.forward(backend, &input, kv, scratch))
+        let stop = (self.abandonable && !self.abandoned_last).then_some(&*self.interrupt);
+        let finished = alongside(constrained, || {
+            backend.scope(|| model.forward_unless(backend, &input, kv, scratch, stop))
         })?;
+        self.abandoned_last = !finished;
+        if !finished {
+            // Nothing was computed: the sequences keep their reserved blocks and are scheduled
+            // afresh next step.
+            for seq in &mut self.running {
+                seq.scheduled = 0;
+            }
+            report.abandoned = true;
+            return Ok(report);
+        }
         let vocab = self.model.config().vocab_size;
         // When every logit row is the next-token distribution of a sequence whose sampler can run
         // on the device, only the chosen ids come back; otherwise the logits do.

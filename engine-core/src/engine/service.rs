@@ -9,7 +9,7 @@
 //! [`Backend`] plugs in unchanged.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -77,6 +77,9 @@ pub struct EngineStats {
     pub generated_tokens: u64,
     /// Sequences preempted.
     pub preemptions: u64,
+    /// Steps abandoned part way so that a flow's first request could start at once
+    /// ([`Engine::interrupt_handle`]).
+    pub abandoned_steps: u64,
     /// Prompt tokens looked up in the prefix cache (as vLLM's `prefix_cache_queries`).
     pub prefix_cache_queries: u64,
     /// Of those, the tokens found there (as vLLM's `prefix_cache_hits`).
@@ -120,6 +123,8 @@ struct Shared {
     outstanding: AtomicUsize,
     /// The same, per flow.
     per_flow: Mutex<HashMap<String, usize>>,
+    /// Abandons the engine's step in progress ([`Engine::interrupt_handle`]).
+    interrupt: Arc<AtomicBool>,
 }
 
 /// Counts one outstanding sequence until it ends (its final event, or its sink being dropped
@@ -185,6 +190,7 @@ impl EngineService {
             queued: AtomicUsize::new(0),
             outstanding: AtomicUsize::new(0),
             per_flow: Mutex::new(HashMap::new()),
+            interrupt: engine.interrupt_handle(),
         });
         let (tx, rx) = mpsc::channel();
         let thread_shared = Arc::clone(&shared);
@@ -225,6 +231,11 @@ impl EngineService {
                 });
             }
             *pending += 1;
+            // The flow's first request while others have work: the engine's step in progress
+            // is abandoned so that it starts at once (the engine gives it a step of its own).
+            if *pending == 1 && per_flow.len() > 1 {
+                self.shared.interrupt.store(true, Ordering::Relaxed);
+            }
         }
         self.shared.outstanding.fetch_add(1, Ordering::SeqCst);
         let mut guard = Outstanding {
@@ -388,6 +399,7 @@ fn publish<B: Backend>(engine: &Engine<B>, shared: &Shared, report: &StepReport,
     s.prefill_tokens += report.prefill_tokens as u64;
     s.generated_tokens += report.decoded as u64;
     s.preemptions += report.preempted as u64;
+    s.abandoned_steps += u64::from(report.abandoned);
     s.prefix_cache_queries += report.prefix_queries as u64;
     s.prefix_cache_hits += report.prefix_hits as u64;
     if failed {

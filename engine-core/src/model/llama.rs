@@ -1,5 +1,7 @@
 //! Weights of a Llama-family model on a backend, and its forward pass.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::ModelError;
 use super::config::{Architecture, ModelConfig};
 use crate::backend::{Backend, BackendError, MatrixSource, StepInput};
@@ -318,6 +320,21 @@ impl<B: Backend> LlamaModel<B> {
         kv: &mut B::KvStore,
         scratch: &mut Scratch<B>,
     ) -> Result<(), ModelError> {
+        self.forward_unless(b, input, kv, scratch, None).map(|_| ())
+    }
+
+    /// [`LlamaModel::forward`], abandoned between two layers once `stop` is set: returns
+    /// whether the step ran to the end. An abandoned step leaves its logits undefined and may
+    /// have written keys and values at its positions, which the same step run again overwrites
+    /// with the same values.
+    pub fn forward_unless(
+        &self,
+        b: &B,
+        input: &StepInput,
+        kv: &mut B::KvStore,
+        scratch: &mut Scratch<B>,
+        stop: Option<&AtomicBool>,
+    ) -> Result<bool, ModelError> {
         let c = &self.config;
         let n = input.rows();
         if n == 0 {
@@ -350,6 +367,9 @@ impl<B: Backend> LlamaModel<B> {
             b.rms_norm(x, &first.attn_norm, eps, n, d, xn);
         }
         for (l, layer) in self.layers.iter().enumerate() {
+            if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+                return Ok(false);
+            }
             // xn holds this layer's normalized input.
             b.matmul_many(
                 &[&layer.wq, &layer.wk, &layer.wv],
@@ -397,7 +417,7 @@ impl<B: Backend> LlamaModel<B> {
                 );
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Whether every weight type of the model can be computed by this engine.

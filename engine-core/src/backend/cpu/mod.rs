@@ -198,6 +198,7 @@ impl Backend for CpuBackend {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             device_sampling: false,
+            eager: true,
             weight_types: GgmlType::SUPPORTED
                 .into_iter()
                 .filter(|&ty| Self::computes(ty))

@@ -43,6 +43,7 @@ impl Backend for WebGpuBackend {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             device_sampling: true,
+            eager: false,
             weight_types: weights::TYPES.to_vec(),
         }
     }
