@@ -18,10 +18,12 @@ use crate::shell;
 const PER_HOUR_USD: f64 = 0.10;
 /// Its aggregate throughput, tokens per second (pinned, so both passes pay the same per token).
 const TOKENS_PER_S: f64 = 200.0;
-/// The population: page visits per pass, the window they start in (s), turns per visit at most,
-/// and the mean pause to read and write a message, before the first and between turns (s).
+/// The population: as many page visits as keep the server 70% busy when it serves them alone
+/// (sized to the server's measured capacity, as an operator sizes a server to its traffic), the
+/// window they start in (s), turns per visit at most, and the mean pause to read and write a
+/// message, before the first and between turns (s).
 const SIMULATION: [(&str, &str); 4] = [
-    ("--sessions", "30"),
+    ("--utilization", "0.7"),
     ("--window", "90"),
     ("--max-turns", "4"),
     ("--think", "10"),

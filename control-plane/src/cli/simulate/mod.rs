@@ -7,6 +7,7 @@
 //! The report comes from the server's ledger: the share served in browsers, time to first token
 //! per route, and server cost per request against the server-only pass.
 
+mod capacity;
 mod client;
 mod hybrid;
 mod profiles;
@@ -44,6 +45,12 @@ pub struct SimulateArgs {
     /// Page visits in each pass.
     #[arg(long, default_value_t = 40)]
     pub sessions: usize,
+    /// Instead of `--sessions`: as many visits as keep the server this busy (0 to 1) when it
+    /// serves them alone, from its capacity measured first (chat requests per second with 16
+    /// clients sending the workload's first turns back to back for 20 s). Sizes the population
+    /// to the server, as its operator would, whatever the machine.
+    #[arg(long)]
+    pub utilization: Option<f64>,
     /// Seconds over which the visits start.
     #[arg(long, default_value_t = 60.0)]
     pub window: f64,
@@ -72,14 +79,13 @@ const SYSTEM: &str = "You are a helpful assistant.";
 /// Runs the command.
 pub async fn run(args: SimulateArgs) -> Result<()> {
     let profiles = Arc::new(profiles::load(args.profiles.as_deref())?);
-    let shape = Shape {
+    let mut shape = Shape {
         sessions: args.sessions,
         window: Duration::from_secs_f64(args.window.max(0.0)),
         max_turns: args.max_turns,
         mean_think: Duration::from_secs_f64(args.think.max(0.0)),
         seed: args.seed,
     };
-    let sessions = Arc::new(shape.sessions(&profiles));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(600))
         .build()?;
@@ -99,6 +105,10 @@ pub async fn run(args: SimulateArgs) -> Result<()> {
             }
         }
     };
+    if let Some(utilization) = args.utilization {
+        shape.sessions = sized_to_capacity(&client, &shape, &profiles, utilization).await?;
+    }
+    let sessions = Arc::new(shape.sessions(&profiles));
     let turns: usize = sessions.iter().map(|s| s.turns.len()).sum();
     eprintln!(
         "{} sessions, {turns} requests per pass, model {} (browser variant {} bytes)",
@@ -121,6 +131,40 @@ pub async fn run(args: SimulateArgs) -> Result<()> {
     let with_browsers = report::Pass::read(&store, tenant, middle, ended).await?;
     report::print(&baseline, &with_browsers, &profiles, &sessions, &observed);
     Ok(())
+}
+
+/// The number of sessions that keeps the server `utilization` busy: each session sends its turns
+/// while it lasts, so in the steady state sessions start at `sessions / window` per second and
+/// send `mean turns` requests each; that rate is set to `utilization` times the capacity.
+async fn sized_to_capacity(
+    client: &Client,
+    shape: &Shape,
+    profiles: &[profiles::Profile],
+    utilization: f64,
+) -> Result<usize> {
+    let probe = Shape {
+        sessions: 64,
+        ..*shape
+    }
+    .sessions(profiles);
+    let firsts: Vec<(Vec<Value>, u32)> = probe
+        .iter()
+        .map(|s| (messages(s, 0, &[]), s.turns[0].max_tokens))
+        .collect();
+    let mean_turns =
+        probe.iter().map(|s| s.turns.len()).sum::<usize>() as f64 / probe.len().max(1) as f64;
+    let rps = capacity::requests_per_second(client, Arc::new(firsts), 16, Duration::from_secs(20))
+        .await
+        .context("measuring the server's capacity")?;
+    let sessions =
+        (utilization.clamp(0.0, 1.0) * rps * shape.window.as_secs_f64() / mean_turns).round();
+    eprintln!(
+        "capacity: {rps:.2} requests/s; {sessions} sessions of {mean_turns:.2} turns on average \
+         over {:.0} s keep the server {:.0}% busy",
+        shape.window.as_secs_f64(),
+        utilization * 100.0
+    );
+    Ok((sessions as usize).max(1))
 }
 
 /// The messages of a turn: the system prompt, the earlier turns with their answers, the user's
