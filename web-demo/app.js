@@ -86,6 +86,8 @@ const REASONS = {
   policy_cheapest: "cheapest policy",
   within_tolerance: "the browser is close enough to the server's speed",
   beyond_tolerance: "the browser would be too slow compared to the server",
+  streamed: "a streamed answer: judged by its first token",
+  slower_than_reading: "the browser would stream slower than people read",
   zero_operator_cost: "running in the browser costs the operator nothing",
   browser_too_slow: "the browser would be far too slow",
   server_unreachable: "the server could not be reached, so this page decided",

@@ -78,6 +78,8 @@ export interface BrowserDone {
   usage: { prompt_tokens: number; completion_tokens: number };
   timing: Extract<EngineEvent, { type: 'done' }>['timing'];
   duration_ms: number;
+  /** The answer's text. */
+  text: string;
 }
 
 export interface BrowserStreamOptions {
@@ -172,7 +174,7 @@ export async function* browserStream(opts: BrowserStreamOptions): AsyncGenerator
         yield makeChunk(header, {}, event.finish_reason, { ...usageNull, tandem: info });
         const duration_ms = Date.now() - start;
         try {
-          opts.onDone?.({ engine, usage: event.usage, timing: event.timing, duration_ms });
+          opts.onDone?.({ engine, usage: event.usage, timing: event.timing, duration_ms, text });
         } catch {
           // a reporting hook never breaks the stream
         }

@@ -50,6 +50,11 @@ export const CHEAPEST_MIN_BOUND_MS = 60_000.0;
 export const BALANCED_TOLERANCE = 0.5;
 /** `balanced`: absolute slack, ms. */
 export const BALANCED_SLACK_MS = 500.0;
+/**
+ * `balanced`, streamed answers: the slowest decode (tokens/s) that still streams faster than people
+ * read (about 240 words a minute, some 5 tokens/s (Brysbaert 2019); twice that, for skimming).
+ */
+export const READING_TOK_S = 10.0;
 /** Ceiling on every time in an estimate, ms. */
 export const MAX_TIME_MS = 1e12;
 /** Ceiling on every speed in an estimate, tokens/s. */
@@ -100,6 +105,16 @@ export interface RouteRequest {
   prompt_tokens?: number;
   max_tokens?: number;
   capabilities?: Capabilities | null;
+  /**
+   * Of `prompt_tokens`, those whose keys and values the loaded engine still holds (the earlier turns
+   * of the conversation it served last; default 0): only the rest is prefilled in the browser.
+   */
+  cached_prompt_tokens?: number;
+  /**
+   * Whether the answer streams to a reader (default false): `balanced` then judges the browser by
+   * its first token and by whether it streams faster than people read, not by its total time.
+   */
+  stream?: boolean;
 }
 
 /** The estimate used for the server when it cannot be reached: it would never answer. */
@@ -329,9 +344,19 @@ class Device {
     return CPU_THREAD_BYTES_PER_SEC * (1 + CPU_EXTRA_THREAD_GAIN * Math.max(this.cpuThreads - 1, 0));
   }
 
-  candidate(v: Variant, index: number, path: EnginePath, promptTokens: number, maxTokens: number): Candidate {
+  candidate(
+    v: Variant,
+    index: number,
+    path: EnginePath,
+    fullPromptTokens: number,
+    keptTokens: number,
+    maxTokens: number,
+  ): Candidate {
     const cached = this.isCached(v.sha256);
     const loaded = this.isLoaded(v.sha256);
+    // A loaded engine that kept the conversation's earlier turns computes only the rest (at least
+    // the last token, for the logits).
+    const promptTokens = loaded && keptTokens > 0 ? Math.max(fullPromptTokens - keptTokens, 1) : fullPromptTokens;
     const bytes = Math.max(v.bytes, 1);
     const estimatedDecode = capRate(this.bandwidth(path) / bytes);
     const estimatedPrefill = capRate(estimatedDecode * PREFILL_SPEEDUP);
@@ -424,6 +449,7 @@ export function decide(
   const device = new Device(caps);
   const maxTokens = count(req?.max_tokens, DEFAULT_MAX_TOKENS);
   const promptTokens = count(req?.prompt_tokens, 0);
+  const keptTokens = count(req?.cached_prompt_tokens, 0);
   const reasons = new Reasons();
 
   if (!device.gpu) reasons.push('no_webgpu');
@@ -448,7 +474,7 @@ export function decide(
         blockers.extend(blocked.list);
         continue;
       }
-      const candidate = device.candidate(variant, index, path, promptTokens, maxTokens);
+      const candidate = device.candidate(variant, index, path, promptTokens, keptTokens, maxTokens);
       if (!best || betterThan(candidate, best)) best = candidate;
     }
   });
@@ -497,6 +523,16 @@ export function decide(
       toBrowser = browserTotal <= serverTotal;
       break;
     default: {
+      if (req?.stream === true) {
+        // A reader of a stream waits for the first token; after it, any speed faster than reading
+        // keeps ahead of them.
+        reasons.push('streamed');
+        const bound = serverEstimate.ttft_ms * (1 + BALANCED_TOLERANCE) + BALANCED_SLACK_MS;
+        const readable = chosen.estimate.tok_s >= READING_TOK_S;
+        toBrowser = readable && chosen.estimate.ttft_ms <= bound;
+        reasons.push(!readable ? 'slower_than_reading' : toBrowser ? 'within_tolerance' : 'beyond_tolerance');
+        break;
+      }
       const bound = serverTotal * (1 + BALANCED_TOLERANCE) + BALANCED_SLACK_MS;
       toBrowser = browserTotal <= bound;
       reasons.push(toBrowser ? 'within_tolerance' : 'beyond_tolerance');

@@ -189,6 +189,11 @@ export class Tandem {
   private device: DeviceReport = minimalReport();
   private readonly engines = new Map<string, Promise<BrowserEngine>>();
   private readonly loaded = new Map<string, BrowserEngine>();
+  /**
+   * The conversation the browser served last, whose keys and values its engine keeps (messages
+   * with the answer, as `messageKey`s, and their tokens): a next turn prefills only what follows.
+   */
+  private kept: { engine: BrowserEngine; messages: string[]; tokens: number } | undefined;
 
   private constructor(options: TandemOptions) {
     this.options = options;
@@ -292,6 +297,13 @@ export class Tandem {
       if (m && (m.decode_tok_s !== undefined || m.prefill_tok_s !== undefined)) return { ...m };
     }
     return this.device.measured;
+  }
+
+  /** Prompt tokens the loaded engine still holds for `messages`: the last conversation it served, when they continue it. */
+  private keptTokens(messages: ChatCompletionCreateParamsBase['messages']): number {
+    const kept = this.kept;
+    if (!kept || ![...this.loaded.values()].includes(kept.engine) || messages.length <= kept.messages.length) return 0;
+    return kept.messages.every((k, i) => k === messageKey(messages[i])) ? kept.tokens : 0;
   }
 
   /** The device report for a request: loaded engines and the model's measured speeds added. */
@@ -474,7 +486,10 @@ export class Tandem {
     const body: RouteRequest = {
       prompt_tokens: estimatePromptTokens(params.messages),
       capabilities: this.reportFor(model),
+      stream: params.stream === true,
     };
+    const kept = this.keptTokens(params.messages);
+    if (kept > 0) body.cached_prompt_tokens = kept;
     if (model) body.model = model;
     const max = maxTokensOf(params);
     if (max !== undefined) body.max_tokens = max;
@@ -593,6 +608,8 @@ export class Tandem {
   ): AsyncGenerator<ChatCompletionChunk> {
     const model = params.model ?? '';
     const variant = decision.variant;
+    // Whatever happens, this request replaces what the engine keeps.
+    this.kept = undefined;
     return browserStream({
       params,
       model: model || this.modelCard(model)?.id || '',
@@ -606,6 +623,11 @@ export class Tandem {
           ? this.engineFor(variant, decision.path)
           : Promise.reject(new EngineFailure('unsupported', `No browser variant for model ${JSON.stringify(model)}.`)),
       onDone: (done) => {
+        this.kept = {
+          engine: done.engine,
+          messages: [...params.messages, { role: 'assistant', content: done.text }].map(messageKey),
+          tokens: done.usage.prompt_tokens + done.usage.completion_tokens,
+        };
         void this.server.reportUsage({
           model: model || done.engine.variant.url,
           prompt_tokens: done.usage.prompt_tokens,
@@ -618,6 +640,11 @@ export class Tandem {
       onFailure: (failure, engine) => this.dropEngine(engine, failure),
     });
   }
+}
+
+/** A message as the engine's kept conversation is compared: its role and content. */
+function messageKey(m: { role: string; content?: unknown }): string {
+  return JSON.stringify([m.role, m.content ?? null]);
 }
 
 /** A signal that aborts with `parent` or after `ms`. */

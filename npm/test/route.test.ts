@@ -14,6 +14,7 @@ import {
   LOAD_BYTES_PER_SEC,
   LOAD_OVERHEAD_MS,
   MAX_TIME_MS,
+  READING_TOK_S,
   UNREACHABLE_SERVER,
   WEBGPU_FALLBACK_BYTES_PER_SEC,
   answerPath,
@@ -302,6 +303,40 @@ describe('decide (ported from browser_route.rs)', () => {
       const a = decide(request(c), [small()], s, 'balanced');
       expect(a.route === 'browser', `${tokS}`).toBe(browser);
     }
+  });
+
+  it('balanced judges a stream by its first token and reading speed', () => {
+    const c = caps();
+    c.cached_variants = [SHA_SMALL];
+    c.loaded_variants = [SHA_SMALL];
+    const s = server(); // first token in 300 ms: the bound is 950 ms
+    for (const [prefill, decode, browser, reason] of [
+      [200, 20, true, 'within_tolerance'],
+      [100, 20, false, 'beyond_tolerance'],
+      [200, READING_TOK_S * 0.9, false, 'slower_than_reading'],
+    ] as const) {
+      c.measured = { decode_tok_s: decode, prefill_tok_s: prefill };
+      // Awaited whole, 256 tokens at 20 tok/s lose to the server.
+      let a = decide(request(c), [small()], s, 'balanced');
+      expect(a.route).toBe('server');
+      a = decide({ ...request(c), stream: true }, [small()], s, 'balanced');
+      expect(a.route === 'browser', `${prefill} ${decode}`).toBe(browser);
+      expect(has(a, 'streamed') && has(a, reason)).toBe(true);
+    }
+  });
+
+  it('a loaded engine prefills only what it does not hold', () => {
+    const c = caps();
+    c.cached_variants = [SHA_SMALL];
+    c.measured = { decode_tok_s: 50, prefill_tok_s: 100 };
+    const ttft = (r: RouteRequest) => decide(r, [small()], server(), 'balanced').estimates.browser!.ttft_ms;
+    const load = LOAD_OVERHEAD_MS + (98e6 / LOAD_BYTES_PER_SEC) * 1e3;
+    // Not loaded: the kept keys and values are gone, the whole prompt is computed.
+    expect(ttft({ ...request(c), cached_prompt_tokens: 80 })).toBeCloseTo(load + 1000, 6);
+    c.loaded_variants = [SHA_SMALL];
+    expect(ttft({ ...request(c), cached_prompt_tokens: 80 })).toBeCloseTo(200, 6);
+    // At least the last token is computed.
+    expect(ttft({ ...request(c), cached_prompt_tokens: 500 })).toBeCloseTo(10, 6);
   });
 
   it('a fallback adapter is slow', () => {

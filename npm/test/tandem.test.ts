@@ -394,6 +394,24 @@ describe('browser route', () => {
     expect('max_tokens' in second).toBe(false);
   });
 
+  it('a next turn of the conversation the browser served says how much of its prompt the engine keeps', async () => {
+    const { tandem, server } = await setup({ '/v1/route': () => json(BROWSER_ANSWER) });
+    const first = await tandem.chat.completions.create({ model: 'smol', messages: MESSAGES });
+    const answer = first.choices[0]!.message.content;
+    const next = [...MESSAGES, { role: 'assistant' as const, content: answer }, { role: 'user' as const, content: 'And then?' }];
+    for await (const _ of await tandem.chat.completions.create({ model: 'smol', messages: next, stream: true })) {
+      // drained
+    }
+    // Another conversation: nothing of it is kept.
+    await tandem.chat.completions.create({ model: 'smol', messages: MESSAGES });
+    const [one, two, three] = server.to('/v1/route').map((r) => r.body);
+    expect('cached_prompt_tokens' in one!).toBe(false);
+    expect(one!.stream).toBe(false);
+    expect(two!.cached_prompt_tokens).toBe(first.usage!.prompt_tokens + first.usage!.completion_tokens);
+    expect(two!.stream).toBe(true);
+    expect('cached_prompt_tokens' in three!).toBe(false);
+  });
+
   it('policy browser never asks /v1/route', async () => {
     const { tandem, server, engine } = await setup({}, { policy: 'browser' });
     const r = await tandem.chat.completions.create({ model: 'smol', messages: MESSAGES });

@@ -117,6 +117,12 @@ pub const BALANCED_TOLERANCE: f64 = 0.5;
 /// requests (where 50% is a few milliseconds) can still go to the browser.
 pub const BALANCED_SLACK_MS: f64 = 500.0;
 
+/// `balanced` policy, streamed answers: the slowest decode, in tokens per second, that still
+/// streams faster than people read. Silent reading runs at about 240 words a minute (Brysbaert
+/// 2019, a meta-analysis of 190 studies), some 5 tokens a second; twice that leaves room for
+/// skimming.
+pub const READING_TOK_S: f64 = 10.0;
+
 /// Ceiling on every time in an estimate, in milliseconds (about 31 years): absurd inputs give
 /// large but finite numbers, so that answers always serialize as JSON numbers.
 pub const MAX_TIME_MS: f64 = 1e12;
@@ -265,6 +271,16 @@ pub struct RouteRequest {
     /// What the browser can do.
     #[serde(default, deserialize_with = "lenient")]
     pub capabilities: Capabilities,
+    /// Of `prompt_tokens`, those whose keys and values the browser's loaded engine still holds
+    /// (the earlier turns of the conversation it served last; default 0): only the rest is
+    /// prefilled there.
+    #[serde(default, deserialize_with = "count_or_zero")]
+    pub cached_prompt_tokens: u64,
+    /// Whether the answer is streamed to a reader (default `false`). Under `balanced` a streamed
+    /// answer is judged by its first token and by whether it streams faster than people read,
+    /// an answer awaited whole by its total time.
+    #[serde(default, deserialize_with = "lenient")]
+    pub stream: bool,
 }
 
 impl Default for RouteRequest {
@@ -274,6 +290,8 @@ impl Default for RouteRequest {
             prompt_tokens: 0,
             max_tokens: DEFAULT_MAX_TOKENS,
             capabilities: Capabilities::default(),
+            cached_prompt_tokens: 0,
+            stream: false,
         }
     }
 }
@@ -578,6 +596,22 @@ pub fn decide(
             ok
         }
         Policy::Fastest => browser_total <= server_total,
+        Policy::Balanced if req.stream => {
+            // What a reader of a stream waits for is the first token; after it, any speed
+            // faster than reading keeps ahead of them.
+            reasons.push("streamed");
+            let bound = server.ttft_ms * (1.0 + BALANCED_TOLERANCE) + BALANCED_SLACK_MS;
+            let readable = best.estimate.tok_s >= READING_TOK_S;
+            let ok = readable && best.estimate.ttft_ms <= bound;
+            reasons.push(if !readable {
+                "slower_than_reading"
+            } else if ok {
+                "within_tolerance"
+            } else {
+                "beyond_tolerance"
+            });
+            ok
+        }
         Policy::Balanced => {
             let bound = server_total * (1.0 + BALANCED_TOLERANCE) + BALANCED_SLACK_MS;
             let ok = browser_total <= bound;
@@ -876,7 +910,15 @@ impl<'a> Device<'a> {
         } else {
             cap_time(LOAD_OVERHEAD_MS + bytes / LOAD_BYTES_PER_SEC * 1000.0)
         };
-        let prompt = req.prompt_tokens as f64;
+        // A loaded engine that kept the conversation's earlier turns computes only the rest
+        // (at least the last token, for the logits).
+        let prompt = if loaded && req.cached_prompt_tokens > 0 {
+            req.prompt_tokens
+                .saturating_sub(req.cached_prompt_tokens)
+                .max(1)
+        } else {
+            req.prompt_tokens
+        } as f64;
         let ttft = |prefill: f64| cap_time(download_ms + load_ms + ms_for(prompt, prefill));
 
         let estimate = Estimate {
@@ -1099,6 +1141,8 @@ mod tests {
             prompt_tokens: 100,
             max_tokens: 256,
             capabilities,
+            cached_prompt_tokens: 0,
+            stream: false,
         }
     }
 
@@ -1391,6 +1435,70 @@ mod tests {
             let a = decide(&request(c.clone()), &[small()], s, Policy::Balanced);
             assert_eq!(a.route == Route::Browser, browser, "{tok_s}: {a:?}");
         }
+    }
+
+    #[test]
+    fn balanced_judges_a_stream_by_its_first_token_and_reading_speed() {
+        let mut c = caps();
+        c.cached_variants = vec![SHA_SMALL.into()];
+        c.loaded_variants = vec![SHA_SMALL.into()];
+        let s = server(); // first token in 300 ms: the bound is 950 ms
+        let bound = s.ttft_ms * (1.0 + BALANCED_TOLERANCE) + BALANCED_SLACK_MS;
+        // 100 prompt tokens: prefill at 200 tok/s is 500 ms, at 100 tok/s 1,000 ms.
+        for (prefill, decode, browser, reason) in [
+            (200.0, 20.0, true, "within_tolerance"),
+            (100.0, 20.0, false, "beyond_tolerance"),
+            (200.0, READING_TOK_S * 0.9, false, "slower_than_reading"),
+        ] {
+            c.measured = Some(Measured {
+                decode_tok_s: Some(decode),
+                prefill_tok_s: Some(prefill),
+            });
+            let mut req = request(c.clone());
+            // Awaited whole, 256 tokens at 20 tok/s (12.8 s) lose to the server's 5.4 s.
+            let a = decide(&req, &[small()], s, Policy::Balanced);
+            assert_eq!(a.route, Route::Server, "{a:?}");
+            req.stream = true;
+            let a = decide(&req, &[small()], s, Policy::Balanced);
+            assert_eq!(
+                a.route == Route::Browser,
+                browser,
+                "{prefill} {decode}: {a:?}"
+            );
+            assert!(has(&a, "streamed") && has(&a, reason), "{a:?}");
+            assert_eq!(
+                a.estimates.browser.unwrap().ttft_ms <= bound,
+                reason != "beyond_tolerance"
+            );
+        }
+    }
+
+    #[test]
+    fn a_loaded_engine_prefills_only_what_it_does_not_hold() {
+        let mut c = caps();
+        c.cached_variants = vec![SHA_SMALL.into()];
+        c.measured = Some(Measured {
+            decode_tok_s: Some(50.0),
+            prefill_tok_s: Some(100.0),
+        });
+        let mut req = request(c.clone());
+        req.cached_prompt_tokens = 80;
+        // Not loaded: the kept keys and values are gone, the whole prompt is computed.
+        let ttft = |req: &RouteRequest| {
+            decide(req, &[small()], server(), Policy::Balanced)
+                .estimates
+                .browser
+                .unwrap()
+                .ttft_ms
+        };
+        let load = LOAD_OVERHEAD_MS + 98e6 / LOAD_BYTES_PER_SEC * 1e3;
+        assert!((ttft(&req) - (load + 1000.0)).abs() < 1e-6);
+        c.loaded_variants = vec![SHA_SMALL.into()];
+        req.capabilities = c;
+        assert!((ttft(&req) - 200.0).abs() < 1e-6);
+        // At least the last token is computed.
+        req.cached_prompt_tokens = 500;
+        assert!((ttft(&req) - 10.0).abs() < 1e-6);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! load, a request routed to the browser is completed by the server once the load has failed,
 //! and the app sends the rest of the visit to the server. The browser engine keeps the KV cache
 //! of the last conversation it served, so a later turn prefills only what follows it (the
-//! earlier turns are a prefix of the next prompt).
+//! earlier turns are a prefix of the next prompt); the route request says so
+//! (`cached_prompt_tokens`) and that it streams, as the npm package's do.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -131,6 +132,10 @@ async fn visit(
                     if loaded { &sha } else { &[] },
                     measured,
                 ),
+                // What the engine keeps of the conversation, as the npm package says.
+                cached_prompt_tokens: kept_tokens,
+                // The chat streams, as the client shows it.
+                stream: true,
             };
             client.route(&req).await?
         };
