@@ -510,7 +510,10 @@ impl<B: Backend> Engine<B> {
     /// 3. Waiting sequences are admitted in fair-queueing order (arrival order within a flow;
     ///    a flow below its share of the slots first) while the budget, the sequence limit and
     ///    memory allow. Before all this (0), a flow kept below its share by another's running
-    ///    sequences takes one of their slots.
+    ///    sequences takes one of their slots; then, when a waiting sequence's flow runs nothing
+    ///    while other flows run, such sequences are admitted and the step holds only them (the
+    ///    others' decodes wait one step), so that a flow's first token never waits for a step of
+    ///    everyone else's work.
     ///
     /// A sequence that cannot fit even alone in the cache ends with [`FinishReason::Length`].
     fn schedule(&mut self, report: &mut StepReport) {
