@@ -88,6 +88,7 @@ const REASONS = {
   beyond_tolerance: "the browser would be too slow compared to the server",
   streamed: "a streamed answer: judged by its first token",
   slower_than_reading: "the browser would stream slower than people read",
+  within_ttft_target: "the browser's first token comes within the tier's target",
   zero_operator_cost: "running in the browser costs the operator nothing",
   browser_too_slow: "the browser would be far too slow",
   server_unreachable: "the server could not be reached, so this page decided",

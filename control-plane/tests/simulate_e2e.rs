@@ -52,7 +52,10 @@ cpu_prefill_tok_s = 20
 async fn both_passes_run_the_same_workload_and_the_report_matches_the_ledger() {
     let data = scratch_dir("simulate");
     let server = Server::start(&["--admin-key", ADMIN, "--data-dir", data.to_str().unwrap()]);
-    admin(&server.base, &["tiers", "create", "sim"]);
+    admin(
+        &server.base,
+        &["tiers", "create", "sim", "--set", "ttft_target_ms=2000"],
+    );
     admin(
         &server.base,
         &["tenants", "create", "--id", "web", "--tier", "sim"],
@@ -71,6 +74,8 @@ async fn both_passes_run_the_same_workload_and_the_report_matches_the_ledger() {
         .args(["--think", "0.5", "--seed", "5"])
         .arg("--profiles")
         .arg(&profiles)
+        .arg("--trace")
+        .arg(data.join("trace.jsonl"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -128,5 +133,34 @@ async fn both_passes_run_the_same_workload_and_the_report_matches_the_ledger() {
     let low = per_profile("low-memory");
     assert_eq!(low[4], "0", "{stdout}");
     assert_eq!(low[5], "0", "{stdout}");
+    // The trace: a line per request of the hybrid pass, with `/v1/route`'s answer and where the
+    // request ran, which agrees with the answer.
+    let trace: Vec<Value> = std::fs::read_to_string(data.join("trace.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(trace.len(), requests);
+    let in_browser = trace
+        .iter()
+        .filter(|t| t["outcome"].as_str().unwrap().starts_with("Browser"))
+        .count();
+    assert_eq!(in_browser, browser.len());
+    for t in &trace {
+        let routed = t["route"]["route"].as_str().unwrap();
+        let ran = t["outcome"].as_str().unwrap();
+        assert_eq!(routed == "browser", ran.starts_with("Browser"), "{t}");
+        assert!(t["ttft_ms"].as_f64().unwrap() > 0.0, "{t}");
+        if t["profile"] == "low-memory" {
+            assert!(
+                t["route"]["reasons"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r == "no_runnable_variant"),
+                "{t}"
+            );
+        }
+    }
     let _ = std::fs::remove_dir_all(&data);
 }

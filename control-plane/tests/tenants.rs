@@ -637,6 +637,25 @@ async fn allowed_models_and_browser_routing_follow_the_tier(b: Backing) {
     )
     .await;
     assert_eq!(bad.status, 400, "{}", bad.body);
+    // The first-token target of `balanced`: kept as given, bounded.
+    let tier = admin(
+        &app,
+        "POST",
+        "/admin/v1/tiers",
+        Some(json!({"id": "patient", "policy": "balanced", "ttft_target_ms": 3000})),
+    )
+    .await;
+    assert_eq!(tier["ttft_target_ms"], 3000, "{tier}");
+    let bad = send(
+        &app,
+        "PATCH",
+        "/admin/v1/tiers/patient",
+        Some(ADMIN),
+        Some(json!({"ttft_target_ms": 3_600_000})),
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.body.contains("ttft_target_ms"), "{}", bad.body);
 }
 
 async fn browser_usage_reports_and_invoices_come_from_the_ledger(b: Backing) {

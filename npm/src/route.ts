@@ -55,6 +55,12 @@ export const BALANCED_SLACK_MS = 500.0;
  * read (about 240 words a minute, some 5 tokens/s (Brysbaert 2019); twice that, for skimming).
  */
 export const READING_TOK_S = 10.0;
+/**
+ * `balanced`, streamed answers: the first-token time (ms) that is good enough whatever the server's,
+ * unless the tier sets its own (`ttft_target_ms`): one second, the limit for the user's flow of
+ * thought to stay uninterrupted (Nielsen 1993).
+ */
+export const DEFAULT_TTFT_TARGET_MS = 1000.0;
 /** Ceiling on every time in an estimate, ms. */
 export const MAX_TIME_MS = 1e12;
 /** Ceiling on every speed in an estimate, tokens/s. */
@@ -260,6 +266,7 @@ class Device {
   readonly storage: number | undefined;
   readonly cached: string[];
   readonly loaded: string[];
+  readonly downloading: { sha256: string; received: number; rate: number | undefined }[];
   readonly decode: number | undefined;
   readonly prefill: number | undefined;
 
@@ -287,6 +294,11 @@ class Device {
     this.storage = nonNegative(caps.storage_available_bytes);
     this.cached = strings(caps.cached_variants);
     this.loaded = strings(caps.loaded_variants);
+    this.downloading = (Array.isArray(caps.downloading) ? caps.downloading : []).filter(isObject).map((d) => ({
+      sha256: typeof d.sha256 === 'string' ? d.sha256 : '',
+      received: nonNegative(d.received_bytes) ?? 0,
+      rate: positive(d.bytes_per_sec),
+    }));
     const measured = isObject(caps.measured) ? caps.measured : {};
     const d = positive(measured.decode_tok_s);
     const p = positive(measured.prefill_tok_s);
@@ -300,6 +312,14 @@ class Device {
 
   isLoaded(sha256: string): boolean {
     return listed(this.loaded, sha256);
+  }
+
+  /** Ms to download `v`: what is left of a download under way (at its measured rate, if any), else the whole file. */
+  downloadMs(v: Variant): number {
+    const bytes = Math.max(v.bytes, 1);
+    const d = this.downloading.find((x) => listed([x.sha256], v.sha256));
+    const left = d ? bytes - Math.min(d.received, bytes) : bytes;
+    return capTime((left / (d?.rate ?? DOWNLOAD_BYTES_PER_SEC)) * 1000);
   }
 
   static memoryNeed(v: Variant): number {
@@ -362,7 +382,7 @@ class Device {
     const estimatedPrefill = capRate(estimatedDecode * PREFILL_SPEEDUP);
     const decode = this.decode ?? estimatedDecode;
     const prefill = this.prefill ?? capRate(decode * PREFILL_SPEEDUP);
-    const downloadMs = cached ? 0 : capTime((bytes / DOWNLOAD_BYTES_PER_SEC) * 1000);
+    const downloadMs = cached ? 0 : this.downloadMs(v);
     const loadMs = loaded ? 0 : capTime(LOAD_OVERHEAD_MS + (bytes / LOAD_BYTES_PER_SEC) * 1000);
     const ttft = (p: number) => capTime(downloadMs + loadMs + msFor(promptTokens, p));
     const estimate: Estimate = { ttft_ms: ttft(prefill), tok_s: decode, cost_usd: 0 };
@@ -437,13 +457,16 @@ function variantRef(v: Variant): VariantRef {
 /**
  * Decides where a request runs, exactly as the server's `browser_route::decide`: picks the best
  * variant the browser can run (a cached one first, then the lowest expected total time) on the
- * faster of its runnable paths, estimates it, and compares it with `server` under `policy`.
+ * faster of its runnable paths, estimates it, and compares it with `server` under `policy`. A
+ * streamed request under `balanced` goes to the browser when its first token is expected within
+ * `ttftTargetMs` or within the tolerance of the server's (and it streams faster than people read).
  */
 export function decide(
   req: RouteRequest,
   variants: BrowserVariant[],
   server: Estimate,
   policy: RoutingPolicy = 'balanced',
+  ttftTargetMs: number = DEFAULT_TTFT_TARGET_MS,
 ): RouteAnswer {
   const caps = isObject(req?.capabilities) ? (req.capabilities as Record<string, unknown>) : {};
   const device = new Device(caps);
@@ -527,10 +550,23 @@ export function decide(
         // A reader of a stream waits for the first token; after it, any speed faster than reading
         // keeps ahead of them.
         reasons.push('streamed');
-        const bound = serverEstimate.ttft_ms * (1 + BALANCED_TOLERANCE) + BALANCED_SLACK_MS;
+        const relative = serverEstimate.ttft_ms * (1 + BALANCED_TOLERANCE) + BALANCED_SLACK_MS;
+        const target = Number.isFinite(ttftTargetMs)
+          ? Math.min(Math.max(ttftTargetMs, 0), MAX_TIME_MS)
+          : DEFAULT_TTFT_TARGET_MS;
         const readable = chosen.estimate.tok_s >= READING_TOK_S;
-        toBrowser = readable && chosen.estimate.ttft_ms <= bound;
-        reasons.push(!readable ? 'slower_than_reading' : toBrowser ? 'within_tolerance' : 'beyond_tolerance');
+        const withinTolerance = chosen.estimate.ttft_ms <= relative;
+        const withinTarget = chosen.estimate.ttft_ms <= target;
+        toBrowser = readable && (withinTolerance || withinTarget);
+        reasons.push(
+          !readable
+            ? 'slower_than_reading'
+            : withinTolerance
+              ? 'within_tolerance'
+              : withinTarget
+                ? 'within_ttft_target'
+                : 'beyond_tolerance',
+        );
         break;
       }
       const bound = serverTotal * (1 + BALANCED_TOLERANCE) + BALANCED_SLACK_MS;

@@ -33,7 +33,7 @@ import {
   type RequestOptions,
   type TandemInfo,
 } from './openai.js';
-import { answerPath, decide, UNREACHABLE_SERVER, type RouteAnswer, type RouteRequest, type RoutingPolicy } from './route.js';
+import { answerPath, decide, DEFAULT_TTFT_TARGET_MS, UNREACHABLE_SERVER, type RouteAnswer, type RouteRequest, type RoutingPolicy } from './route.js';
 import { matchVariant, normalizeServerUrl, ServerClient, type FetchLike } from './server.js';
 
 /** Where requests run: as the server advises (`auto`), always in the browser, always on the server. */
@@ -50,6 +50,8 @@ export interface TandemOptions {
   onProgress?: (progress: LoadProgress) => void;
   /** The policy for decisions made here when `/v1/route` is unreachable (the server's default, `balanced`). */
   routingPolicy?: RoutingPolicy;
+  /** The first-token target (ms) for those decisions: `balanced` runs a streamed request here when its first token is expected within it (default 1000, as the server's tiers). */
+  ttftTargetMs?: number;
   /** Complete a request on the server when the browser engine fails (default true). */
   failover?: boolean;
   /** Models to use when the server's `/v1/models` cannot be fetched (variant URLs absolute). */
@@ -189,6 +191,8 @@ export class Tandem {
   private device: DeviceReport = minimalReport();
   private readonly engines = new Map<string, Promise<BrowserEngine>>();
   private readonly loaded = new Map<string, BrowserEngine>();
+  /** Downloads under way, by variant SHA-256, as the last progress event said. */
+  private readonly downloads = new Map<string, NonNullable<DeviceReport['downloading']>[number]>();
   /**
    * The conversation the browser served last, whose keys and values its engine keeps (messages
    * with the answer, as `messageKey`s, and their tokens): a next turn prefills only what follows.
@@ -309,7 +313,9 @@ export class Tandem {
   /** The device report for a request: loaded engines and the model's measured speeds added. */
   private reportFor(model: string | undefined): DeviceReport {
     const loaded = [...this.loaded.values()].map((e) => e.variant.sha256).filter((s) => s !== '');
-    return { ...this.device, loaded_variants: loaded, measured: this.measuredFor(model) };
+    const report: DeviceReport = { ...this.device, loaded_variants: loaded, measured: this.measuredFor(model) };
+    if (this.downloads.size > 0) report.downloading = [...this.downloads.values()];
+    return report;
   }
 
   /**
@@ -368,16 +374,23 @@ export class Tandem {
     if (this.options.contextSize !== undefined) opts.contextSize = this.options.contextSize;
     if (this.options.threads !== undefined) opts.threads = this.options.threads;
     if (this.options.wasmSimd !== undefined) opts.wasmSimd = this.options.wasmSimd;
-    if (this.options.onProgress) {
-      const onProgress = this.options.onProgress;
-      opts.onProgress = (p) => {
-        try {
-          onProgress(p);
-        } catch {
-          // the app's callback never breaks a load
-        }
-      };
-    }
+    const onProgress = this.options.onProgress;
+    opts.onProgress = (p) => {
+      // Routing counts only what is left of a download under way.
+      if (variant.sha256 && p.phase === 'download' && !p.fromCache) {
+        this.downloads.set(variant.sha256, {
+          sha256: variant.sha256,
+          received_bytes: p.loaded,
+          ...(p.bytesPerSecond > 0 ? { bytes_per_sec: p.bytesPerSecond } : {}),
+        });
+      }
+      if (!onProgress) return;
+      try {
+        onProgress(p);
+      } catch {
+        // the app's callback never breaks a load
+      }
+    };
     let promise: Promise<BrowserEngine>;
     try {
       promise = Promise.resolve(this.engineModule.loadEngine(opts)).then(serialized);
@@ -387,12 +400,14 @@ export class Tandem {
     this.engines.set(key, promise);
     promise.then(
       (e) => {
+        this.downloads.delete(variant.sha256);
         this.loaded.set(key, e);
         if (variant.sha256 && !this.device.cached_variants.includes(variant.sha256)) {
           this.device = { ...this.device, cached_variants: [...this.device.cached_variants, variant.sha256] };
         }
       },
       () => {
+        this.downloads.delete(variant.sha256);
         if (this.engines.get(key) === promise) this.engines.delete(key);
       },
     );
@@ -521,7 +536,13 @@ export class Tandem {
         return { route: 'server', info: { route: 'server', reason: `route_error: ${status ?? errorText(err)}`, decided_by: 'server' } };
       }
       if (err instanceof TandemConnectionError) this.serverError = err;
-      answer = decide(body, variants, UNREACHABLE_SERVER, this.options.routingPolicy ?? 'balanced');
+      answer = decide(
+        body,
+        variants,
+        UNREACHABLE_SERVER,
+        this.options.routingPolicy ?? 'balanced',
+        this.options.ttftTargetMs ?? DEFAULT_TTFT_TARGET_MS,
+      );
       decidedBy = 'local';
       prefix = [local];
     } finally {

@@ -10,6 +10,7 @@ import {
   CPU_MAX_THREADS,
   CPU_THREAD_BYTES_PER_SEC,
   DEFAULT_MAX_TOKENS,
+  DEFAULT_TTFT_TARGET_MS,
   DOWNLOAD_BYTES_PER_SEC,
   LOAD_BYTES_PER_SEC,
   LOAD_OVERHEAD_MS,
@@ -312,7 +313,7 @@ describe('decide (ported from browser_route.rs)', () => {
     const s = server(); // first token in 300 ms: the bound is 950 ms
     for (const [prefill, decode, browser, reason] of [
       [200, 20, true, 'within_tolerance'],
-      [100, 20, false, 'beyond_tolerance'],
+      [80, 20, false, 'beyond_tolerance'],
       [200, READING_TOK_S * 0.9, false, 'slower_than_reading'],
     ] as const) {
       c.measured = { decode_tok_s: decode, prefill_tok_s: prefill };
@@ -323,6 +324,60 @@ describe('decide (ported from browser_route.rs)', () => {
       expect(a.route === 'browser', `${prefill} ${decode}`).toBe(browser);
       expect(has(a, 'streamed') && has(a, reason)).toBe(true);
     }
+  });
+
+  it('balanced takes a stream whose first token meets the target', () => {
+    const c = caps();
+    c.cached_variants = [SHA_SMALL];
+    c.loaded_variants = [SHA_SMALL];
+    const s = server(); // first token in 300 ms: the tolerance's bound is 950 ms
+    // 100 prompt tokens at 40 tok/s: the first token in 2,500 ms.
+    c.measured = { decode_tok_s: 20, prefill_tok_s: 40 };
+    const req = { ...request(c), stream: true };
+    for (const [target, browser, reason] of [
+      [DEFAULT_TTFT_TARGET_MS, false, 'beyond_tolerance'],
+      [2400, false, 'beyond_tolerance'],
+      [2500, true, 'within_ttft_target'],
+      [3000, true, 'within_ttft_target'],
+      [Number.NaN, false, 'beyond_tolerance'],
+    ] as const) {
+      const a = decide(req, [small()], s, 'balanced', target);
+      expect(a.route === 'browser', `${target}`).toBe(browser);
+      expect(has(a, reason), `${target}`).toBe(true);
+    }
+    c.measured = { decode_tok_s: READING_TOK_S * 0.9, prefill_tok_s: 40 };
+    const slow = decide({ ...request(c), stream: true }, [small()], s, 'balanced', 3000);
+    expect(slow.route).toBe('server');
+    expect(has(slow, 'slower_than_reading')).toBe(true);
+    expect(decide({ ...req, stream: false }, [small()], s, 'balanced', 1e9).route).toBe('server');
+    expect(decide(req, [small()], s, 'fastest', 1e9).route).toBe('server');
+  });
+
+  it('a download under way counts only what is left', () => {
+    const c = caps();
+    c.measured = { decode_tok_s: 50, prefill_tok_s: 100 };
+    const bytes = 98e6;
+    const load = LOAD_OVERHEAD_MS + (bytes / LOAD_BYTES_PER_SEC) * 1e3;
+    const whole = (bytes / DOWNLOAD_BYTES_PER_SEC) * 1e3;
+    const ttft = (caps: DeviceReport) => decide(request(caps), [small()], server(), 'balanced').estimates.browser!.ttft_ms;
+    expect(ttft(c)).toBeCloseTo(whole + load + 1000, 6);
+    c.downloading = [{ sha256: SHA_SMALL.toUpperCase(), received_bytes: bytes * 0.75 }];
+    expect(ttft(c)).toBeCloseTo(whole / 4 + load + 1000, 6);
+    c.downloading = [{ sha256: SHA_SMALL, received_bytes: bytes * 0.75, bytes_per_sec: bytes / 4 }];
+    expect(ttft(c)).toBeCloseTo(1000 + load + 1000, 6);
+    for (const [received, rate, left] of [
+      [-5, Number.NaN, whole],
+      [bytes * 2, 1, 0],
+    ] as const) {
+      c.downloading = [{ sha256: SHA_SMALL, received_bytes: received, bytes_per_sec: rate }];
+      expect(ttft(c), `${received}`).toBeCloseTo(left + load + 1000, 6);
+    }
+    c.downloading = [{ sha256: 'other', received_bytes: bytes }];
+    expect(ttft(c)).toBeCloseTo(whole + load + 1000, 6);
+    (c as unknown as Record<string, unknown>).downloading = [3, { sha256: SHA_SMALL, received_bytes: bytes / 2, bytes_per_sec: 'x' }];
+    expect(ttft(c)).toBeCloseTo(whole / 2 + load + 1000, 6);
+    c.cached_variants = [SHA_SMALL];
+    expect(ttft(c)).toBeCloseTo(load + 1000, 6);
   });
 
   it('a loaded engine prefills only what it does not hold', () => {

@@ -412,6 +412,33 @@ describe('browser route', () => {
     expect('cached_prompt_tokens' in three!).toBe(false);
   });
 
+  it('a download under way is reported to /v1/route with its progress, and forgotten once loaded', async () => {
+    const engine = fakeEngine();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const load = engine.loadEngine;
+    engine.loadEngine = async (opts) => {
+      opts.onProgress?.({ url: opts.variant.url, loaded: 40e6, total: 98e6, bytesPerSecond: 2e6, fromCache: false, phase: 'download' });
+      await gate;
+      return load(opts);
+    };
+    const { tandem, server } = await setup(
+      { '/v1/route': () => json(SERVER_ANSWER), '/v1/chat/completions': () => json(serverCompletion('Rayleigh.')) },
+      {},
+      engine,
+    );
+    const loading = tandem.load();
+    await settle();
+    await tandem.chat.completions.create({ model: 'smol', messages: MESSAGES });
+    release();
+    await loading;
+    await tandem.chat.completions.create({ model: 'smol', messages: MESSAGES });
+    const [during, after] = server.to('/v1/route').map((r) => r.body);
+    expect(during!.capabilities.downloading).toEqual([{ sha256: 'aa11', received_bytes: 40e6, bytes_per_sec: 2e6 }]);
+    expect('downloading' in after!.capabilities).toBe(false);
+    expect(after!.capabilities.loaded_variants).toEqual(['aa11']);
+  });
+
   it('policy browser never asks /v1/route', async () => {
     const { tandem, server, engine } = await setup({}, { policy: 'browser' });
     const r = await tandem.chat.completions.create({ model: 'smol', messages: MESSAGES });

@@ -88,11 +88,16 @@ pub async fn handle(
             memory_bytes: v.memory_bytes,
         })
         .collect();
-    let mut answer = browser_route::decide(
+    let ttft_target_ms = plan
+        .as_ref()
+        .and_then(|p| p.ttft_target_ms)
+        .map_or(browser_route::DEFAULT_TTFT_TARGET_MS, |t| t as f64);
+    let mut answer = browser_route::decide_with_target(
         &req,
         if browser_allowed { &variants } else { &[] },
         server,
         policy,
+        ttft_target_ms,
     );
     if !browser_allowed {
         answer.reasons.insert(0, "tier_disallows_browser".into());

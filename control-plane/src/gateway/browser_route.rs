@@ -123,6 +123,11 @@ pub const BALANCED_SLACK_MS: f64 = 500.0;
 /// skimming.
 pub const READING_TOK_S: f64 = 10.0;
 
+/// `balanced` policy, streamed answers: the first-token time that is good enough whatever the
+/// server's, unless the tier sets its own (`ttft_target_ms`). One second is the limit for the
+/// user's flow of thought to stay uninterrupted (Nielsen, Usability Engineering, 1993).
+pub const DEFAULT_TTFT_TARGET_MS: f64 = 1000.0;
+
 /// Ceiling on every time in an estimate, in milliseconds (about 31 years): absurd inputs give
 /// large but finite numbers, so that answers always serialize as JSON numbers.
 pub const MAX_TIME_MS: f64 = 1e12;
@@ -328,6 +333,10 @@ pub struct Capabilities {
     /// Speeds the client measured for this model, if it has run it.
     #[serde(default, deserialize_with = "lenient")]
     pub measured: Option<Measured>,
+    /// Variants whose download is under way in the page, with how far it has come: the time
+    /// to the first token then counts only what is left to download.
+    #[serde(default, deserialize_with = "lenient_list")]
+    pub downloading: Vec<Downloading>,
 }
 
 /// A browser's WebGPU adapter.
@@ -384,6 +393,21 @@ impl AdapterInfo {
         };
         self.is_fallback || emulated(&self.vendor) || emulated(&self.architecture)
     }
+}
+
+/// A download under way in the page.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Downloading {
+    /// The variant's SHA-256.
+    #[serde(default, deserialize_with = "lenient")]
+    pub sha256: String,
+    /// Bytes received so far.
+    #[serde(default, deserialize_with = "lenient")]
+    pub received_bytes: f64,
+    /// The download's recent rate, bytes per second, as the page measures it (absent or 0: the
+    /// assumed [`DOWNLOAD_BYTES_PER_SEC`]).
+    #[serde(default, deserialize_with = "lenient")]
+    pub bytes_per_sec: Option<f64>,
 }
 
 /// Speeds a client measured on this device.
@@ -482,12 +506,26 @@ pub struct RouteAnswer {
 /// then the lowest expected total time), on the faster of its runnable paths, estimates it, and
 /// compares it with `server` (the gateway's estimate for its best server upstream) under
 /// `policy`. `variants` are the browser builds of the requested model, with `memory_bytes` for
-/// this request's context.
+/// this request's context. Streamed requests under `balanced` take [`DEFAULT_TTFT_TARGET_MS`] as
+/// their first-token target; [`decide_with_target`] takes a tier's.
 pub fn decide(
     req: &RouteRequest,
     variants: &[BrowserVariant],
     server: Estimate,
     policy: Policy,
+) -> RouteAnswer {
+    decide_with_target(req, variants, server, policy, DEFAULT_TTFT_TARGET_MS)
+}
+
+/// [`decide`], with `ttft_target_ms` as the first-token time that is good enough for a streamed
+/// request under `balanced`: the browser is chosen when its first token is expected within that
+/// target or within the tolerance of the server's, and it decodes faster than people read.
+pub fn decide_with_target(
+    req: &RouteRequest,
+    variants: &[BrowserVariant],
+    server: Estimate,
+    policy: Policy,
+    ttft_target_ms: f64,
 ) -> RouteAnswer {
     let device = Device::new(&req.capabilities);
     let max_tokens = req.max_tokens;
@@ -600,17 +638,25 @@ pub fn decide(
             // What a reader of a stream waits for is the first token; after it, any speed
             // faster than reading keeps ahead of them.
             reasons.push("streamed");
-            let bound = server.ttft_ms * (1.0 + BALANCED_TOLERANCE) + BALANCED_SLACK_MS;
+            let relative = server.ttft_ms * (1.0 + BALANCED_TOLERANCE) + BALANCED_SLACK_MS;
+            let target = if ttft_target_ms.is_finite() {
+                ttft_target_ms.clamp(0.0, MAX_TIME_MS)
+            } else {
+                DEFAULT_TTFT_TARGET_MS
+            };
             let readable = best.estimate.tok_s >= READING_TOK_S;
-            let ok = readable && best.estimate.ttft_ms <= bound;
+            let within_tolerance = best.estimate.ttft_ms <= relative;
+            let within_target = best.estimate.ttft_ms <= target;
             reasons.push(if !readable {
                 "slower_than_reading"
-            } else if ok {
+            } else if within_tolerance {
                 "within_tolerance"
+            } else if within_target {
+                "within_ttft_target"
             } else {
                 "beyond_tolerance"
             });
-            ok
+            readable && (within_tolerance || within_target)
         }
         Policy::Balanced => {
             let bound = server_total * (1.0 + BALANCED_TOLERANCE) + BALANCED_SLACK_MS;
@@ -719,6 +765,7 @@ struct Device<'a> {
     storage: Option<f64>,
     cached: &'a [String],
     loaded: &'a [String],
+    downloading: &'a [Downloading],
     decode: Option<f64>,
     prefill: Option<f64>,
 }
@@ -798,6 +845,7 @@ impl<'a> Device<'a> {
             storage: non_negative(caps.storage_available_bytes),
             cached: &caps.cached_variants,
             loaded: &caps.loaded_variants,
+            downloading: &caps.downloading,
             decode: positive(measured.decode_tok_s).map(cap_rate),
             prefill: positive(measured.prefill_tok_s).map(cap_rate),
         }
@@ -809,6 +857,28 @@ impl<'a> Device<'a> {
 
     fn is_loaded(&self, sha256: &str) -> bool {
         listed(self.loaded, sha256)
+    }
+
+    /// Milliseconds to download the variant: what is left of a download under way, at its
+    /// measured rate where the page reports one, else the whole file at
+    /// [`DOWNLOAD_BYTES_PER_SEC`].
+    fn download_ms(&self, variant: &BrowserVariant) -> f64 {
+        let bytes = variant.bytes.max(1) as f64;
+        let under_way = self
+            .downloading
+            .iter()
+            .find(|d| listed(std::slice::from_ref(&d.sha256), &variant.sha256));
+        let (left, rate) = match under_way {
+            Some(d) => (
+                bytes
+                    - non_negative(Some(d.received_bytes))
+                        .unwrap_or(0.0)
+                        .min(bytes),
+                positive(d.bytes_per_sec).unwrap_or(DOWNLOAD_BYTES_PER_SEC),
+            ),
+            None => (bytes, DOWNLOAD_BYTES_PER_SEC),
+        };
+        cap_time(left / rate * 1000.0)
     }
 
     /// Memory the variant needs: its `memory_bytes`, and never less than its file.
@@ -903,7 +973,7 @@ impl<'a> Device<'a> {
         let download_ms = if cached {
             0.0
         } else {
-            cap_time(bytes / DOWNLOAD_BYTES_PER_SEC * 1000.0)
+            self.download_ms(variant)
         };
         let load_ms = if loaded {
             0.0
@@ -1023,6 +1093,23 @@ fn lenient_strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Er
     })
 }
 
+/// The elements of a list that read as `T` (others dropped); anything but a list gives an
+/// empty list.
+fn lenient_list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(match value {
+        serde_json::Value::Array(items) => items
+            .into_iter()
+            .filter_map(|item| T::deserialize(item).ok())
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
 /// The numeric entries of an object (other entries dropped).
 fn lenient_limits<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, f64>, D::Error> {
     let value = serde_json::Value::deserialize(d)?;
@@ -1132,6 +1219,7 @@ mod tests {
             cached_variants: vec![],
             loaded_variants: vec![],
             measured: None,
+            downloading: vec![],
         }
     }
 
@@ -1444,10 +1532,11 @@ mod tests {
         c.loaded_variants = vec![SHA_SMALL.into()];
         let s = server(); // first token in 300 ms: the bound is 950 ms
         let bound = s.ttft_ms * (1.0 + BALANCED_TOLERANCE) + BALANCED_SLACK_MS;
-        // 100 prompt tokens: prefill at 200 tok/s is 500 ms, at 100 tok/s 1,000 ms.
+        // 100 prompt tokens: prefill at 200 tok/s is 500 ms, at 80 tok/s 1,250 ms (beyond the
+        // default first-token target of 1 s too).
         for (prefill, decode, browser, reason) in [
             (200.0, 20.0, true, "within_tolerance"),
-            (100.0, 20.0, false, "beyond_tolerance"),
+            (80.0, 20.0, false, "beyond_tolerance"),
             (200.0, READING_TOK_S * 0.9, false, "slower_than_reading"),
         ] {
             c.measured = Some(Measured {
@@ -1471,6 +1560,107 @@ mod tests {
                 reason != "beyond_tolerance"
             );
         }
+    }
+
+    #[test]
+    fn balanced_takes_a_stream_whose_first_token_meets_the_target() {
+        let mut c = caps();
+        c.cached_variants = vec![SHA_SMALL.into()];
+        c.loaded_variants = vec![SHA_SMALL.into()];
+        let s = server(); // first token in 300 ms: the tolerance's bound is 950 ms
+        let mut req = request(c.clone());
+        req.stream = true;
+        // 100 prompt tokens at 40 tok/s: the first token in 2,500 ms.
+        c.measured = Some(Measured {
+            decode_tok_s: Some(20.0),
+            prefill_tok_s: Some(40.0),
+        });
+        req.capabilities = c.clone();
+        for (target, browser, reason) in [
+            (DEFAULT_TTFT_TARGET_MS, false, "beyond_tolerance"),
+            (2_400.0, false, "beyond_tolerance"),
+            (2_500.0, true, "within_ttft_target"),
+            (3_000.0, true, "within_ttft_target"),
+            (f64::NAN, false, "beyond_tolerance"),
+        ] {
+            let a = decide_with_target(&req, &[small()], s, Policy::Balanced, target);
+            assert_eq!(a.route == Route::Browser, browser, "{target}: {a:?}");
+            assert!(has(&a, reason), "{target}: {a:?}");
+        }
+        // Still faster than reading, or not at all.
+        c.measured.as_mut().unwrap().decode_tok_s = Some(READING_TOK_S * 0.9);
+        req.capabilities = c;
+        let a = decide_with_target(&req, &[small()], s, Policy::Balanced, 3_000.0);
+        assert_eq!(a.route, Route::Server);
+        assert!(has(&a, "slower_than_reading"));
+        // Other policies and answers awaited whole ignore the target.
+        req.stream = false;
+        let a = decide_with_target(&req, &[small()], s, Policy::Balanced, 1e9);
+        assert_eq!(a.route, Route::Server, "{a:?}");
+        req.stream = true;
+        let a = decide_with_target(&req, &[small()], s, Policy::Fastest, 1e9);
+        assert_eq!(a.route, Route::Server, "{a:?}");
+    }
+
+    #[test]
+    fn a_download_under_way_counts_only_what_is_left() {
+        let mut c = caps();
+        c.measured = Some(Measured {
+            decode_tok_s: Some(50.0),
+            prefill_tok_s: Some(100.0),
+        });
+        let v = small();
+        let bytes = v.bytes as f64;
+        let load = LOAD_OVERHEAD_MS + bytes / LOAD_BYTES_PER_SEC * 1e3;
+        let prompt = 1000.0; // 100 prompt tokens at 100 tok/s
+        let ttft = |c: &Capabilities| {
+            decide(&request(c.clone()), &[small()], server(), Policy::Balanced)
+                .estimates
+                .browser
+                .unwrap()
+                .ttft_ms
+        };
+        let whole = bytes / DOWNLOAD_BYTES_PER_SEC * 1e3;
+        assert!((ttft(&c) - (whole + load + prompt)).abs() < 1e-6);
+        // Three quarters received at the assumed rate, then at a measured one.
+        c.downloading = vec![Downloading {
+            sha256: SHA_SMALL.to_uppercase(),
+            received_bytes: bytes * 0.75,
+            bytes_per_sec: None,
+        }];
+        assert!((ttft(&c) - (whole / 4.0 + load + prompt)).abs() < 1e-6);
+        c.downloading[0].bytes_per_sec = Some(bytes / 4.0); // the rest in one second
+        assert!((ttft(&c) - (1000.0 + load + prompt)).abs() < 1e-6);
+        // Nonsense counts as nothing received, or everything; another variant's download as none.
+        for (received, rate, left) in [
+            (-5.0, Some(f64::NAN), whole),
+            (f64::INFINITY, Some(-1.0), whole),
+            (bytes * 2.0, Some(1.0), 0.0),
+        ] {
+            c.downloading[0].received_bytes = received;
+            c.downloading[0].bytes_per_sec = rate;
+            assert!(
+                (ttft(&c) - (left + load + prompt)).abs() < 1e-6,
+                "{received}"
+            );
+        }
+        c.downloading[0].sha256 = "other".into();
+        assert!((ttft(&c) - (whole + load + prompt)).abs() < 1e-6);
+        // Cached: nothing to download, whatever is reported.
+        c.cached_variants = vec![SHA_SMALL.into()];
+        assert!((ttft(&c) - (load + prompt)).abs() < 1e-6);
+        // From JSON, leniently.
+        let r: RouteRequest = serde_json::from_value(serde_json::json!({
+            "capabilities": {"downloading": [3, {"sha256": "ab", "received_bytes": 10, "bytes_per_sec": "x"}]}
+        }))
+        .unwrap();
+        assert_eq!(r.capabilities.downloading.len(), 1);
+        assert_eq!(r.capabilities.downloading[0].received_bytes, 10.0);
+        assert_eq!(r.capabilities.downloading[0].bytes_per_sec, None);
+        let r: RouteRequest =
+            serde_json::from_value(serde_json::json!({"capabilities": {"downloading": 7}}))
+                .unwrap();
+        assert!(r.capabilities.downloading.is_empty());
     }
 
     #[test]

@@ -5,6 +5,9 @@ use utoipa::ToSchema;
 
 use crate::gateway::Policy;
 
+/// The largest `ttft_target_ms` a plan takes: ten minutes.
+pub const MAX_TTFT_TARGET_MS: u64 = 600_000;
+
 /// What a tier allows. A tenant's overrides have the same fields; an absent field means "no
 /// limit" on a tier and "as the tier says" in overrides. Unknown fields are refused.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -34,6 +37,11 @@ pub struct Plan {
     /// Whether requests may be served in the user's browser (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub browser_routing: Option<bool>,
+    /// The first-token time, in milliseconds, that is good enough for its users' streamed
+    /// requests: under `balanced`, the browser serves a streamed request whose first token it
+    /// expects within this, or within the tolerance of the server's (default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_target_ms: Option<u64>,
 }
 
 impl Plan {
@@ -51,6 +59,7 @@ impl Plan {
                 .or_else(|| base.allowed_models.clone()),
             policy: self.policy.or(base.policy),
             browser_routing: self.browser_routing.or(base.browser_routing),
+            ttft_target_ms: self.ttft_target_ms.or(base.ttft_target_ms),
         }
     }
 
@@ -70,6 +79,11 @@ impl Plan {
         }
         if self.priority == Some(0) {
             return Err("priority must be at least 1".into());
+        }
+        if self.ttft_target_ms.is_some_and(|t| t > MAX_TTFT_TARGET_MS) {
+            return Err(format!(
+                "ttft_target_ms must be at most {MAX_TTFT_TARGET_MS} (ten minutes)"
+            ));
         }
         if self.requests_per_minute == Some(0) || self.tokens_per_minute == Some(0) {
             return Err("a per-minute limit must be at least 1 (leave it out for none)".into());

@@ -165,6 +165,8 @@ export interface DeviceReport {
   cached_variants: string[];
   /** SHA-256s of variants whose engine is loaded in this page (nothing left to load). */
   loaded_variants?: string[];
+  /** Downloads under way in this page: bytes received and the recent rate (bytes/s). */
+  downloading?: { sha256: string; received_bytes: number; bytes_per_sec?: number }[];
   measured?: { decode_tok_s?: number; prefill_tok_s?: number };
 }
 

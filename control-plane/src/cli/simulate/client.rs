@@ -88,8 +88,9 @@ impl Client {
         })
     }
 
-    /// Asks where a request runs: the browser's path, or `None` for the server.
-    pub async fn route(&self, req: &RouteRequest) -> Result<Option<BrowserPath>> {
+    /// Asks where a request runs: the browser's path, or `None` for the server; and the whole
+    /// answer.
+    pub async fn route(&self, req: &RouteRequest) -> Result<(Option<BrowserPath>, Value)> {
         let answer: Value = self
             .post("/v1/route")
             .json(req)
@@ -106,13 +107,14 @@ impl Client {
                     .collect()
             })
             .unwrap_or_default();
-        Ok((answer["route"] == "browser").then(|| {
+        let path = (answer["route"] == "browser").then(|| {
             if reasons.iter().any(|r| r == "path_cpu") {
                 BrowserPath::Cpu
             } else {
                 BrowserPath::Webgpu
             }
-        }))
+        });
+        Ok((path, answer))
     }
 
     /// A streamed, greedy chat completion.

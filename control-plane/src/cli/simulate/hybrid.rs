@@ -1,7 +1,8 @@
 //! The second pass: each client behaves as `@tandem-inference/web` under its `auto` policy in
 //! an app that calls `tandem.load()` when the page opens. The engine becomes ready after the
 //! download (when the model is not cached) and the load; until then the capability report lists
-//! the variant as neither cached nor loaded, and `/v1/route` decides with what it says. A
+//! the variant as neither cached nor loaded, with the download's progress and rate while it
+//! runs, and `/v1/route` decides with what it says. A
 //! browser-routed request waits for the engine if it is still loading, then takes the profile's
 //! prefill and decode time; it is reported through `/v1/usage/browser`. When the engine fails to
 //! load, a request routed to the browser is completed by the server once the load has failed,
@@ -15,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use control_plane::gateway::browser_route::{
-    BrowserPath, LOAD_BYTES_PER_SEC, LOAD_OVERHEAD_MS, RouteRequest,
+    BrowserPath, Downloading, LOAD_BYTES_PER_SEC, LOAD_OVERHEAD_MS, RouteRequest,
 };
+use serde_json::{Value, json};
 
 use super::client::{Client, Completion, Variant};
 use super::messages;
@@ -35,7 +37,7 @@ pub enum Outcome {
 }
 
 /// One request of the hybrid pass.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Observed {
     /// The session's profile.
     pub profile: usize,
@@ -43,6 +45,9 @@ pub struct Observed {
     pub outcome: Outcome,
     /// Time to first token as the user saw it, `/v1/route`'s round trip included.
     pub ttft: Duration,
+    /// What `simulate-clients --trace` writes of it: the session and turn, what the route
+    /// request said, `/v1/route`'s answer, and the time the browser would have taken.
+    pub trace: Value,
 }
 
 /// Runs the pass; gives every request's observation.
@@ -69,6 +74,7 @@ pub async fn run(
             tokio::time::sleep_until(at.into()).await;
             visit(
                 &client,
+                index,
                 session,
                 &profiles[session.profile],
                 &answers[index],
@@ -87,8 +93,10 @@ pub async fn run(
 }
 
 /// One page visit, opened at `opened`.
+#[allow(clippy::too_many_arguments)]
 async fn visit(
     client: &Client,
+    index: usize,
     session: &Session,
     profile: &Profile,
     answers: &[Completion],
@@ -114,22 +122,34 @@ async fn visit(
         let asked = Instant::now();
         let now = super::millis(opened.elapsed());
         let load_failed = session.load_fails && now >= ready;
-        let path = if load_failed {
-            None
+        let cached = session.cached || now >= download;
+        let loaded = !session.load_fails && now >= ready;
+        let mut prompt_estimate = 0;
+        let (path, answer_json) = if load_failed {
+            (None, Value::Null)
         } else {
-            let cached = session.cached || now >= download;
-            let loaded = !session.load_fails && now >= ready;
             let chars: usize = msgs
                 .iter()
                 .map(|m| m["content"].as_str().map_or(0, str::len))
                 .sum();
+            prompt_estimate = chars.div_ceil(4) as u64;
             let req = RouteRequest {
                 model: Some(client.model.clone()),
-                prompt_tokens: chars.div_ceil(4) as u64,
+                prompt_tokens: prompt_estimate,
                 max_tokens: u64::from(turn.max_tokens),
                 capabilities: profile.capabilities(
                     if cached { &sha } else { &[] },
                     if loaded { &sha } else { &[] },
+                    // The download's progress, as the npm package reports it.
+                    if cached {
+                        Vec::new()
+                    } else {
+                        vec![Downloading {
+                            sha256: variant.sha256.clone(),
+                            received_bytes: (now / download).min(1.0) * variant.bytes as f64,
+                            bytes_per_sec: Some(profile.download_bytes_per_sec()),
+                        }]
+                    },
                     measured,
                 ),
                 // What the engine keeps of the conversation, as the npm package says.
@@ -141,6 +161,34 @@ async fn visit(
         };
         let routed = asked.elapsed();
         let waiting = Duration::from_secs_f64((ready - now).max(0.0) / 1e3);
+        // What the browser would have taken, wherever the request ran: on its faster path,
+        // after the load, prefilling what its engine does not keep.
+        let browser_path = if profile.gpu_decode_tok_s > 0.0 {
+            BrowserPath::Webgpu
+        } else {
+            BrowserPath::Cpu
+        };
+        let (decode_if, prefill_if) = profile.speeds(browser_path);
+        let new_tokens = answer.prompt_tokens.saturating_sub(kept_tokens).max(1);
+        let browser_ttft_if = (!session.load_fails)
+            .then(|| routed + waiting + secs(new_tokens as f64 / prefill_if.max(0.1)));
+        let trace = json!({
+            "session": index,
+            "turn": t,
+            "profile": profile.name,
+            "cached": cached,
+            "loaded": loaded,
+            "load_fails": session.load_fails,
+            "prompt_tokens_estimate": prompt_estimate,
+            "prompt_tokens": answer.prompt_tokens,
+            "kept_tokens": kept_tokens,
+            "completion_tokens": answer.completion_tokens,
+            "max_tokens": turn.max_tokens,
+            "route": answer_json,
+            "browser_path_if": browser_path.as_str(),
+            "browser_ttft_ms_if": browser_ttft_if.map(super::millis),
+            "browser_tok_s_if": decode_if,
+        });
         let (outcome, ttft) = match path {
             Some(_) if session.load_fails => {
                 // The load fails when it would have finished; the server completes the request.
@@ -173,10 +221,14 @@ async fn visit(
                 (Outcome::Server, routed + c.ttft)
             }
         };
+        let mut trace = trace;
+        trace["outcome"] = json!(format!("{outcome:?}"));
+        trace["ttft_ms"] = json!(super::millis(ttft));
         out.push(Observed {
             profile: session.profile,
             outcome,
             ttft,
+            trace,
         });
         tokio::time::sleep(turn.think).await;
     }

@@ -66,6 +66,11 @@ pub struct SimulateArgs {
     /// Device profiles (TOML, as the built-in `profiles.toml`).
     #[arg(long)]
     pub profiles: Option<PathBuf>,
+    /// Writes every request of the hybrid pass to this file, a JSON object per line: its
+    /// session, turn and profile, what the route request said, `/v1/route`'s answer, where it
+    /// ran, its time to first token, and the time the browser would have taken wherever it ran.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
 }
 
 /// A duration in milliseconds.
@@ -122,6 +127,14 @@ pub async fn run(args: SimulateArgs) -> Result<()> {
     let middle = control_plane::store::now_ms();
     let observed = hybrid::run(&client, &sessions, &profiles, &answers, &variant).await?;
     let ended = control_plane::store::now_ms() + 1;
+    if let Some(path) = &args.trace {
+        let mut lines = String::new();
+        for o in &observed {
+            lines.push_str(&o.trace.to_string());
+            lines.push('\n');
+        }
+        std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?;
+    }
 
     let store = control_plane::store::Store::open(&args.database)
         .await

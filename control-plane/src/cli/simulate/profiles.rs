@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use control_plane::gateway::browser_route::{
-    AdapterInfo, BrowserPath, Capabilities, Measured, WebGpuInfo,
+    AdapterInfo, BrowserPath, Capabilities, Downloading, Measured, WebGpuInfo,
 };
 use serde::Deserialize;
 
@@ -117,11 +117,13 @@ pub fn pick(profiles: &[Profile], u: f64) -> usize {
 
 impl Profile {
     /// The capability report of a browser of this kind, with the variants it has cached and
-    /// loaded and the speeds it has measured (after it ran the model once).
+    /// loaded, the download under way, and the speeds it has measured (after it ran the model
+    /// once).
     pub fn capabilities(
         &self,
         cached: &[String],
         loaded: &[String],
+        downloading: Vec<Downloading>,
         measured: Option<BrowserPath>,
     ) -> Capabilities {
         Capabilities {
@@ -142,6 +144,7 @@ impl Profile {
             storage_available_bytes: Some(2e9),
             cached_variants: cached.to_vec(),
             loaded_variants: loaded.to_vec(),
+            downloading,
             measured: measured.map(|path| {
                 let (decode, prefill) = self.speeds(path);
                 Measured {
@@ -158,6 +161,11 @@ impl Profile {
             BrowserPath::Webgpu => (self.gpu_decode_tok_s, self.gpu_prefill_tok_s),
             BrowserPath::Cpu => (self.cpu_decode_tok_s, self.cpu_prefill_tok_s),
         }
+    }
+
+    /// Download speed, bytes per second.
+    pub fn download_bytes_per_sec(&self) -> f64 {
+        self.download_mbit_s.max(0.1) * 1e6 / 8.0
     }
 
     /// Milliseconds to download `bytes`.
@@ -178,7 +186,7 @@ mod tests {
         assert_eq!(pick(&profiles, 0.0), 0);
         assert_eq!(pick(&profiles, 0.999_999), profiles.len() - 1);
         let no_gpu = profiles.iter().find(|p| p.webgpu.is_none()).unwrap();
-        assert!(no_gpu.capabilities(&[], &[], None).webgpu.is_none());
+        assert!(no_gpu.capabilities(&[], &[], Vec::new(), None).webgpu.is_none());
     }
 
     #[test]
