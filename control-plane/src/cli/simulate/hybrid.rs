@@ -172,7 +172,7 @@ async fn visit(
         let new_tokens = answer.prompt_tokens.saturating_sub(kept_tokens).max(1);
         let browser_ttft_if = (!session.load_fails)
             .then(|| routed + waiting + secs(new_tokens as f64 / prefill_if.max(0.1)));
-        let trace = json!({
+        let mut trace = json!({
             "session": index,
             "turn": t,
             "profile": profile.name,
@@ -221,7 +221,6 @@ async fn visit(
                 (Outcome::Server, routed + c.ttft)
             }
         };
-        let mut trace = trace;
         trace["outcome"] = json!(format!("{outcome:?}"));
         trace["ttft_ms"] = json!(super::millis(ttft));
         out.push(Observed {

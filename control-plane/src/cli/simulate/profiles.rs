@@ -186,7 +186,12 @@ mod tests {
         assert_eq!(pick(&profiles, 0.0), 0);
         assert_eq!(pick(&profiles, 0.999_999), profiles.len() - 1);
         let no_gpu = profiles.iter().find(|p| p.webgpu.is_none()).unwrap();
-        assert!(no_gpu.capabilities(&[], &[], Vec::new(), None).webgpu.is_none());
+        assert!(
+            no_gpu
+                .capabilities(&[], &[], Vec::new(), None)
+                .webgpu
+                .is_none()
+        );
     }
 
     #[test]
