@@ -165,6 +165,22 @@ export function fakeEngine(report: DeviceReport = deviceReport()): FakeEngineMod
   return m;
 }
 
+/**
+ * Holds the engine's loads until the returned `release` is called; `first` runs as each load
+ * starts (to report progress, say).
+ */
+export function holdLoads(engine: FakeEngineModule, first?: (opts: LoadOptions) => void): () => void {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const load = engine.loadEngine;
+  engine.loadEngine = async (opts) => {
+    first?.(opts);
+    await gate;
+    return load(opts);
+  };
+  return release;
+}
+
 // ------------------------------------------------------------------------------------------------
 // Server
 // ------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import {
   collect,
   deviceReport,
   fakeEngine,
+  holdLoads,
   fakeServer,
   json,
   serverChunks,
@@ -414,14 +415,9 @@ describe('browser route', () => {
 
   it('a download under way is reported to /v1/route with its progress, and forgotten once loaded', async () => {
     const engine = fakeEngine();
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    const load = engine.loadEngine;
-    engine.loadEngine = async (opts) => {
-      opts.onProgress?.({ url: opts.variant.url, loaded: 40e6, total: 98e6, bytesPerSecond: 2e6, fromCache: false, phase: 'download' });
-      await gate;
-      return load(opts);
-    };
+    const release = holdLoads(engine, (opts) =>
+      opts.onProgress?.({ url: opts.variant.url, loaded: 40e6, total: 98e6, bytesPerSecond: 2e6, fromCache: false, phase: 'download' }),
+    );
     const { tandem, server } = await setup(
       { '/v1/route': () => json(SERVER_ANSWER), '/v1/chat/completions': () => json(serverCompletion('Rayleigh.')) },
       {},
@@ -762,13 +758,7 @@ describe('abort', () => {
 
   it('aborting during the engine load rejects at once and keeps the load for later', async () => {
     const engine = fakeEngine();
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    const load = engine.loadEngine;
-    engine.loadEngine = async (opts) => {
-      await gate;
-      return load(opts);
-    };
+    const release = holdLoads(engine);
     const { tandem } = await setup({ '/v1/route': () => json(BROWSER_ANSWER) }, {}, engine);
     const ac = new AbortController();
     const p = tandem.chat.completions.create({ model: 'smol', messages: MESSAGES, signal: ac.signal });

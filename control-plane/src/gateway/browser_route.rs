@@ -324,11 +324,11 @@ pub struct Capabilities {
     #[serde(default, deserialize_with = "lenient")]
     pub storage_available_bytes: Option<f64>,
     /// SHA-256s of the variants already in the browser's cache.
-    #[serde(default, deserialize_with = "lenient_strings")]
+    #[serde(default, deserialize_with = "lenient_list")]
     pub cached_variants: Vec<String>,
     /// SHA-256s of the variants whose engine is loaded in the page right now (cached too, and
     /// nothing left to load: the time to the first token is the prompt's alone).
-    #[serde(default, deserialize_with = "lenient_strings")]
+    #[serde(default, deserialize_with = "lenient_list")]
     pub loaded_variants: Vec<String>,
     /// Speeds the client measured for this model, if it has run it.
     #[serde(default, deserialize_with = "lenient")]
@@ -349,7 +349,7 @@ pub struct WebGpuInfo {
     #[serde(default, deserialize_with = "lenient")]
     pub adapter: AdapterInfo,
     /// The adapter's features (`shader-f16`, `subgroups`, ...).
-    #[serde(default, deserialize_with = "lenient_strings")]
+    #[serde(default, deserialize_with = "lenient_list")]
     pub features: Vec<String>,
     /// The adapter's numeric limits by WebGPU name (`maxBufferSize`, ...); non-numbers dropped.
     #[serde(default, deserialize_with = "lenient_limits")]
@@ -800,8 +800,14 @@ fn cap_rate(tok_s: f64) -> f64 {
 
 /// Whether a non-blank `sha256` is in `list` (compared case-insensitively, blanks trimmed).
 fn listed(list: &[String], sha256: &str) -> bool {
-    let sha256 = sha256.trim();
-    !sha256.is_empty() && list.iter().any(|c| c.trim().eq_ignore_ascii_case(sha256))
+    list.iter().any(|c| same_sha256(c, sha256))
+}
+
+/// Whether two SHA-256s are the same non-blank one (compared case-insensitively, blanks
+/// trimmed).
+fn same_sha256(a: &str, b: &str) -> bool {
+    let b = b.trim();
+    !b.is_empty() && a.trim().eq_ignore_ascii_case(b)
 }
 
 /// Milliseconds to process `count` tokens at `tok_s`.
@@ -867,7 +873,7 @@ impl<'a> Device<'a> {
         let under_way = self
             .downloading
             .iter()
-            .find(|d| listed(std::slice::from_ref(&d.sha256), &variant.sha256));
+            .find(|d| same_sha256(&d.sha256, &variant.sha256));
         let (left, rate) = match under_way {
             Some(d) => (
                 bytes
@@ -1076,21 +1082,6 @@ where
 fn lenient_true<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     let value = serde_json::Value::deserialize(d)?;
     Ok(value.as_bool().unwrap_or(true))
-}
-
-/// The strings of a list (other elements dropped); anything but a list gives an empty list.
-fn lenient_strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    let value = serde_json::Value::deserialize(d)?;
-    Ok(match value {
-        serde_json::Value::Array(items) => items
-            .into_iter()
-            .filter_map(|item| match item {
-                serde_json::Value::String(s) => Some(s),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    })
 }
 
 /// The elements of a list that read as `T` (others dropped); anything but a list gives an
