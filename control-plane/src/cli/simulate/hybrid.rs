@@ -169,6 +169,7 @@ async fn visit(
             BrowserPath::Cpu
         };
         let (decode_if, prefill_if) = profile.speeds(browser_path);
+        // The last prompt token is always computed (for the logits).
         let new_tokens = answer.prompt_tokens.saturating_sub(kept_tokens).max(1);
         let browser_ttft_if = (!session.load_fails)
             .then(|| routed + waiting + secs(new_tokens as f64 / prefill_if.max(0.1)));
@@ -198,8 +199,6 @@ async fn visit(
             }
             Some(path) => {
                 let (decode, prefill) = profile.speeds(path);
-                // The last prompt token is always computed (for the logits).
-                let new_tokens = answer.prompt_tokens.saturating_sub(kept_tokens).max(1);
                 let ttft = routed + waiting + secs(new_tokens as f64 / prefill.max(0.1));
                 let generation = secs(answer.completion_tokens as f64 / decode.max(0.1));
                 tokio::time::sleep((ttft + generation).saturating_sub(asked.elapsed())).await;

@@ -170,7 +170,7 @@ impl Profile {
 
     /// Milliseconds to download `bytes`.
     pub fn download_ms(&self, bytes: u64) -> f64 {
-        bytes as f64 * 8.0 / (self.download_mbit_s.max(0.1) * 1e6) * 1e3
+        bytes as f64 / self.download_bytes_per_sec() * 1e3
     }
 }
 
